@@ -1,0 +1,94 @@
+"""Every error mothertree raises on purpose, each with a hint saying what to do.
+
+The CLI prints ``error: <message>`` and, after a blank line, ``hint: <hint>``, then exits with 1. Set
+``MOTHERTREE_DEBUG=1`` to see the traceback instead. Each class also derives from the builtin a caller
+would naturally catch (``FileNotFoundError``, ``ValueError``, ``ImportError``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MotherTreeError(Exception):
+    """Base class: a message naming what went wrong (and where), plus a hint."""
+
+    default_hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+        self.path = Path(path) if path is not None else None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CheckpointNotFoundError(MotherTreeError, FileNotFoundError):
+    """A path given by the user, or a file a checkpoint refers to, does not exist."""
+
+    default_hint = "check the path; `mothertree recover` takes a folder of model folders or checkpoint files"
+
+
+class NoModelsFoundError(MotherTreeError, ValueError):
+    """A folder holds no checkpoint mothertree can read."""
+
+    default_hint = (
+        "a model is a folder with `*.safetensors` or `*.bin` files (sharded or not), a single `.safetensors`, "
+        "`.bin`, `.pt` or `.pth` file, or a Hugging Face cache entry `models--org--name`"
+    )
+
+
+class InvalidCheckpointError(MotherTreeError, ValueError):
+    """A checkpoint file is truncated, corrupt, or not what its name says."""
+
+    default_hint = "the file may be truncated or corrupt: download or save it again"
+
+
+class MissingShardError(InvalidCheckpointError):
+    """A shard index names a file that is not there."""
+
+    default_hint = "the download is incomplete: fetch the missing shard again (or remove the model)"
+
+
+class UnsupportedFormatError(MotherTreeError, ValueError):
+    """A checkpoint is in a format mothertree does not read (yet)."""
+
+
+class MissingDependencyError(MotherTreeError, ImportError):
+    """An optional dependency is needed for this input."""
+
+
+class NoComparableTensorsError(MotherTreeError, ValueError):
+    """The selected models share no tensor of the same name and shape."""
+
+    default_hint = "models of different architectures cannot be compared; check `--layers` or the folder"
+
+
+class TooFewModelsError(MotherTreeError, ValueError):
+    """Fewer than two readable models: there is no tree to recover."""
+
+    default_hint = "give a folder holding at least two models of the same architecture"
+
+
+class NonFiniteWeightsError(MotherTreeError, ValueError):
+    """A model holds NaN or infinite weights; distances to it are meaningless."""
+
+    default_hint = "the checkpoint is broken (a diverged run?): remove it or replace it with a good one"
+
+
+class InvalidTruthError(MotherTreeError, ValueError):
+    """A ground-truth or result file is not in the expected shape."""
+
+    default_hint = 'a truth file is JSON like {"edges": [{"parent": "a", "child": "b"}]}'
+
+
+class InvalidFeatureSetError(MotherTreeError, ValueError):
+    """A saved FeatureSet file cannot be read."""
+
+    default_hint = "extract the features again with `mothertree features`"
+
+
+class InvalidParameterError(MotherTreeError, ValueError):
+    """A parameter value is out of range or inconsistent with the data."""

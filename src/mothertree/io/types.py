@@ -1,0 +1,97 @@
+"""Value types shared by every reader: what a model is, what a tensor is, what a reader offers."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as its file header describes it; reading it costs nothing.
+
+    Attributes:
+        name: the tensor's key in the checkpoint (e.g. ``encoder.layer.0.attention.self.query.weight``).
+        shape: its shape.
+        dtype: safetensors' dtype name (``F32``, ``F16``, ``BF16``, ``I64``, ...), also for pickled tensors.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
+
+
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model found on disk.
+
+    Attributes:
+        id: a short name, unique within a collection: the folder name (a file's name without extension); on a
+            clash, the path relative to the folder that was searched.
+        path: the folder or file the user has (for a Hugging Face cache entry, the ``models--org--name``
+            folder).
+        weights_path: the folder or file the weights are read from (for a cache entry, its snapshot).
+        declared_base_models: ``base_model`` names from a README's front matter, if any (a list: merges have
+            several). Optional truth, never used by recovery.
+    """
+
+    id: str
+    path: Path
+    weights_path: Path
+    declared_base_models: tuple[str, ...] = field(default=())
+
+
+class Checkpoint(ABC):
+    """Lazy access to one model's tensors. Opening reads headers only; ``read`` reads one tensor.
+
+    Implementations hold at most one file (shard) open at a time, and validate everything that can be
+    validated without reading data (every shard present, headers parse, offsets inside the file) when opened,
+    so that a broken model fails before the expensive pass.
+    """
+
+    path: Path
+
+    @property
+    @abstractmethod
+    def tensors(self) -> Mapping[str, TensorInfo]:
+        """Every tensor of the model, in storage order (shard by shard, offset by offset)."""
+
+    @abstractmethod
+    def read(self, name: str) -> np.ndarray:
+        """One tensor as a float32 array (bf16/fp16/fp64 converted), C-contiguous, not memory-mapped."""
+
+    def close(self) -> None:  # noqa: B027 - readers without handles have nothing to close
+        """Release any open file handle."""
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class BrokenModel:
+    """A model that was found but could not be used, and why (the batch goes on without it)."""
+
+    path: Path
+    error: Exception
