@@ -1,0 +1,212 @@
+"""The ``mothertree`` command: ``recover``, ``evaluate``, ``demo``.
+
+Data (trees, JSON, DOT, scores) goes to stdout; logs, warnings, errors and hints go to stderr. A
+``MotherTreeError`` becomes ``error: ...`` plus ``hint: ...`` and exit code 1; set ``MOTHERTREE_DEBUG=1``
+for the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+
+from . import _progress
+from .errors import MissingDependencyError, MotherTreeError
+from .evaluation.metrics import Score, score_edges
+from .evaluation.truth import EdgeSet, load_edges
+from .features.featureset import FeatureSet
+from .io.types import BrokenModel
+from .pipeline import RecoveryResult, read_features, recover_trees
+from .render import children_of, draw_tree, to_dot, to_json, to_text
+from .tree.costs import DIRECTIONS
+
+LOG = logging.getLogger("mothertree")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _report_errors(command: F) -> F:
+    """Turn a MotherTreeError into `error:` / `hint:` on stderr and exit code 1 (no traceback)."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MotherTreeError as exc:
+            if os.environ.get("MOTHERTREE_DEBUG"):
+                raise
+            click.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"\nhint: {exc.hint}", err=True)
+            sys.exit(1)
+
+    return cast(F, wrapper)
+
+
+def _setup_output(quiet: bool) -> None:
+    _progress.set_quiet(quiet)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    LOG.handlers[:] = [handler]
+    LOG.setLevel(logging.WARNING if quiet else logging.INFO)
+    LOG.propagate = False
+
+
+def _report_skipped(broken: Sequence[BrokenModel]) -> None:
+    if not broken:
+        return
+    click.echo(f"warning: skipped {len(broken)} model{'s' if len(broken) != 1 else ''}:", err=True)
+    for model in broken:
+        click.echo(f"  {model.error}", err=True)
+        hint = getattr(model.error, "hint", None)
+        if hint:
+            click.echo(f"    hint: {hint}", err=True)
+
+
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mothertree")
+def main() -> None:
+    """Recover Model Trees (which model was fine-tuned from which) from model weights alone."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--trees", "n_trees", type=click.IntRange(min=1), help="Number of Model Trees (default: 1 per architecture).")
+@click.option("--lam", type=click.FloatRange(min=0), default=0.3, show_default=True, help="Weight of the kurtosis direction penalty.")
+@click.option(
+    "--direction",
+    type=click.Choice(DIRECTIONS),
+    default="falls",
+    show_default=True,
+    help="Kurtosis trend from parent to child: falls (fine-tuning) or rises (continued pre-training).",
+)
+@click.option("--layers", metavar="REGEX", help="Compare only the weight tensors whose name matches REGEX.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text", show_default=True)
+@click.option(
+    "--save-features",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the extracted features (.npz); `recover` on that file reruns without the weights.",
+)
+@quiet_option
+@_report_errors
+def recover(
+    paths: tuple[Path, ...],
+    n_trees: int | None,
+    lam: float,
+    direction: str,
+    layers: str | None,
+    fmt: str,
+    save_features: Path | None,
+    quiet: bool,
+) -> None:
+    """Recover the Model Trees of the models under PATHS.
+
+    PATHS are folders of models (sub-folders and checkpoint files), single models, or FeatureSet files
+    (.npz) written by --save-features.
+    """
+    _setup_output(quiet)
+    feature_files = [p for p in paths if p.suffix == ".npz"]
+    if feature_files and len(feature_files) != len(paths):
+        raise click.UsageError("give either model folders or FeatureSet (.npz) files, not both")
+    broken: list[BrokenModel] = []
+    if feature_files:
+        feature_sets = [FeatureSet.load(p) for p in feature_files]
+    else:
+        feature_sets, broken = read_features(paths, layers=layers)
+    if save_features is not None:
+        _save_feature_sets(feature_sets, save_features)
+    result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction)  # type: ignore[arg-type]
+    result.broken = broken
+    result.params["layers"] = layers
+    renderers: dict[str, Callable[[RecoveryResult], str]] = {"text": to_text, "json": to_json, "dot": to_dot}
+    click.echo(renderers[fmt](result), nl=False)
+    _report_skipped(broken)
+
+
+def _save_feature_sets(feature_sets: Sequence[FeatureSet], path: Path) -> None:
+    comparable = [f for f in feature_sets if f.n_models > 1]
+    for k, features in enumerate(comparable):
+        target = path if len(comparable) == 1 else path.with_name(f"{path.stem}-group{k}{path.suffix}")
+        features.save(target)
+        LOG.info("features of %d models written to `%s`", features.n_models, target)
+
+
+@main.command()
+@click.argument("result", type=click.Path(path_type=Path))
+@click.argument("truth", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_report_errors
+def evaluate(result: Path, truth: Path, fmt: str) -> None:
+    """Score a recovered RESULT (from `recover --format json`) against TRUTH ({"edges": [...]})."""
+    score = score_edges(load_edges(result), load_edges(truth))
+    if fmt == "json":
+        click.echo(json.dumps(score.to_dict(), indent=2))
+    else:
+        click.echo(_score_text(score))
+
+
+def _score_text(score: Score) -> str:
+    lines = [
+        f"directed accuracy:   {score.directed:.1%} ({score.n_directed_correct}/{score.n_edges} edges)",
+        f"undirected accuracy: {score.undirected:.1%} ({score.n_undirected_correct}/{score.n_edges} edges)",
+    ]
+    if len(score.per_tree) > 1:
+        for tree in score.per_tree:
+            lines.append(f"  tree of {tree.root}: directed {tree.directed:.1%}, undirected {tree.undirected:.1%}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to build (default: cache).")
+@click.option("--force", is_flag=True, help="Rebuild the demo Model Graph even if cached.")
+@click.option("--lam", type=click.FloatRange(min=0), default=0.3, show_default=True)
+@click.option("--direction", type=click.Choice(DIRECTIONS), default="falls", show_default=True)
+@quiet_option
+@_report_errors
+def demo(out: Path | None, force: bool, lam: float, direction: str, quiet: bool) -> None:
+    """Build a small Model Graph by really fine-tuning ImageNet MobileNetV2 (once), then recover it."""
+    _setup_output(quiet)
+    try:
+        from .zoo.demo import build_demo_graph
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the demo trains models and needs PyTorch: {exc}", hint="pip install 'mothertree[zoo]'"
+        ) from exc
+    graph_dir = build_demo_graph(out, quiet=quiet, force=force)
+    feature_sets, broken = read_features([graph_dir])
+    result = recover_trees(feature_sets, lam=lam, direction=direction)  # type: ignore[arg-type]
+    truth = load_edges(graph_dir / "truth.json")
+    click.echo(side_by_side(result, truth))
+    click.echo("")
+    click.echo(_score_text(score_edges({(e.parent, e.child) for e in result.edges}, truth)))
+    _report_skipped(broken)
+
+
+def side_by_side(result: RecoveryResult, truth: EdgeSet) -> str:
+    """The recovered trees (each edge marked right or wrong) beside the true ones."""
+    recovered_edges = {(e.parent, e.child) for e in result.edges}
+    marks = {child: "  ✓" if (parent, child) in truth else "  ✗" for parent, child in recovered_edges}
+    left = [f"recovered (lam={result.params['lam']}, direction={result.params['direction']})"]
+    recovered_children = children_of(recovered_edges)
+    for tree in result.trees:
+        left += draw_tree(tree.root, recovered_children, marks)
+    right = ["truth"]
+    true_children = children_of(truth)
+    roots = sorted({p for p, _ in truth} - {c for _, c in truth})
+    for root in roots:
+        right += draw_tree(root, true_children)
+    width = max(len(line) for line in left) + 4
+    rows = max(len(left), len(right))
+    left += [""] * (rows - len(left))
+    right += [""] * (rows - len(right))
+    return "\n".join(f"{a.ljust(width)}{b}".rstrip() for a, b in zip(left, right, strict=True))

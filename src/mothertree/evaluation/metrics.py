@@ -1,0 +1,90 @@
+"""Scores of a recovered Model Graph against the truth (kept apart from recovery, unlike the paper's code).
+
+The paper's metric is directed edge accuracy: a true edge counts when the recovered graph has the same
+parent -> child edge, placement and direction right. Undirected accuracy counts placement alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .truth import EdgeSet
+
+
+@dataclass(frozen=True)
+class TreeScore:
+    root: str
+    n_edges: int
+    directed: float
+    undirected: float
+
+
+@dataclass(frozen=True)
+class Score:
+    """Directed and undirected edge accuracy, overall and per true tree."""
+
+    n_edges: int
+    n_directed_correct: int
+    n_undirected_correct: int
+    per_tree: list[TreeScore] = field(default_factory=list)
+
+    @property
+    def directed(self) -> float:
+        return self.n_directed_correct / self.n_edges if self.n_edges else 1.0
+
+    @property
+    def undirected(self) -> float:
+        return self.n_undirected_correct / self.n_edges if self.n_edges else 1.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "n_edges": self.n_edges,
+            "directed_accuracy": self.directed,
+            "undirected_accuracy": self.undirected,
+            "trees": [
+                {"root": t.root, "n_edges": t.n_edges, "directed_accuracy": t.directed,
+                 "undirected_accuracy": t.undirected}
+                for t in self.per_tree
+            ],
+        }
+
+
+def true_trees(edges: EdgeSet) -> list[tuple[str, EdgeSet]]:
+    """The weakly connected components of the true edges, each with its root (a node with no parent)."""
+    neighbours: dict[str, set[str]] = {}
+    for parent, child in edges:
+        neighbours.setdefault(parent, set()).add(child)
+        neighbours.setdefault(child, set()).add(parent)
+    children = {child for _, child in edges}
+    seen: set[str] = set()
+    trees: list[tuple[str, EdgeSet]] = []
+    for start in sorted(neighbours):
+        if start in seen:
+            continue
+        component, stack = {start}, [start]
+        while stack:
+            for other in neighbours[stack.pop()] - component:
+                component.add(other)
+                stack.append(other)
+        seen |= component
+        roots = sorted(component - children) or sorted(component)
+        trees.append((roots[0], {e for e in edges if e[0] in component}))
+    return trees
+
+
+def score_edges(predicted: EdgeSet, truth: EdgeSet) -> Score:
+    """Accuracy of ``predicted`` over the ``truth`` edges, overall and per true tree."""
+    undirected_predicted = {frozenset(e) for e in predicted}
+
+    def counts(true_edges: EdgeSet) -> tuple[int, int]:
+        directed = sum(e in predicted for e in true_edges)
+        undirected = sum(frozenset(e) in undirected_predicted for e in true_edges)
+        return directed, undirected
+
+    per_tree = []
+    for root, tree_edges in true_trees(truth):
+        directed, undirected = counts(tree_edges)
+        n = len(tree_edges)
+        per_tree.append(TreeScore(root, n, directed / n if n else 1.0, undirected / n if n else 1.0))
+    directed, undirected = counts(truth)
+    return Score(len(truth), directed, undirected, per_tree)

@@ -1,0 +1,121 @@
+"""FeatureSet: everything recovery needs from the weights, per tensor, small enough to keep.
+
+Reading the weights is the expensive part; the reductions kept here (per-tensor pairwise distances and
+per-model moments) are a few MB. Changing λ, the direction sign or the aggregation reruns on them in
+milliseconds, and a saved FeatureSet (``.npz``) reruns without the checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import InvalidFeatureSetError
+from .reductions import excess_kurtosis
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class FeatureSet:
+    """Per-tensor reductions of one group of comparable models.
+
+    Attributes:
+        model_ids: ``(n_models,)`` model ids.
+        model_paths: ``(n_models,)`` where each model was read from.
+        tensor_names: ``(n_tensors,)`` names of the compared tensors.
+        numel: ``(n_tensors,)`` number of elements of each tensor.
+        rms_distances: ``(n_tensors, n_models, n_models)`` per-tensor RMS of ``W_i - W_j``
+            (Frobenius norm over ``sqrt(numel)``).
+        moments: ``(n_tensors, n_models, 4)`` per-tensor mean and 2nd-4th central moments of each model.
+        metadata: free-form provenance (selection rule, reading time, ...).
+    """
+
+    model_ids: list[str]
+    model_paths: list[str]
+    tensor_names: list[str]
+    numel: npt.NDArray[np.int64]
+    rms_distances: npt.NDArray[np.float64]
+    moments: npt.NDArray[np.float64]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.model_ids)
+
+    @property
+    def n_tensors(self) -> int:
+        return len(self.tensor_names)
+
+    def distances(self) -> npt.NDArray[np.float64]:
+        """``(n_models, n_models)`` mean over tensors of the per-tensor RMS distance (the paper's)."""
+        return np.asarray(self.rms_distances.mean(axis=0), dtype=np.float64)
+
+    def kurtosis(self) -> npt.NDArray[np.float64]:
+        """``(n_tensors, n_models)`` excess kurtosis of each tensor of each model."""
+        return excess_kurtosis(self.moments)
+
+    def summed_kurtosis(self) -> npt.NDArray[np.float64]:
+        """``(n_models,)`` excess kurtosis summed over tensors (the paper's direction statistic)."""
+        return np.asarray(np.nansum(self.kurtosis(), axis=0), dtype=np.float64)
+
+    def subset(self, indices: npt.ArrayLike) -> FeatureSet:
+        """The FeatureSet of some of the models, in the order given."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return FeatureSet(
+            model_ids=[self.model_ids[i] for i in idx],
+            model_paths=[self.model_paths[i] for i in idx],
+            tensor_names=list(self.tensor_names),
+            numel=self.numel.copy(),
+            rms_distances=self.rms_distances[:, idx][:, :, idx],
+            moments=self.moments[:, idx],
+            metadata=dict(self.metadata),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Write to a ``.npz`` file (arrays plus a JSON header)."""
+        header = {
+            "format_version": FORMAT_VERSION,
+            "model_ids": self.model_ids,
+            "model_paths": self.model_paths,
+            "tensor_names": self.tensor_names,
+            "metadata": self.metadata,
+        }
+        with open(path, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                header=np.array(json.dumps(header)),
+                numel=self.numel,
+                rms_distances=self.rms_distances.astype(np.float32),
+                moments=self.moments,
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSet:
+        """Read a file written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                header = json.loads(str(data["header"]))
+                arrays = {key: data[key] for key in ("numel", "rms_distances", "moments")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvalidFeatureSetError(f"`{path}` is not a mothertree FeatureSet: {exc}", path=path) from exc
+        if header.get("format_version") != FORMAT_VERSION:
+            raise InvalidFeatureSetError(
+                f"`{path}` has FeatureSet format {header.get('format_version')}, this mothertree reads "
+                f"{FORMAT_VERSION}",
+                path=path,
+            )
+        return cls(
+            model_ids=list(header["model_ids"]),
+            model_paths=list(header["model_paths"]),
+            tensor_names=list(header["tensor_names"]),
+            numel=arrays["numel"].astype(np.int64),
+            rms_distances=arrays["rms_distances"].astype(np.float64),
+            moments=arrays["moments"].astype(np.float64),
+            metadata=dict(header.get("metadata", {})),
+        )

@@ -1,0 +1,112 @@
+"""File-name conventions and checks shared by the readers and by discovery (no format parsing here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from ..errors import InvalidCheckpointError, MissingShardError
+
+SAFETENSORS_SUFFIX = ".safetensors"
+TORCH_SUFFIXES = (".bin", ".pt", ".pth")
+WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+SAFETENSORS_FILE = "model.safetensors"
+TORCH_INDEX = "pytorch_model.bin.index.json"
+TORCH_FILE = "pytorch_model.bin"
+ADAPTER_CONFIG = "adapter_config.json"
+README = "README.md"
+
+# Files the HF Trainer and common training loops write next to the weights. They are pickles of
+# optimizer/scheduler/RNG state or of TrainingArguments, never a model, so they must not count as one.
+_NOT_WEIGHTS = re.compile(
+    r"^(training_args\.bin|optimizer\.(pt|bin)|scheduler\.(pt|bin)|scaler\.pt|rng_state(_\d+)?\.pth)$"
+)
+# `model-00001-of-00003.safetensors`: a shard, meaningless without the index that lists its tensors.
+SHARD_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.(safetensors|bin)$")
+
+
+def shown(path: str | Path) -> str:
+    """A path as error messages print it."""
+    return f"`{path}`"
+
+
+def is_weight_file_name(name: str) -> bool:
+    """Whether a file of this name may hold a model's weights (by extension; hidden files never do)."""
+    return not name.startswith(".") and name.endswith(WEIGHT_SUFFIXES) and not _NOT_WEIGHTS.match(name)
+
+
+def is_shard_name(name: str) -> bool:
+    """``*-0000k-of-0000n.*`` with n > 1 (a lone ``-00001-of-00001`` file is a complete model)."""
+    match = SHARD_NAME.search(name)
+    return match is not None and int(match.group(2)) > 1
+
+
+def is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def broken_link_error(path: Path) -> MissingShardError:
+    """A symlink whose target is gone: in a Hugging Face cache, a snapshot file whose blob is missing."""
+    target = Path(os.readlink(path))
+    if not target.is_absolute():
+        target = path.parent / target
+    return MissingShardError(
+        f"{shown(path)} is a broken link: its target {shown(os.path.normpath(target))} is missing",
+        path=path,
+    )
+
+
+def check_shards_exist(index: Path, shards: list[Path]) -> None:
+    """Raise for every shard the index names that is not on disk, before any file is parsed."""
+    broken = [shard for shard in shards if is_broken_link(shard)]
+    if broken:
+        raise broken_link_error(broken[0])
+    missing = [shard for shard in shards if not shard.is_file()]
+    if len(missing) == 1:
+        raise MissingShardError(f"{shown(missing[0])} is missing: {shown(index)} names it as a shard", path=index)
+    if missing:
+        names = ", ".join(shown(shard.name) for shard in missing)
+        raise MissingShardError(
+            f"{len(missing)} shards named by {shown(index)} are missing: {names}", path=index
+        )
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """``weight_map`` (tensor name -> shard file name) of a ``*.index.json`` written by transformers."""
+    if is_broken_link(index):
+        raise broken_link_error(index)
+    try:
+        text = index.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidCheckpointError(f"{shown(index)} is not a shard index: it is not text", path=index) from None
+    try:
+        content = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidCheckpointError(
+            f"{shown(index)} is not a shard index: invalid JSON at line {exc.lineno}", path=index
+        ) from None
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
+    ):
+        raise InvalidCheckpointError(
+            f"{shown(index)} is not a shard index: it has no `weight_map` of tensor names to shard files",
+            path=index,
+        )
+    if not weight_map:
+        raise InvalidCheckpointError(f"{shown(index)} names no tensors: its `weight_map` is empty", path=index)
+    return weight_map
+
+
+def shard_paths(index: Path, weight_map: dict[str, str]) -> list[Path]:
+    """The shard files an index names, in file-name order (numbers compared as numbers)."""
+    return [index.parent / name for name in sorted(set(weight_map.values()), key=natural_key)]
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    # HF zero-pads shard numbers, but hand-made indexes may say `shard2` and `shard10`.
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)

@@ -1,0 +1,205 @@
+"""From a folder on disk to Model Trees: discover, open, group, read features, recover.
+
+This is the library call behind ``mothertree recover``; every step is also usable on its own
+(``mothertree.io``, ``mothertree.features``, ``mothertree.tree``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
+from .features.extract import extract_features
+from .features.featureset import FeatureSet
+from .features.select import group_by_architecture, select_tensors, weight_signature
+from .io import discover, open_checkpoint
+from .io.types import BrokenModel, Checkpoint, ModelRef
+from .tree.cluster import split_counts, tree_linkage
+from .tree.costs import Direction
+from .tree.recover import Edge, TreeRecovery
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecoveredModel:
+    id: str
+    path: str
+    tree: int
+
+
+@dataclass(frozen=True)
+class RecoveredTree:
+    root: str
+    models: list[str]
+
+
+@dataclass
+class RecoveryResult:
+    """The Model Trees of a collection, and the models that could not be used.
+
+    ``to_json`` gives the stable JSON contract of ``mothertree recover --format json``.
+    """
+
+    models: list[RecoveredModel]
+    edges: list[Edge]
+    trees: list[RecoveredTree]
+    broken: list[BrokenModel] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def roots(self) -> list[str]:
+        return [tree.root for tree in self.trees]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": [{"id": m.id, "path": m.path, "tree": m.tree} for m in self.models],
+            "edges": [{"parent": e.parent, "child": e.child, "distance": e.distance} for e in self.edges],
+            "roots": self.roots,
+            "trees": [{"root": t.root, "models": t.models} for t in self.trees],
+            "skipped": [{"path": str(b.path), "error": str(b.error)} for b in self.broken],
+            "params": self.params,
+        }
+
+
+def read_features(
+    paths: Sequence[str | Path], *, layers: str | None = None
+) -> tuple[list[FeatureSet], list[BrokenModel]]:
+    """One FeatureSet per architecture group of the models found under ``paths``."""
+    refs: list[ModelRef] = []
+    broken: list[BrokenModel] = []
+    for path in paths:
+        found, failed = discover(Path(path))
+        refs.extend(found)
+        broken.extend(failed)
+
+    with ExitStack() as stack:
+        opened: list[tuple[ModelRef, Checkpoint]] = []
+        for ref in refs:
+            try:
+                opened.append((ref, stack.enter_context(open_checkpoint(ref))))
+            except MotherTreeError as exc:
+                LOG.warning("skipping `%s`: %s", ref.path, exc)
+                broken.append(BrokenModel(path=ref.path, error=exc))
+        if len(opened) < 2:
+            raise TooFewModelsError(_too_few_message(paths, len(opened), broken))
+
+        groups = group_by_architecture([weight_signature(ckpt.tensors) for _, ckpt in opened])
+        LOG.info("%d models in %d architecture group(s)", len(opened), len(groups))
+        feature_sets = []
+        for members in groups:
+            group = [opened[i] for i in members]
+            if len(group) == 1:
+                feature_sets.append(_lone_model(group[0]))
+                continue
+            tensors = select_tensors([ckpt.tensors for _, ckpt in group], layers)
+            features, failed = extract_features(
+                [ckpt for _, ckpt in group],
+                [ref.id for ref, _ in group],
+                tensors,
+                metadata={"layers": layers, "selection": "regex" if layers else "default"},
+            )
+            broken.extend(failed)
+            if features.n_models:
+                feature_sets.append(features)
+    if not any(f.n_models > 1 for f in feature_sets):
+        raise NoComparableTensorsError(
+            "no two models share their weight tensors (name and shape): there is nothing to compare",
+            hint="put fine-tunes of one architecture in the folder; models of different architectures "
+            "are never related by fine-tuning",
+        )
+    return feature_sets, broken
+
+
+def recover_trees(
+    feature_sets: Sequence[FeatureSet],
+    *,
+    n_trees: int | None = None,
+    lam: float = 0.3,
+    direction: Direction = "falls",
+) -> RecoveryResult:
+    """Model Trees of several architecture groups; ``n_trees`` counts the trees of all groups together."""
+    started = time.perf_counter()
+    comparable = [f for f in feature_sets if f.n_models > 1]
+    if n_trees is None:
+        counts = [1] * len(comparable)
+    else:
+        lone = len(feature_sets) - len(comparable)
+        linkages = [tree_linkage(f.distances()) for f in comparable]
+        scales = [float(np.median(f.distances()[np.triu_indices(f.n_models, 1)])) for f in comparable]
+        counts = split_counts(linkages, scales, n_trees - lone)
+
+    models: list[RecoveredModel] = []
+    edges: list[Edge] = []
+    trees: list[RecoveredTree] = []
+    count_of = dict(zip(map(id, comparable), counts, strict=True))
+    for features in feature_sets:
+        if features.n_models == 1:
+            trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
+            models.append(RecoveredModel(features.model_ids[0], features.model_paths[0], len(trees) - 1))
+            continue
+        recovery = TreeRecovery(n_trees=count_of[id(features)], lam=lam, direction=direction).fit(features)
+        first_tree = len(trees)
+        for label in range(int(recovery.labels_.max()) + 1):
+            members = [recovery.model_ids_[i] for i in np.flatnonzero(recovery.labels_ == label)]
+            root = next(r for r in recovery.roots_ if r in members)
+            trees.append(RecoveredTree(root=root, models=members))
+        for model_id, path, label in zip(features.model_ids, features.model_paths, recovery.labels_, strict=True):
+            models.append(RecoveredModel(model_id, path, first_tree + int(label)))
+        edges.extend(recovery.edges_)
+    params = {"n_trees": n_trees, "lam": lam, "direction": direction}
+    return RecoveryResult(
+        models=models,
+        edges=edges,
+        trees=trees,
+        params=params,
+        timings={"trees_s": time.perf_counter() - started},
+    )
+
+
+def recover(
+    paths: Sequence[str | Path],
+    *,
+    n_trees: int | None = None,
+    lam: float = 0.3,
+    direction: Direction = "falls",
+    layers: str | None = None,
+) -> RecoveryResult:
+    """Discover the models under ``paths``, read their features, and recover their Model Trees."""
+    started = time.perf_counter()
+    feature_sets, broken = read_features(paths, layers=layers)
+    read_s = time.perf_counter() - started
+    result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction)
+    result.broken = broken
+    result.params["layers"] = layers
+    result.timings["features_s"] = read_s
+    return result
+
+
+def _lone_model(opened: tuple[ModelRef, Checkpoint]) -> FeatureSet:
+    ref, ckpt = opened
+    return FeatureSet(
+        model_ids=[ref.id],
+        model_paths=[str(ckpt.path)],
+        tensor_names=[],
+        numel=np.zeros(0, dtype=np.int64),
+        rms_distances=np.zeros((0, 1, 1)),
+        moments=np.zeros((0, 1, 4)),
+    )
+
+
+def _too_few_message(paths: Sequence[str | Path], n_readable: int, broken: list[BrokenModel]) -> str:
+    where = ", ".join(f"`{p}`" for p in paths)
+    message = f"found {n_readable} readable model{'s' if n_readable != 1 else ''} in {where}; need at least 2"
+    if broken:
+        message += f" ({len(broken)} could not be read)"
+    return message

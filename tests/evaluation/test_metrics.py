@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from mothertree.errors import InvalidTruthError
+from mothertree.evaluation.metrics import score_edges, true_trees
+from mothertree.evaluation.truth import edges_from_model_cards, load_edges
+
+TRUTH = {("r", "a"), ("r", "b"), ("a", "a1"), ("s", "c")}
+
+
+def test_perfect_recovery():
+    score = score_edges(set(TRUTH), TRUTH)
+    assert (score.directed, score.undirected) == (1.0, 1.0)
+
+
+def test_flipped_edge_counts_only_undirected():
+    predicted = {("a", "r"), ("r", "b"), ("a", "a1"), ("c", "s")}
+    score = score_edges(predicted, TRUTH)
+    assert score.n_directed_correct == 2
+    assert score.n_undirected_correct == 4
+    assert score.directed == 0.5
+
+
+def test_per_tree_scores():
+    predicted = {("r", "a"), ("b", "r"), ("a", "a1"), ("c", "s")}
+    per_tree = {t.root: t for t in score_edges(predicted, TRUTH).per_tree}
+    assert per_tree["r"].directed == pytest.approx(2 / 3)
+    assert per_tree["r"].undirected == 1.0
+    assert per_tree["s"].directed == 0.0
+
+
+def test_true_trees_finds_roots():
+    assert [(root, len(edges)) for root, edges in true_trees(TRUTH)] == [("r", 3), ("s", 1)]
+
+
+def test_load_edges_reads_truth_and_result_files(tmp_path):
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps({"edges": [{"parent": "r", "child": "a", "distance": 1.0}], "roots": ["r"]}))
+    assert load_edges(path) == {("r", "a")}
+
+
+def test_bad_truth_files(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text("{")
+    with pytest.raises(InvalidTruthError, match="is not valid JSON"):
+        load_edges(path)
+    path.write_text(json.dumps({"edges": [{"parent": "r"}]}))
+    with pytest.raises(InvalidTruthError, match="edge 0 needs `parent` and `child`"):
+        load_edges(path)
+    path.write_text(json.dumps([]))
+    with pytest.raises(InvalidTruthError, match="has no `edges` list"):
+        load_edges(path)
+
+
+def test_edges_from_model_cards_match_by_id_or_last_path_part():
+    declared = {"a": ("org/r",), "b": ("r",), "c": ("elsewhere/unknown",), "m": ("a", "b")}
+    assert edges_from_model_cards(declared, ["r", "a", "b", "c", "m"]) == {
+        ("r", "a"), ("r", "b"), ("a", "m"), ("b", "m")
+    }

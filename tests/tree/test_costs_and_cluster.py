@@ -1,0 +1,71 @@
+"""Cost matrix and clustering on small hand-made matrices (pure functions; no weights involved)."""
+
+import numpy as np
+import pytest
+
+from mothertree.errors import InvalidParameterError
+from mothertree.tree.cluster import cluster_trees, split_counts, tree_linkage
+from mothertree.tree.costs import direction_penalty, directed_costs
+
+
+def test_falls_penalises_edges_towards_higher_kurtosis():
+    penalty = direction_penalty([3.0, 1.0, 2.0], "falls")
+    # edge i -> j is against the trend when kurtosis[j] > kurtosis[i]
+    np.testing.assert_array_equal(penalty, [[0, 0, 0], [1, 0, 1], [1, 0, 0]])
+
+
+def test_rises_is_the_transpose_of_falls():
+    k = [0.5, -1.0, 2.0, 2.0]
+    np.testing.assert_array_equal(direction_penalty(k, "rises"), direction_penalty(k, "falls").T)
+
+
+def test_equal_kurtosis_is_never_penalised():
+    assert direction_penalty([1.0, 1.0], "falls").sum() == 0
+
+
+def test_directed_costs_follow_the_paper_formula():
+    d = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [2.0, 3.0, 0.0]])
+    costs = directed_costs(d, [3.0, 1.0, 2.0], lam=0.5, direction="falls")
+    mean_d = 2.0  # mean of the off-diagonal entries
+    expected = d + 0.5 * mean_d * direction_penalty([3.0, 1.0, 2.0])
+    np.fill_diagonal(expected, np.inf)
+    np.testing.assert_array_equal(costs, expected)
+
+
+def test_unknown_direction():
+    with pytest.raises(InvalidParameterError, match="unknown direction `sideways`"):
+        direction_penalty([1.0, 2.0], "sideways")  # type: ignore[arg-type]
+
+
+def two_blobs():
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(0, 0.1, (5, 3)), rng.normal(5, 0.1, (4, 3))])
+    points = points[[0, 5, 1, 6, 2, 7, 3, 8, 4]]
+    return np.linalg.norm(points[:, None] - points[None], axis=-1)
+
+
+def test_clusters_two_separated_groups_numbered_by_first_appearance():
+    labels = cluster_trees(two_blobs(), 2)
+    np.testing.assert_array_equal(labels, [0, 1, 0, 1, 0, 1, 0, 1, 0])
+
+
+def test_one_tree_is_one_cluster():
+    np.testing.assert_array_equal(cluster_trees(two_blobs(), 1), np.zeros(9))
+
+
+def test_too_many_trees():
+    with pytest.raises(InvalidParameterError, match="cannot split 9 models into 10 trees"):
+        cluster_trees(two_blobs(), 10)
+
+
+def test_split_counts_give_extra_trees_to_the_group_with_the_clearest_gap():
+    blobs = two_blobs()
+    uniform = np.ones((4, 4)) - np.eye(4)
+    linkages = [tree_linkage(uniform), tree_linkage(blobs)]
+    assert split_counts(linkages, [1.0, float(np.median(blobs))], 3) == [1, 2]
+
+
+def test_split_counts_need_one_tree_per_group():
+    z = tree_linkage(two_blobs())
+    with pytest.raises(InvalidParameterError, match="cannot split 18 models in 2 architecture groups into 1 trees"):
+        split_counts([z, z], [1.0, 1.0], 1)

@@ -1,0 +1,74 @@
+"""TreeRecovery on hand-made matrices (synthetic: this tests the mechanics, not the kurtosis cue itself)."""
+
+import numpy as np
+import pytest
+
+from mothertree.errors import InvalidParameterError, TooFewModelsError
+from mothertree.tree.recover import Edge, TreeRecovery
+
+#      r            distances are path lengths along this tree (an additive metric),
+#     / \           kurtosis falls by one per generation
+#    a   b
+#   / \
+#  a1  a2
+IDS = ["a1", "r", "a", "b", "a2"]
+EDGES = {("r", "a"): 1.0, ("r", "b"): 1.2, ("a", "a1"): 0.5, ("a", "a2"): 0.7}
+DEPTH = {"r": 0, "a": 1, "b": 1, "a1": 2, "a2": 2}
+
+
+def path_distances():
+    import networkx as nx
+
+    graph = nx.Graph()
+    for (u, v), w in EDGES.items():
+        graph.add_edge(u, v, weight=w)
+    lengths = dict(nx.all_pairs_dijkstra_path_length(graph))
+    return np.array([[lengths[u][v] for v in IDS] for u in IDS])
+
+
+def test_recovers_tree_with_falling_kurtosis():
+    kurtosis = [10.0 - DEPTH[i] for i in IDS]
+    recovery = TreeRecovery().fit_matrices(path_distances(), kurtosis, IDS)
+    assert {(e.parent, e.child) for e in recovery.edges_} == set(EDGES)
+    assert recovery.roots_ == ["r"]
+    assert Edge("r", "a", 1.0) in recovery.edges_
+    assert recovery.parents_[IDS.index("r")] == -1
+
+
+def test_rising_kurtosis_needs_direction_rises():
+    kurtosis = [DEPTH[i] for i in IDS]
+    rises = TreeRecovery(direction="rises").fit_matrices(path_distances(), kurtosis, IDS)
+    assert {(e.parent, e.child) for e in rises.edges_} == set(EDGES)
+    falls = TreeRecovery(direction="falls").fit_matrices(path_distances(), kurtosis, IDS)
+    assert {(e.parent, e.child) for e in falls.edges_} != set(EDGES)
+
+
+def test_lam_zero_places_edges_by_distance_alone():
+    kurtosis = np.zeros(len(IDS))
+    recovery = TreeRecovery(lam=0.0).fit_matrices(path_distances(), kurtosis, IDS)
+    undirected = {frozenset((e.parent, e.child)) for e in recovery.edges_}
+    assert undirected == {frozenset(e) for e in EDGES}
+
+
+def test_two_trees_are_recovered_separately():
+    d = path_distances()
+    n = len(IDS)
+    big = np.full((2 * n, 2 * n), 100.0)
+    big[:n, :n] = d
+    big[n:, n:] = d
+    ids = IDS + [f"{i}'" for i in IDS]
+    kurtosis = [10.0 - DEPTH[i] for i in IDS] * 2
+    recovery = TreeRecovery(n_trees=2).fit_matrices(big, kurtosis, ids)
+    expected = set(EDGES) | {(p + "'", c + "'") for p, c in EDGES}
+    assert {(e.parent, e.child) for e in recovery.edges_} == expected
+    assert sorted(recovery.roots_) == ["r", "r'"]
+    assert len(set(recovery.labels_[:n])) == 1 and recovery.labels_[0] != recovery.labels_[n]
+
+
+def test_validation():
+    with pytest.raises(TooFewModelsError, match="found 1 model; need at least 2"):
+        TreeRecovery().fit_matrices(np.zeros((1, 1)), [0.0], ["a"])
+    with pytest.raises(InvalidParameterError, match="unknown direction `up`"):
+        TreeRecovery(direction="up").fit_matrices(np.ones((2, 2)), [0.0, 1.0], ["a", "b"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="NaN or infinite"):
+        TreeRecovery().fit_matrices(np.full((2, 2), np.nan), [0.0, 1.0], ["a", "b"])
