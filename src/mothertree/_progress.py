@@ -31,4 +31,6 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit
     if not progress_enabled():
         yield from iterable
         return
-    yield from tqdm(iterable, desc=desc, total=total, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+    yield from tqdm(
+        iterable, desc=desc, total=total, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True
+    )

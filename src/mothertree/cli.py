@@ -81,8 +81,19 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--trees", "n_trees", type=click.IntRange(min=1), help="Number of Model Trees (default: 1 per architecture).")
-@click.option("--lam", type=click.FloatRange(min=0), default=0.3, show_default=True, help="Weight of the kurtosis direction penalty.")
+@click.option(
+    "--trees",
+    "n_trees",
+    type=click.IntRange(min=1),
+    help="Number of Model Trees (default: 1 per architecture).",
+)
+@click.option(
+    "--lam",
+    type=click.FloatRange(min=0),
+    default=0.3,
+    show_default=True,
+    help="Weight of the kurtosis direction penalty.",
+)
 @click.option(
     "--direction",
     type=click.Choice(DIRECTIONS),
@@ -91,7 +102,9 @@ def main() -> None:
     help="Kurtosis trend from parent to child: falls (fine-tuning) or rises (continued pre-training).",
 )
 @click.option("--layers", metavar="REGEX", help="Compare only the weight tensors whose name matches REGEX.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text", show_default=True
+)
 @click.option(
     "--save-features",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -162,12 +175,16 @@ def _score_text(score: Score) -> str:
     ]
     if len(score.per_tree) > 1:
         for tree in score.per_tree:
-            lines.append(f"  tree of {tree.root}: directed {tree.directed:.1%}, undirected {tree.undirected:.1%}")
+            lines.append(
+                f"  tree of {tree.root}: directed {tree.directed:.1%}, undirected {tree.undirected:.1%}"
+            )
     return "\n".join(lines)
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Where to build (default: cache).")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to build (default: cache)."
+)
 @click.option("--force", is_flag=True, help="Rebuild the demo Model Graph even if cached.")
 @click.option("--lam", type=click.FloatRange(min=0), default=0.3, show_default=True)
 @click.option("--direction", type=click.Choice(DIRECTIONS), default="falls", show_default=True)

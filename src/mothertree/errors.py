@@ -2,7 +2,7 @@
 
 The CLI prints ``error: <message>`` and, after a blank line, ``hint: <hint>``, then exits with 1. Set
 ``MOTHERTREE_DEBUG=1`` to see the traceback instead. Each class also derives from the builtin a caller
-would naturally catch (``FileNotFoundError``, ``ValueError``, ``ImportError``).
+would naturally catch (``FileNotFoundError``, ``ValueError``).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class NoModelsFoundError(MotherTreeError, ValueError):
     """A folder holds no checkpoint mothertree can read."""
 
     default_hint = (
-        "a model is a folder with `*.safetensors` or `*.bin` files (sharded or not), a single `.safetensors`, "
-        "`.bin`, `.pt` or `.pth` file, or a Hugging Face cache entry `models--org--name`"
+        "a model is a folder with `*.safetensors` or `*.bin` files (sharded or not), a single "
+        "`.safetensors`, `.bin`, `.pt` or `.pth` file, or a Hugging Face cache entry `models--org--name`"
     )
 
 
@@ -56,7 +56,7 @@ class UnsupportedFormatError(MotherTreeError, ValueError):
     """A checkpoint is in a format mothertree does not read (yet)."""
 
 
-class MissingDependencyError(MotherTreeError, ImportError):
+class MissingDependencyError(MotherTreeError):
     """An optional dependency is needed for this input."""
 
 

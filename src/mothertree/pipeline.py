@@ -153,7 +153,9 @@ def recover_trees(
             members = [recovery.model_ids_[i] for i in np.flatnonzero(recovery.labels_ == label)]
             root = next(r for r in recovery.roots_ if r in members)
             trees.append(RecoveredTree(root=root, models=members))
-        for model_id, path, label in zip(features.model_ids, features.model_paths, recovery.labels_, strict=True):
+        for model_id, path, label in zip(
+            features.model_ids, features.model_paths, recovery.labels_, strict=True
+        ):
             models.append(RecoveredModel(model_id, path, first_tree + int(label)))
         edges.extend(recovery.edges_)
     params = {"n_trees": n_trees, "lam": lam, "direction": direction}

@@ -15,7 +15,9 @@ def children_of(edges: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return {parent: sorted(kids) for parent, kids in children.items()}
 
 
-def draw_tree(root: str, children: Mapping[str, list[str]], label: Mapping[str, str] | None = None) -> list[str]:
+def draw_tree(
+    root: str, children: Mapping[str, list[str]], label: Mapping[str, str] | None = None
+) -> list[str]:
     """Lines of a box-drawing tree under ``root``; ``label`` adds text after a model's id."""
     label = label or {}
     lines = [root + label.get(root, "")]
@@ -49,7 +51,9 @@ def to_dot(result: RecoveryResult) -> str:
         lines.extend(f"    {json.dumps(model)};" for model in tree.models)
         lines.append("  }")
     for edge in result.edges:
-        lines.append(f'  {json.dumps(edge.parent)} -> {json.dumps(edge.child)} [label="{edge.distance:.3g}"];')
+        lines.append(
+            f'  {json.dumps(edge.parent)} -> {json.dumps(edge.child)} [label="{edge.distance:.3g}"];'
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -56,5 +56,8 @@ def test_bad_truth_files(tmp_path):
 def test_edges_from_model_cards_match_by_id_or_last_path_part():
     declared = {"a": ("org/r",), "b": ("r",), "c": ("elsewhere/unknown",), "m": ("a", "b")}
     assert edges_from_model_cards(declared, ["r", "a", "b", "c", "m"]) == {
-        ("r", "a"), ("r", "b"), ("a", "m"), ("b", "m")
+        ("r", "a"),
+        ("r", "b"),
+        ("a", "m"),
+        ("b", "m"),
     }

@@ -48,8 +48,14 @@ def test_distances_accumulate_over_chunks(monkeypatch):
     monkeypatch.setattr(reductions, "CHUNK_COLUMNS", 7)
     rng = np.random.default_rng(1)
     stack = rng.normal(size=(5, 100)).astype(np.float32)
-    np.testing.assert_allclose(pairwise_squared_distances(stack), direct_squared_distances(stack), rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(excess_kurtosis(central_moments(stack)), scipy.stats.kurtosis(stack.astype(np.float64), axis=1), rtol=1e-9)
+    np.testing.assert_allclose(
+        pairwise_squared_distances(stack), direct_squared_distances(stack), rtol=1e-9, atol=1e-9
+    )
+    np.testing.assert_allclose(
+        excess_kurtosis(central_moments(stack)),
+        scipy.stats.kurtosis(stack.astype(np.float64), axis=1),
+        rtol=1e-9,
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -74,7 +80,9 @@ def test_kurtosis_matches_scipy():
         [rng.normal(size=5000), rng.laplace(size=5000), rng.uniform(size=5000), rng.standard_t(3, size=5000)]
     ).astype(np.float32)
     np.testing.assert_allclose(
-        excess_kurtosis(central_moments(stack)), scipy.stats.kurtosis(stack.astype(np.float64), axis=1), rtol=1e-10
+        excess_kurtosis(central_moments(stack)),
+        scipy.stats.kurtosis(stack.astype(np.float64), axis=1),
+        rtol=1e-10,
     )
 
 

@@ -36,7 +36,9 @@ def cnn_like():
 
 def test_square_matrices_by_default_when_there_are_enough():
     selected = select_tensors([bert_like(2), bert_like(5)])
-    assert [t.name for t in selected] == [f"l{l}.{p}.weight" for l in range(2) for p in ("query", "key", "value", "output")]
+    assert [t.name for t in selected] == [
+        f"l{layer}.{p}.weight" for layer in range(2) for p in ("query", "key", "value", "output")
+    ]
 
 
 def test_every_multidimensional_float_weight_when_no_square_matrices():
@@ -45,7 +47,9 @@ def test_every_multidimensional_float_weight_when_no_square_matrices():
 
 
 def test_head_with_other_class_count_is_not_compared():
-    selected = select_tensors([cnn_like(), {**cnn_like(), "fc.weight": TensorInfo("fc.weight", (4, 16), "F32")}])
+    selected = select_tensors(
+        [cnn_like(), {**cnn_like(), "fc.weight": TensorInfo("fc.weight", (4, 16), "F32")}]
+    )
     assert "fc.weight" not in [t.name for t in selected]
 
 
@@ -55,7 +59,9 @@ def test_layers_regex_selects_matching_shared_tensors():
 
 
 def test_layers_regex_without_match_names_an_example():
-    with pytest.raises(NoComparableTensorsError, match=r"no shared weight tensor matches `--layers nothing`") as info:
+    with pytest.raises(
+        NoComparableTensorsError, match=r"no shared weight tensor matches `--layers nothing`"
+    ) as info:
         select_tensors([bert_like(), bert_like()], layers="nothing")
     assert info.value.hint == "shared tensors look like `l0.query.weight`"
 
@@ -66,10 +72,14 @@ def test_invalid_regex_is_a_parameter_error():
 
 
 def test_nothing_shared():
-    with pytest.raises(NoComparableTensorsError, match="the models share no weight tensor of the same name and shape"):
+    with pytest.raises(
+        NoComparableTensorsError, match="the models share no weight tensor of the same name and shape"
+    ):
         select_tensors([infos(("a", (2, 2), "F32")), infos(("b", (2, 2), "F32"))])
 
 
 def test_grouping_keeps_fine_tunes_with_new_heads_together_and_splits_architectures():
-    signatures = [weight_signature(m) for m in (bert_like(2), cnn_like(), bert_like(7), cnn_like(), bert_like(2))]
+    signatures = [
+        weight_signature(m) for m in (bert_like(2), cnn_like(), bert_like(7), cnn_like(), bert_like(2))
+    ]
     assert group_by_architecture(signatures) == [[0, 2, 4], [1, 3]]

@@ -5,7 +5,7 @@ import pytest
 
 from mothertree.errors import InvalidParameterError
 from mothertree.tree.cluster import cluster_trees, split_counts, tree_linkage
-from mothertree.tree.costs import direction_penalty, directed_costs
+from mothertree.tree.costs import directed_costs, direction_penalty
 
 
 def test_falls_penalises_edges_towards_higher_kurtosis():
@@ -67,5 +67,7 @@ def test_split_counts_give_extra_trees_to_the_group_with_the_clearest_gap():
 
 def test_split_counts_need_one_tree_per_group():
     z = tree_linkage(two_blobs())
-    with pytest.raises(InvalidParameterError, match="cannot split 18 models in 2 architecture groups into 1 trees"):
+    with pytest.raises(
+        InvalidParameterError, match="cannot split 18 models in 2 architecture groups into 1 trees"
+    ):
         split_counts([z, z], [1.0, 1.0], 1)

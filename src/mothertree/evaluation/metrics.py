@@ -42,8 +42,12 @@ class Score:
             "directed_accuracy": self.directed,
             "undirected_accuracy": self.undirected,
             "trees": [
-                {"root": t.root, "n_edges": t.n_edges, "directed_accuracy": t.directed,
-                 "undirected_accuracy": t.undirected}
+                {
+                    "root": t.root,
+                    "n_edges": t.n_edges,
+                    "directed_accuracy": t.directed,
+                    "undirected_accuracy": t.undirected,
+                }
                 for t in self.per_tree
             ],
         }

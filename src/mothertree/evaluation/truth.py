@@ -19,7 +19,9 @@ def load_edges(path: str | Path) -> EdgeSet:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointNotFoundError(f"`{path}` does not exist", path=path, hint="give the path of a JSON file")
+        raise CheckpointNotFoundError(
+            f"`{path}` does not exist", path=path, hint="give the path of a JSON file"
+        )
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -103,7 +103,9 @@ class FeatureSet:
                 header = json.loads(str(data["header"]))
                 arrays = {key: data[key] for key in ("numel", "rms_distances", "moments")}
         except (OSError, ValueError, KeyError) as exc:
-            raise InvalidFeatureSetError(f"`{path}` is not a mothertree FeatureSet: {exc}", path=path) from exc
+            raise InvalidFeatureSetError(
+                f"`{path}` is not a mothertree FeatureSet: {exc}", path=path
+            ) from exc
         if header.get("format_version") != FORMAT_VERSION:
             raise InvalidFeatureSetError(
                 f"`{path}` has FeatureSet format {header.get('format_version')}, this mothertree reads "

@@ -7,8 +7,9 @@ would replace; the search repeats on the smaller graph, and the contractions are
 The contractions follow Tarjan's O(n²) scheme for dense graphs: instead of contracting every cycle of a
 whole level at once (which needs O(n) levels, so O(n³) work, on a chain of nested cycles), a path is grown
 backwards along cheapest in-edges until it reaches a node already hanging off the root, or closes a cycle
-that is contracted at once. A contraction of k nodes costs O(n·k) vectorised numpy work and each node joins
-one cycle at most once as a member, so the whole run is O(n²) work plus O(n) short numpy calls.
+that is contracted at once. A contraction of k nodes costs O(n·k) vectorised numpy work, and each node
+(original or contracted, at most 2n - 1 of them) is absorbed into a cycle at most once, so the whole run
+is O(n²) work in O(n) numpy calls, with no recursion.
 
 ``root=None`` asks for the best root as well. Conceptually a virtual super-root is added whose edge to
 every node costs a constant BIG larger than the sum of all finite |costs|, so an optimum uses as few
@@ -129,7 +130,7 @@ def _working_matrix(costs: npt.ArrayLike) -> FloatArray:
     nan_count = int(np.isnan(incost).sum())
     if nan_count:
         raise InvalidParameterError(
-            f"costs contain {nan_count} NaN entries off the diagonal",
+            f"costs contain NaN off the diagonal ({nan_count} entries)",
             hint="use np.inf for a missing edge",
         )
     if np.isneginf(incost).any():

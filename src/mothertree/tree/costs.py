@@ -40,7 +40,7 @@ def direction_penalty(kurtosis: npt.ArrayLike, direction: Direction = "falls") -
 def directed_costs(
     distances: npt.ArrayLike, kurtosis: npt.ArrayLike, *, lam: float = 0.3, direction: Direction = "falls"
 ) -> npt.NDArray[np.float64]:
-    """``(n, n)`` costs ``D + lam * mean(D) * T`` with an infinite diagonal; ``costs[i, j]`` is edge i -> j."""
+    """``(n, n)`` costs ``D + lam * mean(D) * T``, infinite diagonal; ``costs[i, j]`` is edge i -> j."""
     d = np.asarray(distances, dtype=np.float64)
     n_models = d.shape[0]
     if lam < 0:

@@ -58,7 +58,9 @@ class TreeRecovery:
     edges_ : list of Edge
     """
 
-    def __init__(self, *, n_trees: int | None = None, lam: float = 0.3, direction: Direction = "falls") -> None:
+    def __init__(
+        self, *, n_trees: int | None = None, lam: float = 0.3, direction: Direction = "falls"
+    ) -> None:
         self.n_trees = n_trees
         self.lam = lam
         self.direction = direction
@@ -80,7 +82,9 @@ class TreeRecovery:
         parents = np.full(n_models, -1, dtype=np.int64)
         for tree in range(int(labels.max()) + 1 if n_models else 0):
             members = np.flatnonzero(labels == tree)
-            costs = directed_costs(d[np.ix_(members, members)], k[members], lam=self.lam, direction=self.direction)
+            costs = directed_costs(
+                d[np.ix_(members, members)], k[members], lam=self.lam, direction=self.direction
+            )
             local_parents = minimum_spanning_arborescence(costs)
             for local_child, local_parent in enumerate(local_parents):
                 if local_parent >= 0:

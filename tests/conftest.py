@@ -1,0 +1,14 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def bert_family(tmp_path_factory) -> Path:
+    """A 5-model tree of tiny, really trained BERTs (see tests/family.py)."""
+    from family import build_family
+
+    return build_family(tmp_path_factory.mktemp("bert_family"))

@@ -1,0 +1,152 @@
+"""The command line on a real tiny Model Tree: output contracts and exact error text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from safetensors.numpy import load_file, save_file
+
+from mothertree.cli import main
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture()
+def family(bert_family: Path, tmp_path: Path) -> Path:
+    """A private copy, so tests may break models in it."""
+    copy = tmp_path / "models"
+    shutil.copytree(bert_family, copy, ignore=shutil.ignore_patterns("truth.json"))
+    return copy
+
+
+def test_json_output_contract(bert_family: Path):
+    code, out, _ = run("recover", str(bert_family), "--format", "json", "--quiet")
+    assert code == 0
+    result = json.loads(out)
+    assert set(result) == {"models", "edges", "roots", "trees", "skipped", "params"}
+    ids = {m["id"] for m in result["models"]}
+    assert ids == {"root", "ft-small", "ft-even", "ft-small-half", "ft-even-pair"}
+    assert all(set(m) == {"id", "path", "tree"} for m in result["models"])
+    assert all(set(e) == {"parent", "child", "distance"} and e["distance"] > 0 for e in result["edges"])
+    assert len(result["edges"]) == 4 and len(result["roots"]) == 1
+    assert result["trees"] == [{"root": result["roots"][0], "models": sorted(ids)}]
+    assert result["params"] == {"n_trees": None, "lam": 0.3, "direction": "falls", "layers": None}
+    assert result["skipped"] == []
+
+
+def test_distance_places_every_edge_of_the_tiny_tree(bert_family: Path, tmp_path: Path):
+    """Placement (undirected) must be right; direction is reported, not asserted (see the README)."""
+    out = tmp_path / "result.json"
+    code, stdout, _ = run("recover", str(bert_family), "--format", "json", "--quiet", "--lam", "0")
+    out.write_text(stdout)
+    code, score, _ = run("evaluate", str(out), str(bert_family / "truth.json"), "--format", "json")
+    assert code == 0
+    assert json.loads(score)["undirected_accuracy"] == 1.0
+
+
+def test_text_and_dot_output(bert_family: Path):
+    code, out, _ = run("recover", str(bert_family), "--quiet")
+    assert code == 0 and out.startswith("tree 0: 5 models\n")
+    assert "└── " in out
+    code, out, _ = run("recover", str(bert_family), "--format", "dot", "--quiet")
+    assert code == 0 and out.startswith("digraph model_trees {") and out.count("->") == 4
+
+
+def test_saved_features_rerun_without_weights(bert_family: Path, tmp_path: Path):
+    features = tmp_path / "features.npz"
+    code, direct, _ = run(
+        "recover", str(bert_family), "--format", "json", "--quiet", "--save-features", str(features)
+    )
+    assert code == 0 and features.exists()
+    code, again, _ = run("recover", str(features), "--format", "json", "--quiet")
+    assert code == 0
+    assert json.loads(again)["edges"] == json.loads(direct)["edges"]
+
+
+def test_wrong_path():
+    code, out, err = run("recover", "/no/such/folder")
+    assert code == 1 and out == ""
+    assert err.startswith("error: `/no/such/folder` does not exist\n\nhint: ")
+
+
+def test_empty_folder(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    code, _, err = run("recover", str(tmp_path))
+    assert code == 1
+    assert err.startswith(f"error: no models found in `{tmp_path}`")
+    assert "\nhint: " in err
+
+
+def test_single_model(family: Path):
+    code, _, err = run("recover", str(family / "root"))
+    assert code == 1
+    assert err.startswith(f"error: found 1 readable model in `{family / 'root'}`; need at least 2\n")
+
+
+def test_broken_models_are_skipped_and_listed(family: Path):
+    truncated = family / "ft-even" / "model.safetensors"
+    truncated.write_bytes(truncated.read_bytes()[:5000])
+    code, out, err = run("recover", str(family), "--format", "json", "--quiet")
+    assert code == 0
+    result = json.loads(out)
+    assert {m["id"] for m in result["models"]} == {"root", "ft-small", "ft-small-half", "ft-even-pair"}
+    assert result["skipped"][0]["path"].endswith("ft-even")
+    assert "warning: skipped 1 model:" in err
+    assert f"`{truncated}` is truncated" in err
+
+
+def test_nan_weights_are_reported(family: Path):
+    path = family / "ft-small-half" / "model.safetensors"
+    tensors = load_file(path)
+    name = next(k for k, v in tensors.items() if v.ndim == 2 and v.shape[0] == v.shape[1])
+    tensors[name] = np.full_like(tensors[name], np.nan)
+    save_file(tensors, path)
+    code, out, err = run("recover", str(family), "--format", "json", "--quiet")
+    assert code == 0
+    assert "ft-small-half" not in {m["id"] for m in json.loads(out)["models"]}
+    assert f"`{path}` has NaN or infinite values in `{name}`" in err
+
+
+def test_no_comparable_tensors(tmp_path: Path):
+    rng = np.random.default_rng(0)  # synthetic: two unrelated "architectures" for an error path only
+    save_file({"a.weight": rng.normal(size=(4, 4)).astype(np.float32)}, str(tmp_path / "one.safetensors"))
+    save_file({"b.weight": rng.normal(size=(3, 5)).astype(np.float32)}, str(tmp_path / "two.safetensors"))
+    code, _, err = run("recover", str(tmp_path))
+    assert code == 1
+    assert err.startswith("error: no two models share their weight tensors (name and shape)")
+
+
+def test_too_many_trees(bert_family: Path):
+    code, _, err = run("recover", str(bert_family), "--trees", "9", "--quiet")
+    assert code == 1
+    assert err.startswith("error: cannot split 5 models in 1 architecture groups into 9 trees")
+
+
+def test_debug_variable_shows_traceback(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MOTHERTREE_DEBUG", "1")
+    result = CliRunner().invoke(main, ["recover", "/no/such/folder"])
+    assert isinstance(result.exception, FileNotFoundError)
+
+
+def test_evaluate_text(tmp_path: Path):
+    result = tmp_path / "r.json"
+    truth = tmp_path / "t.json"
+    result.write_text(json.dumps({"edges": [{"parent": "a", "child": "b"}, {"parent": "c", "child": "a"}]}))
+    truth.write_text(json.dumps({"edges": [{"parent": "a", "child": "b"}, {"parent": "a", "child": "c"}]}))
+    code, out, _ = run("evaluate", str(result), str(truth))
+    assert code == 0
+    assert out == "directed accuracy:   50.0% (1/2 edges)\nundirected accuracy: 100.0% (2/2 edges)\n"
+
+
+def test_never_writes_into_input_folders(bert_family: Path):
+    before = sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*"))
+    run("recover", str(bert_family), "--quiet")
+    assert sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*")) == before
