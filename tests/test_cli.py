@@ -23,7 +23,7 @@ def run(*args: str) -> tuple[int, str, str]:
 def family(bert_family: Path, tmp_path: Path) -> Path:
     """A private copy, so tests may break models in it."""
     copy = tmp_path / "models"
-    shutil.copytree(bert_family, copy, ignore=shutil.ignore_patterns("truth.json"))
+    shutil.copytree(bert_family, copy, ignore=shutil.ignore_patterns("*.json"))
     return copy
 
 
@@ -33,7 +33,7 @@ def test_json_output_contract(bert_family: Path):
     result = json.loads(out)
     assert set(result) == {"models", "edges", "roots", "trees", "skipped", "params"}
     ids = {m["id"] for m in result["models"]}
-    assert ids == {"root", "ft-small", "ft-even", "ft-small-half", "ft-even-pair"}
+    assert ids == {"root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"}
     assert all(set(m) == {"id", "path", "tree"} for m in result["models"])
     assert all(set(e) == {"parent", "child", "distance"} and e["distance"] > 0 for e in result["edges"])
     assert len(result["edges"]) == 4 and len(result["roots"]) == 1
@@ -92,34 +92,34 @@ def test_single_model(family: Path):
 
 
 def test_broken_models_are_skipped_and_listed(family: Path):
-    truncated = family / "ft-even" / "model.safetensors"
+    truncated = family / "ft-number" / "model.safetensors"
     truncated.write_bytes(truncated.read_bytes()[:5000])
     code, out, err = run("recover", str(family), "--format", "json", "--quiet")
     assert code == 0
     result = json.loads(out)
-    assert {m["id"] for m in result["models"]} == {"root", "ft-small", "ft-small-half", "ft-even-pair"}
-    assert result["skipped"][0]["path"].endswith("ft-even")
+    assert {m["id"] for m in result["models"]} == {"root", "ft-colour", "ft-colour-person", "ft-number-water"}
+    assert result["skipped"][0]["path"].endswith("ft-number")
     assert "warning: skipped 1 model:" in err
     assert f"`{truncated}` is truncated" in err
 
 
 def test_nan_weights_are_reported(family: Path):
-    path = family / "ft-small-half" / "model.safetensors"
+    path = family / "ft-colour-person" / "model.safetensors"
     tensors = load_file(path)
     name = next(k for k, v in tensors.items() if v.ndim == 2 and v.shape[0] == v.shape[1])
     tensors[name] = np.full_like(tensors[name], np.nan)
     save_file(tensors, path)
     code, out, err = run("recover", str(family), "--format", "json", "--quiet")
     assert code == 0
-    assert "ft-small-half" not in {m["id"] for m in json.loads(out)["models"]}
-    assert f"`{path}` has NaN or infinite values in `{name}`" in err
+    assert "ft-colour-person" not in {m["id"] for m in json.loads(out)["models"]}
+    assert f"`{path.parent}` has NaN or infinite values in `{name}`" in err
 
 
 def test_no_comparable_tensors(tmp_path: Path):
     rng = np.random.default_rng(0)  # synthetic: two unrelated "architectures" for an error path only
     save_file({"a.weight": rng.normal(size=(4, 4)).astype(np.float32)}, str(tmp_path / "one.safetensors"))
     save_file({"b.weight": rng.normal(size=(3, 5)).astype(np.float32)}, str(tmp_path / "two.safetensors"))
-    code, _, err = run("recover", str(tmp_path))
+    code, _, err = run("recover", str(tmp_path), "--quiet")
     assert code == 1
     assert err.startswith("error: no two models share their weight tensors (name and shape)")
 

@@ -91,7 +91,7 @@ class FeatureSet:
                 handle,
                 header=np.array(json.dumps(header)),
                 numel=self.numel,
-                rms_distances=self.rms_distances.astype(np.float32),
+                rms_distances=self.rms_distances,
                 moments=self.moments,
             )
 

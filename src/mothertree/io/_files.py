@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Container, Mapping
 from pathlib import Path
 
-from ..errors import InvalidCheckpointError, MissingShardError
+from ..errors import InvalidCheckpointError, MissingShardError, UnsupportedFormatError
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
@@ -45,6 +46,17 @@ def is_shard_name(name: str) -> bool:
     return match is not None and int(match.group(2)) > 1
 
 
+def looks_like_a_failed_download(prefix: bytes) -> str | None:
+    """Why a weights file's first bytes say it is no checkpoint at all, if they are telling."""
+    # Failed downloads commonly leave an HTML error page or a Git LFS pointer under the model's name.
+    text = prefix.lstrip().lower()
+    if text.startswith(b"<"):
+        return "it looks like an HTML page (a failed download?)"
+    if text.startswith(b"version "):
+        return "it looks like a Git LFS pointer (run `git lfs pull`)"
+    return None
+
+
 def is_broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
@@ -60,6 +72,15 @@ def broken_link_error(path: Path) -> MissingShardError:
     )
 
 
+def adapter_error(folder: Path) -> UnsupportedFormatError:
+    """A folder with ``adapter_config.json``: PEFT adapter weights, which are a delta, not a model."""
+    return UnsupportedFormatError(
+        f"{shown(folder)} is a PEFT adapter; reading adapters is not supported yet",
+        hint="merge it into its base model (peft `merge_and_unload()`) and save that",
+        path=folder,
+    )
+
+
 def check_shards_exist(index: Path, shards: list[Path]) -> None:
     """Raise for every shard the index names that is not on disk, before any file is parsed."""
     broken = [shard for shard in shards if is_broken_link(shard)]
@@ -67,11 +88,25 @@ def check_shards_exist(index: Path, shards: list[Path]) -> None:
         raise broken_link_error(broken[0])
     missing = [shard for shard in shards if not shard.is_file()]
     if len(missing) == 1:
-        raise MissingShardError(f"{shown(missing[0])} is missing: {shown(index)} names it as a shard", path=index)
+        raise MissingShardError(
+            f"{shown(missing[0])} is missing: {shown(index)} names it as a shard", path=index
+        )
     if missing:
         names = ", ".join(shown(shard.name) for shard in missing)
         raise MissingShardError(
             f"{len(missing)} shards named by {shown(index)} are missing: {names}", path=index
+        )
+
+
+def check_index_kept(index: Path, weight_map: Mapping[str, Path], found: Container[str]) -> None:
+    """Raise unless every tensor the index names was found in the shard it names."""
+    lost = [name for name in weight_map if name not in found]
+    if lost:
+        more = f" ({len(lost) - 1} more tensors likewise)" if len(lost) > 1 else ""
+        shard = shown(weight_map[lost[0]].name)
+        raise InvalidCheckpointError(
+            f"{shown(index)} places `{lost[0]}` in {shard}, which does not hold it{more}",
+            path=index,
         )
 
 
@@ -82,7 +117,9 @@ def read_weight_map(index: Path) -> dict[str, str]:
     try:
         text = index.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InvalidCheckpointError(f"{shown(index)} is not a shard index: it is not text", path=index) from None
+        raise InvalidCheckpointError(
+            f"{shown(index)} is not a shard index: it is not text", path=index
+        ) from None
     try:
         content = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -98,7 +135,9 @@ def read_weight_map(index: Path) -> dict[str, str]:
             path=index,
         )
     if not weight_map:
-        raise InvalidCheckpointError(f"{shown(index)} names no tensors: its `weight_map` is empty", path=index)
+        raise InvalidCheckpointError(
+            f"{shown(index)} names no tensors: its `weight_map` is empty", path=index
+        )
     return weight_map
 
 

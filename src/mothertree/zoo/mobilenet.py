@@ -50,7 +50,9 @@ _STEM_CHANNELS = 32
 _LAST_CHANNELS = 1280
 
 
-def _conv_bn_relu6(in_ch: int, out_ch: int, *, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+def _conv_bn_relu6(
+    in_ch: int, out_ch: int, *, kernel: int, stride: int = 1, groups: int = 1
+) -> nn.Sequential:
     # A Sequential of exactly (conv, bn, relu6) gives the ``.0.weight`` / ``.1.running_mean`` key suffixes.
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
@@ -133,7 +135,9 @@ def _init_head(head: nn.Linear, generator: torch.Generator | None = None) -> Non
         head.bias.zero_()
 
 
-def replace_head(model: MobileNetV2, n_classes: int, *, generator: torch.Generator | None = None) -> MobileNetV2:
+def replace_head(
+    model: MobileNetV2, n_classes: int, *, generator: torch.Generator | None = None
+) -> MobileNetV2:
     """Give ``model`` a freshly initialised ``n_classes``-way classifier (in place); returns ``model``.
 
     ``generator`` makes the new head reproducible without touching the global RNG.

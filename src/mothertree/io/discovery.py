@@ -1,0 +1,238 @@
+"""Finding the models under a path, cheaply: file names and folder layout only, never tensor data.
+
+Rules, applied to the path given (the root) and then to each folder below it:
+
+1. A weight file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``, or a ``*.index.json`` shard index) given
+   as the root is the one model.
+2. A Hugging Face cache entry ``models--org--name`` (a folder with ``snapshots/``, ``refs/`` or ``blobs/``)
+   is one model, read from its snapshot (the commit ``refs/main`` names, else the only snapshot, else the
+   most recently modified one). Its id is ``org/name``.
+3. A folder with ``adapter_config.json`` is a PEFT adapter: reported as broken (not supported yet).
+4. A folder is a model if it holds ``model.safetensors``, a ``*.safetensors.index.json``,
+   ``pytorch_model.bin`` or a ``*.bin.index.json``. Its sub-folders are not searched: a Trainer's
+   ``checkpoint-*`` folders are part of the run, not models to compare.
+5. A folder is a model if it holds exactly one weight file and no model is found in its sub-folders.
+6. Any other folder is a collection: each weight file in it is a model (id: the file name without its
+   extension) and each sub-folder is searched with these same rules. A cache root (the folder holding
+   ``models--*`` entries) is such a collection.
+7. Shard files (``*-00001-of-00003.safetensors``) with no index beside them are reported as broken: only
+   the index says which tensor is where.
+8. Never models: hidden files and folders (``.git``, ``.cache``), ``datasets--*``/``spaces--*`` cache
+   entries, files that are not weights (JSON, README, images, tokenizer files), and the training-state
+   pickles trainers write next to weights (``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``,
+   ``training_args.bin``).
+
+A model's id is its folder's name (a loose file's name without extension, a cache entry's ``org/name``).
+When ids clash, every clashing model gets its path relative to the root instead, with ``/`` separators.
+Models are returned sorted by id, broken models by path.
+
+A weights file that is a broken link (a cache snapshot whose blob is missing) makes its model broken;
+everything else (index contents, headers, truncation) is checked by ``open_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from ..errors import CheckpointNotFoundError, InvalidCheckpointError, MotherTreeError, NoModelsFoundError
+from ._files import (
+    ADAPTER_CONFIG,
+    WEIGHT_SUFFIXES,
+    adapter_error,
+    broken_link_error,
+    is_broken_link,
+    is_shard_name,
+    shown,
+)
+from ._layout import INDEX_SUFFIXES, file_names, loose_weight_files, named_weights_file
+from .hf_cache import OTHER_ENTRY_PREFIXES, is_cache_entry, repo_id, resolve_snapshot
+from .model_card import read_declared_base_models
+from .types import BrokenModel, ModelRef
+
+# Folders that never hold models and can be large; hidden ones are skipped by name already.
+_SKIPPED_FOLDERS = frozenset({"__pycache__", "node_modules"})
+
+
+def discover(root: Path) -> tuple[list[ModelRef], list[BrokenModel]]:
+    """The models under ``root`` (see the module docstring for the rules), and those found but unusable.
+
+    Raises:
+        CheckpointNotFoundError: ``root`` does not exist.
+        NoModelsFoundError: nothing under ``root`` looks like a model, usable or not.
+    """
+    root = Path(root)
+    if not root.exists() and not root.is_symlink():
+        raise CheckpointNotFoundError(f"{shown(root)} does not exist", path=root)
+    search = _Search(root)
+    if root.is_dir():
+        search.folder(root)
+    elif root.name.endswith(WEIGHT_SUFFIXES) or root.name.endswith(INDEX_SUFFIXES):
+        model_id = _name(root.parent) if root.name.endswith(INDEX_SUFFIXES) else root.stem
+        search.add(model_id, path=root, weights_path=root, weights_file=root)
+    else:
+        raise NoModelsFoundError(f"{shown(root)} is not a checkpoint file", path=root)
+
+    if not search.models and not search.broken:
+        raise NoModelsFoundError(f"no models found in {shown(root)}", path=root)
+    return _with_unique_ids(search.models, root), sorted(search.broken, key=lambda b: str(b.path))
+
+
+class _Search:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.models: list[ModelRef] = []
+        self.broken: list[BrokenModel] = []
+        self._visited: set[Path] = set()
+
+    def found(self) -> int:
+        return len(self.models) + len(self.broken)
+
+    def add(
+        self,
+        model_id: str,
+        *,
+        path: Path,
+        weights_path: Path,
+        weights_file: Path,
+        declared: tuple[str, ...] = (),
+    ) -> None:
+        if is_broken_link(weights_file):
+            self.broken.append(BrokenModel(path=path, error=broken_link_error(weights_file)))
+            return
+        self.models.append(ModelRef(model_id, path, weights_path, declared))
+
+    def folder(self, folder: Path) -> None:
+        real = folder.resolve()
+        if real in self._visited:  # a symlink loop, or two links to one folder
+            return
+        self._visited.add(real)
+        if is_cache_entry(folder):
+            self.cache_entry(folder)
+            return
+        try:
+            names = file_names(folder)
+            subfolders = _subfolders(folder)
+        except OSError:
+            if folder == self.root:
+                raise
+            return  # an unreadable folder somewhere below is not worth failing the whole search for
+        if ADAPTER_CONFIG in names:
+            self.broken.append(BrokenModel(path=folder, error=adapter_error(folder)))
+            return
+        named = named_weights_file(names)
+        if named is not None:
+            self.add(
+                _name(folder),
+                path=folder,
+                weights_path=folder,
+                weights_file=folder / named,
+                declared=read_declared_base_models(folder),
+            )
+            return
+
+        loose = loose_weight_files(names)
+        shards = [name for name in loose if is_shard_name(name)]
+        singles = [name for name in loose if not is_shard_name(name)]
+        before = self.found()
+        for subfolder in subfolders:
+            self.folder(subfolder)
+        if len(singles) == 1 and not shards and self.found() == before:
+            self.add(
+                _name(folder),
+                path=folder,
+                weights_path=folder,
+                weights_file=folder / singles[0],
+                declared=read_declared_base_models(folder),
+            )
+            return
+        if shards:
+            listed = ", ".join(f"`{name}`" for name in shards[:3]) + (", ..." if len(shards) > 3 else "")
+            error = InvalidCheckpointError(
+                f"{shown(folder)} holds shard files ({listed}) but no index naming their tensors",
+                hint="download the `*.index.json` file that came with the shards too",
+                path=folder,
+            )
+            self.broken.append(BrokenModel(path=folder, error=error))
+        for name in singles:
+            file = folder / name
+            self.add(Path(name).stem, path=file, weights_path=file, weights_file=file)
+
+    def cache_entry(self, entry: Path) -> None:
+        try:
+            snapshot = resolve_snapshot(entry)
+            names = file_names(snapshot)
+        except (MotherTreeError, OSError) as exc:
+            self.broken.append(BrokenModel(path=entry, error=exc))
+            return
+        if ADAPTER_CONFIG in names:
+            self.broken.append(BrokenModel(path=entry, error=adapter_error(entry)))
+            return
+        named = named_weights_file(names)
+        loose = loose_weight_files(names)
+        if named is None and len(loose) != 1:
+            why = "no weights file" if not loose else f"{len(loose)} weight files and no index"
+            error = InvalidCheckpointError(
+                f"{shown(snapshot)} holds {why}",
+                hint=f"download the model's weights, e.g. `hf download {repo_id(entry)}`",
+                path=snapshot,
+            )
+            self.broken.append(BrokenModel(path=entry, error=error))
+            return
+        self.add(
+            repo_id(entry),
+            path=entry,
+            weights_path=snapshot,
+            weights_file=snapshot / (named if named is not None else loose[0]),
+            declared=read_declared_base_models(snapshot),
+        )
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name in _SKIPPED_FOLDERS or name.startswith(OTHER_ENTRY_PREFIXES):
+                continue
+            if entry.is_dir():
+                found.append(folder / name)
+    return sorted(found)
+
+
+def _name(path: Path) -> str:
+    # `Path(".").name` is empty; the folder the user means has a name.
+    return path.name or path.resolve().name
+
+
+def _with_unique_ids(models: list[ModelRef], root: Path) -> list[ModelRef]:
+    ids = [model.id for model in models]
+    # A relative path may itself equal another model's id (`org/name` of a cache entry), so repeat until
+    # no two ids clash; every model changes at most once, and relative paths are unique.
+    while True:
+        counts = Counter(ids)
+        clashing = [i for i, model_id in enumerate(ids) if counts[model_id] > 1]
+        changed = False
+        for i in clashing:
+            relative = _relative(models[i].path, root)
+            if ids[i] != relative:
+                ids[i] = relative
+                changed = True
+        if not changed:
+            break
+    renamed = [
+        model
+        if model.id == new_id
+        else ModelRef(new_id, model.path, model.weights_path, model.declared_base_models)
+        for model, new_id in zip(models, ids, strict=True)
+    ]
+    return sorted(renamed, key=lambda model: model.id)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        return path.as_posix()
+    return relative.as_posix() if relative.parts else _name(path)

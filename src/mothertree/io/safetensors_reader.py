@@ -1,0 +1,311 @@
+"""``.safetensors`` checkpoints: one file, a model folder, or shards listed by ``*.safetensors.index.json``.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header (``{name: {dtype, shape,
+data_offsets}}`` plus an optional ``__metadata__``), then the tensors' bytes. Opening parses every header
+itself, so that a bad file is reported by name with what is wrong with it (safetensors' own errors say
+"header too large" for an HTML page), then lets ``safe_open`` validate the rest. Reading goes through
+``safe_open(framework="np")``, one shard handle at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+# Imported for its side effect too: it registers `bfloat16` and the float8 types with numpy, which
+# safetensors' numpy path looks up by name and would otherwise fail on for BF16 checkpoints.
+import ml_dtypes
+import numpy as np
+from safetensors import SafetensorError, safe_open
+
+from ..errors import CheckpointNotFoundError, InvalidCheckpointError, UnsupportedFormatError
+from ._files import (
+    SAFETENSORS_SUFFIX,
+    broken_link_error,
+    check_index_kept,
+    check_shards_exist,
+    is_broken_link,
+    looks_like_a_failed_download,
+    read_weight_map,
+    shard_paths,
+    shown,
+)
+from ._layout import weights_file
+from .types import Checkpoint, TensorInfo
+
+# safetensors itself refuses headers above 100 MB; a length beyond that means the file is something else.
+_MAX_HEADER_BYTES = 100_000_000
+_DTYPE_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
+# safe_open(framework="np") asks numpy for these by names numpy does not have (`numpy.float8_e4m3fn`), so
+# their bytes are read directly and viewed through ml_dtypes.
+_RAW_DTYPES: dict[str, type] = {"F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2}
+_UNCONVERTIBLE = frozenset({"F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"})
+
+
+@dataclass(frozen=True)
+class HeaderEntry:
+    """One tensor as a safetensors header describes it; ``start``/``end`` are byte offsets in the file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+def read_header(path: Path) -> list[HeaderEntry]:
+    """Parse and check a safetensors header, reading no tensor data; entries in storage (offset) order.
+
+    Raises:
+        InvalidCheckpointError: the file is not a safetensors file, is truncated, or its header is malformed.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        prefix = file.read(8)
+        if size < 8:
+            why = "it is empty" if size == 0 else f"it is only {size} bytes long"
+            raise _not_safetensors(path, why)
+        (length,) = struct.unpack("<Q", prefix)
+        if length > _MAX_HEADER_BYTES or length < 2:
+            raise _not_safetensors(
+                path, _guess_what(prefix, "its first 8 bytes are not a plausible header length")
+            )
+        raw = file.read(length)
+    if raw and not raw.startswith(b"{"):
+        raise _not_safetensors(path, _guess_what(prefix, "its header is not a JSON object"))
+    if len(raw) < length:
+        raise InvalidCheckpointError(
+            f"{shown(path)} is truncated: header says it is {length} bytes long, file has {len(raw)}",
+            path=path,
+        )
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _not_safetensors(path, "its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _not_safetensors(path, "its header is not a JSON object")
+
+    data_start = 8 + length
+    entries = []
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape, (begin, end) = _parse_entry(path, name, spec)
+        entries.append(HeaderEntry(name, dtype, shape, data_start + begin, data_start + end))
+    entries.sort(key=lambda entry: (entry.start, entry.name))
+
+    claimed = max((entry.end for entry in entries), default=data_start) - data_start
+    present = size - data_start
+    if claimed > present:
+        raise InvalidCheckpointError(
+            f"{shown(path)} is truncated: header says {claimed} bytes of tensor data, file has {present}",
+            path=path,
+        )
+    if claimed < present:
+        # safe_open refuses such files ("file not fully covered"); name the cause instead.
+        raise InvalidCheckpointError(
+            f"{shown(path)} is corrupt: header says {claimed} bytes of tensor data, file has {present}",
+            path=path,
+        )
+    return entries
+
+
+class SafetensorsCheckpoint(Checkpoint):
+    """A safetensors checkpoint, opened lazily.
+
+    ``path`` may be a ``.safetensors`` file, a ``*.safetensors.index.json`` shard index, or a folder holding
+    either (``model.safetensors.index.json``, then ``model.safetensors``, then any other index, then the
+    folder's only ``.safetensors`` file). Opening reads the index, checks that every shard it names exists,
+    then parses and checks every shard's header; no tensor data is read until ``read``.
+
+    With an index, the index decides which shard a tensor is read from (tensors a shard holds but the index
+    does not name are ignored, as transformers ignores them).
+
+    Attributes:
+        path: what was opened.
+        shards: the files read, in order (one unless sharded).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._handle: safe_open | None = None
+        self._handle_shard: int | None = None
+        index, shards, weight_map = _locate(self.path)
+        self.shards: tuple[Path, ...] = tuple(shards)
+
+        infos: dict[str, TensorInfo] = {}
+        self._entries: dict[str, tuple[int, HeaderEntry]] = {}
+        for number, shard in enumerate(self.shards):
+            entries = read_header(shard)
+            _check_with_safetensors(shard)
+            for entry in entries:
+                if weight_map is not None and weight_map.get(entry.name) != shard:
+                    continue
+                infos[entry.name] = TensorInfo(entry.name, entry.shape, entry.dtype)
+                self._entries[entry.name] = (number, entry)
+        if weight_map is not None and index is not None:
+            check_index_kept(index, weight_map, infos)
+        self._tensors = MappingProxyType(infos)
+
+    @property
+    def tensors(self) -> Mapping[str, TensorInfo]:
+        return self._tensors
+
+    def read(self, name: str) -> np.ndarray:
+        located = self._entries.get(name)
+        if located is None:
+            raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
+        number, entry = located
+        shard = self.shards[number]
+        if entry.dtype in _UNCONVERTIBLE:
+            raise UnsupportedFormatError(
+                f"{shown(shard)}: tensor `{name}` has dtype `{entry.dtype}`, which mothertree cannot read",
+                path=shard,
+            )
+        if entry.dtype in _RAW_DTYPES:
+            array = _read_raw(shard, entry)
+        else:
+            handle = self._open_shard(number)
+            try:
+                array = handle.get_tensor(name)
+            except SafetensorError as exc:
+                raise InvalidCheckpointError(
+                    f"{shown(shard)}: cannot read `{name}`: {exc}", path=shard
+                ) from None
+        # Already-float32 tensors come back as a view of a private copy safetensors made, never of the mmap.
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            handle, self._handle, self._handle_shard = self._handle, None, None
+            handle.__exit__(None, None, None)
+
+    def _open_shard(self, number: int) -> safe_open:
+        if self._handle is not None and self._handle_shard == number:
+            return self._handle
+        self.close()
+        self._handle = _safe_open(self.shards[number])
+        self._handle_shard = number
+        return self._handle
+
+
+def _locate(path: Path) -> tuple[Path | None, list[Path], dict[str, Path] | None]:
+    """(index or None, shard files, tensor name -> shard file or None) for what the user gave."""
+    if is_broken_link(path):
+        raise broken_link_error(path)
+    if path.is_dir():
+        found = weights_file(path)
+        if found is None or not (
+            found.name.endswith(SAFETENSORS_SUFFIX) or found.name.endswith(".index.json")
+        ):
+            raise InvalidCheckpointError(
+                f"{shown(path)} holds no `model.safetensors`, `*.safetensors.index.json` or single "
+                "`.safetensors` file",
+                hint="pass the `.safetensors` file itself, or a model folder",
+                path=path,
+            )
+        path = found
+        if is_broken_link(path):
+            raise broken_link_error(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path)
+    if path.name.endswith(".index.json"):
+        weight_map = read_weight_map(path)
+        shards = shard_paths(path, weight_map)
+        check_shards_exist(path, shards)
+        return path, shards, {name: path.parent / shard for name, shard in weight_map.items()}
+    return None, [path], None
+
+
+def _parse_entry(path: Path, name: str, spec: object) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+    def malformed(why: str) -> InvalidCheckpointError:
+        return InvalidCheckpointError(
+            f"{shown(path)} has a malformed header: tensor `{name}` {why}", path=path
+        )
+
+    if not isinstance(spec, dict):
+        raise malformed("is not described by a JSON object")
+    dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise malformed("has no `dtype`")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise malformed("has no valid `shape`")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(n, int) for n in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise malformed("has no valid `data_offsets`")
+    bits = _DTYPE_BITS.get(dtype)
+    if bits is None:
+        raise malformed(f"has unknown dtype `{dtype}`")
+    expected = math.ceil(math.prod(shape) * bits / 8)
+    if offsets[1] - offsets[0] != expected:
+        raise malformed(f"spans {offsets[1] - offsets[0]} bytes, but {dtype} {shape} needs {expected}")
+    return dtype, tuple(shape), (offsets[0], offsets[1])
+
+
+def _check_with_safetensors(shard: Path) -> None:
+    # Our header checks cover what goes wrong in practice; safetensors also checks that offsets neither
+    # overlap nor leave gaps. Opening costs a header parse and an mmap, dropped at once.
+    _safe_open(shard).__exit__(None, None, None)
+
+
+def _safe_open(shard: Path) -> safe_open:
+    try:
+        return safe_open(os.fspath(shard), framework="np")
+    except SafetensorError as exc:
+        raise InvalidCheckpointError(
+            f"{shown(shard)} is not a valid safetensors file: {exc}", path=shard
+        ) from None
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{shown(shard)} does not exist", path=shard) from None
+
+
+def _read_raw(shard: Path, entry: HeaderEntry) -> np.ndarray:
+    with shard.open("rb") as file:
+        file.seek(entry.start)
+        data = file.read(entry.end - entry.start)
+    if len(data) != entry.end - entry.start:
+        raise InvalidCheckpointError(f"{shown(shard)} is truncated: `{entry.name}` is cut short", path=shard)
+    return np.frombuffer(data, dtype=_RAW_DTYPES[entry.dtype]).reshape(entry.shape)
+
+
+def _not_safetensors(path: Path, why: str) -> InvalidCheckpointError:
+    return InvalidCheckpointError(
+        f"{shown(path)} is not a safetensors file: {why}",
+        hint="download or save it again; a real `.safetensors` file starts with its header length and JSON",
+        path=path,
+    )
+
+
+def _guess_what(prefix: bytes, otherwise: str) -> str:
+    return looks_like_a_failed_download(prefix) or otherwise

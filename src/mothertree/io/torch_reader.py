@@ -1,0 +1,289 @@
+"""Pickled PyTorch checkpoints: ``pytorch_model.bin`` (sharded or not) and any ``.bin``/``.pt``/``.pth`` file.
+
+Only ``torch.load(path, map_location="cpu", weights_only=True, mmap=True)`` is ever called: unpickling
+code from a downloaded file is never acceptable, and ``mmap`` makes loading a shard cost its pickle, not its
+size. Files in the legacy (pre-1.6, non-zip) format cannot be memory-mapped and are loaded whole.
+
+What a file may hold:
+
+- a state_dict: a dict of tensor name -> tensor (nested dicts are flattened with ``.``-joined keys);
+- a dict that wraps one under ``"state_dict"``, ``"model_state_dict"`` or ``"model"`` (the usual training
+  checkpoint next to ``"optimizer"``, ``"epoch"``, ...); the wrapped dict is used, the rest ignored.
+
+Anything else (a pickled ``nn.Module``, which ``weights_only`` refuses; a list; a dict without tensors) is an
+InvalidCheckpointError. torch is imported only when such a file is opened, so it stays optional.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import CheckpointNotFoundError, InvalidCheckpointError, MissingDependencyError
+from ._files import (
+    TORCH_SUFFIXES,
+    broken_link_error,
+    check_index_kept,
+    check_shards_exist,
+    is_broken_link,
+    looks_like_a_failed_download,
+    read_weight_map,
+    shard_paths,
+    shown,
+)
+from ._layout import weights_file
+from .types import Checkpoint, TensorInfo
+
+if TYPE_CHECKING:
+    import torch
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_SAVE_STATE_DICT = "save the weights with `torch.save(model.state_dict(), path)` and pass that file"
+_ZIP_MAGIC = b"PK\x03\x04"
+# torch.save's legacy format is a plain pickle, which starts with the PROTO opcode.
+_PICKLE_PROTO = b"\x80"
+_DTYPE_NAMES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "bfloat16": "BF16",
+    "float8_e4m3fn": "F8_E4M3",
+    "float8_e5m2": "F8_E5M2",
+    "float8_e8m0fnu": "F8_E8M0",
+    "complex64": "C64",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+
+
+def import_torch() -> Any:
+    """torch, or MissingDependencyError saying how to install it."""
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError(
+            "reading `.bin`, `.pt` and `.pth` checkpoints needs PyTorch, which is not installed",
+            hint="pip install 'mothertree[torch]'",
+        ) from None
+    return torch
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """safetensors' name for a torch dtype (``torch.bfloat16`` -> ``BF16``); unknown ones keep torch's."""
+    short = str(dtype).removeprefix("torch.")
+    return _DTYPE_NAMES.get(short, short)
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one pickled checkpoint file, by name, in the order the file holds them.
+
+    Raises:
+        InvalidCheckpointError: the file is not a PyTorch checkpoint, is corrupt, holds something
+            ``weights_only`` refuses (a whole model), or holds no tensors.
+    """
+    torch = import_torch()
+    with path.open("rb") as file:
+        magic = file.read(16)
+    if magic.startswith(_ZIP_MAGIC):
+        mmap = True
+        if _is_torchscript(path):
+            raise InvalidCheckpointError(
+                f"{shown(path)} is a TorchScript archive (`torch.jit.save`), not a state_dict",
+                hint="load it with `torch.jit.load` and save `model.state_dict()` with `torch.save`",
+                path=path,
+            )
+    elif magic.startswith(_PICKLE_PROTO):
+        mmap = False
+    else:
+        why = (
+            "it is empty"
+            if not magic
+            else looks_like_a_failed_download(magic) or "it is neither a zip archive nor a pickle"
+        )
+        raise InvalidCheckpointError(f"{shown(path)} is not a PyTorch checkpoint: {why}", path=path)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
+        raise _load_error(path, exc) from None
+    tensors = _tensors_of(loaded, torch.Tensor)
+    if not tensors:
+        raise InvalidCheckpointError(
+            f"{shown(path)} holds no tensors: it contains {_describe(loaded)}, not a state_dict",
+            hint=_SAVE_STATE_DICT,
+            path=path,
+        )
+    return tensors
+
+
+class TorchCheckpoint(Checkpoint):
+    """A pickled PyTorch checkpoint, opened lazily.
+
+    ``path`` may be a ``.bin``/``.pt``/``.pth`` file, a ``*.bin.index.json`` shard index, or a folder holding
+    ``pytorch_model.bin.index.json``, ``pytorch_model.bin`` or a single such file. Opening reads the index,
+    checks that every shard it names exists, then loads each shard in turn (memory-mapped) to list its
+    tensors, keeping none. ``read`` keeps one shard loaded, switching when a tensor lives in another.
+
+    Attributes:
+        path: what was opened.
+        shards: the files read, in order (one unless sharded).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._loaded: dict[str, torch.Tensor] | None = None
+        self._loaded_shard: int | None = None
+        index, self.shards, weight_map = _locate(self.path)
+
+        infos: dict[str, TensorInfo] = {}
+        self._shard_of: dict[str, int] = {}
+        for number, shard in enumerate(self.shards):
+            for info in _describe_tensors(shard):
+                if weight_map is not None and weight_map.get(info.name) != shard:
+                    continue
+                infos[info.name] = info
+                self._shard_of[info.name] = number
+        if weight_map is not None and index is not None:
+            check_index_kept(index, weight_map, infos)
+        self._tensors = MappingProxyType(infos)
+
+    @property
+    def tensors(self) -> Mapping[str, TensorInfo]:
+        return self._tensors
+
+    def read(self, name: str) -> np.ndarray:
+        number = self._shard_of.get(name)
+        if number is None:
+            raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
+        if self._loaded is None or self._loaded_shard != number:
+            self.close()
+            self._loaded = load_state_dict(self.shards[number])
+            self._loaded_shard = number
+        tensor = self._loaded.get(name)
+        if tensor is None:  # the file changed on disk since it was opened
+            shard = self.shards[number]
+            raise InvalidCheckpointError(f"{shown(shard)} no longer holds `{name}`", path=shard)
+        torch = import_torch()
+        if tensor.layout != torch.strided:
+            tensor = tensor.to_dense()
+        # One copy, straight to float32 and C order: the source may be a view into the mmap'ed file.
+        copied = tensor.detach().to(dtype=torch.float32, copy=True, memory_format=torch.contiguous_format)
+        return copied.numpy()
+
+    def close(self) -> None:
+        # Dropping the dict drops its storages, and with them the file mapping.
+        self._loaded = None
+        self._loaded_shard = None
+
+
+def _describe_tensors(shard: Path) -> list[TensorInfo]:
+    # A function of its own so that no tensor (and so no mapping of the file) outlives the listing.
+    return [
+        TensorInfo(name, tuple(tensor.shape), dtype_name(tensor.dtype))
+        for name, tensor in load_state_dict(shard).items()
+    ]
+
+
+def _locate(path: Path) -> tuple[Path | None, tuple[Path, ...], dict[str, Path] | None]:
+    if is_broken_link(path):
+        raise broken_link_error(path)
+    if path.is_dir():
+        found = weights_file(path)
+        if found is None or not found.name.endswith((*TORCH_SUFFIXES, ".bin.index.json")):
+            raise InvalidCheckpointError(
+                f"{shown(path)} holds no `pytorch_model.bin`, `pytorch_model.bin.index.json` or single "
+                "`.bin`/`.pt`/`.pth` file",
+                hint="pass the checkpoint file itself, or a model folder",
+                path=path,
+            )
+        path = found
+        if is_broken_link(path):
+            raise broken_link_error(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path)
+    if path.name.endswith(".index.json"):
+        weight_map = read_weight_map(path)
+        shards = shard_paths(path, weight_map)
+        check_shards_exist(path, shards)
+        return path, tuple(shards), {name: path.parent / shard for name, shard in weight_map.items()}
+    return None, (path,), None
+
+
+def _is_torchscript(path: Path) -> bool:
+    # torch.load would dispatch these to torch.jit.load, which weights_only forbids; the tell is a
+    # `constants.pkl` record, which torch.save never writes. Reading the zip directory costs one seek.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(
+                name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist()
+            )
+    except (zipfile.BadZipFile, OSError):
+        return False  # torch.load will say what is wrong
+
+
+def _tensors_of(loaded: object, tensor_type: type) -> dict[str, Any]:
+    if not isinstance(loaded, Mapping):
+        return {}
+    for key in WRAPPER_KEYS:
+        inner = loaded.get(key)
+        if isinstance(inner, Mapping):
+            loaded = inner
+            break
+    flat: dict[str, Any] = {}
+    _flatten(loaded, "", flat, tensor_type)
+    return flat
+
+
+def _flatten(mapping: Mapping[Any, Any], prefix: str, into: dict[str, Any], tensor_type: type) -> None:
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, tensor_type):
+            into[name] = value
+        elif isinstance(value, Mapping):
+            _flatten(value, f"{name}.", into, tensor_type)
+        # Other values (an epoch number, a config string) are not weights.
+
+
+def _describe(loaded: object) -> str:
+    if isinstance(loaded, Mapping):
+        return "a dict without tensors" if loaded else "an empty dict"
+    kind = type(loaded).__name__
+    return f"a `{kind}`"
+
+
+def _load_error(path: Path, exc: Exception) -> InvalidCheckpointError:
+    message = str(exc)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if refused:
+        return InvalidCheckpointError(
+            f"{shown(path)} holds a pickled `{refused.group(1)}`, which "
+            "`torch.load(weights_only=True)` refuses to load: it is not a state_dict",
+            hint=f"mothertree never runs code from checkpoint files; {_SAVE_STATE_DICT}",
+            path=path,
+        )
+    if "Weights only load failed" in message:
+        # torch's text is long; the line after "WeightsUnpickler error:" is the one that says what broke.
+        _, _, after = message.partition("WeightsUnpickler error:")
+        lines = [line.strip() for line in after.splitlines() if line.strip()]
+        why = lines[0] if lines else "it is not a plain pickle of tensors"
+        return InvalidCheckpointError(
+            f"{shown(path)} could not be loaded with `torch.load(weights_only=True)`: {why}",
+            hint=f"the file may be corrupt; if it holds a whole model, {_SAVE_STATE_DICT}",
+            path=path,
+        )
+    # torch appends paragraphs of advice to the cause; its first sentence is the cause.
+    first_line = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+    cause = first_line.split(". ")[0].rstrip(".")
+    return InvalidCheckpointError(f"{shown(path)} is truncated or corrupt: {cause}", path=path)
