@@ -1,4 +1,4 @@
-"""A small real Model Tree for tests: all-MiniLM-L6-v2 cut to 2 layers, really fine-tuned, saved by transformers.
+"""A small real Model Tree for tests: all-MiniLM-L6-v2 cut to 2 layers, really fine-tuned.
 
 The root keeps the first two encoder layers of the real pre-trained MiniLM; each other model starts from
 its parent and is trained (embeddings frozen, to fit CI time) on its own rule-based sentence task with its

@@ -150,3 +150,24 @@ def test_never_writes_into_input_folders(bert_family: Path):
     before = sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*"))
     run("recover", str(bert_family), "--quiet")
     assert sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*")) == before
+
+
+def test_evaluate_against_model_cards(family: Path, tmp_path: Path):
+    parents = {"ft-colour": "root", "ft-number": "root", "ft-colour-person": "ft-colour"}
+    for child, parent in parents.items():
+        (family / child / "README.md").write_text(f"---\nbase_model: someone/{parent}\n---\n# {child}\n")
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"edges": [{"parent": p, "child": c} for c, p in parents.items()]}))
+    code, out, _ = run("evaluate", str(result), str(family))
+    assert code == 0
+    assert out.startswith("directed accuracy:   100.0% (3/3 edges)\n")
+
+
+def test_evaluate_against_folder_without_model_cards(family: Path, tmp_path: Path):
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"edges": []}))
+    code, _, err = run("evaluate", str(result), str(family))
+    assert code == 1
+    assert err.startswith(
+        f"error: no model card under `{family}` declares a `base_model` that is in the folder"
+    )

@@ -19,10 +19,11 @@ from typing import Any, TypeVar, cast
 import click
 
 from . import _progress
-from .errors import MissingDependencyError, MotherTreeError
+from .errors import InvalidTruthError, MissingDependencyError, MotherTreeError
 from .evaluation.metrics import Score, score_edges
-from .evaluation.truth import EdgeSet, load_edges
+from .evaluation.truth import EdgeSet, edges_from_model_cards, load_edges
 from .features.featureset import FeatureSet
+from .io import discover
 from .io.types import BrokenModel
 from .pipeline import RecoveryResult, read_features, recover_trees
 from .render import children_of, draw_tree, to_dot, to_json, to_text
@@ -160,12 +161,31 @@ def _save_feature_sets(feature_sets: Sequence[FeatureSet], path: Path) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_report_errors
 def evaluate(result: Path, truth: Path, fmt: str) -> None:
-    """Score a recovered RESULT (from `recover --format json`) against TRUTH ({"edges": [...]})."""
-    score = score_edges(load_edges(result), load_edges(truth))
+    """Score a recovered RESULT (from `recover --format json`) against TRUTH.
+
+    TRUTH is a JSON file ({"edges": [{"parent": ID, "child": ID}, ...]}), or the folder of models itself:
+    then the truth is what their model cards declare (`base_model` in README.md front matter).
+    """
+    true_edges = declared_edges(truth) if truth.is_dir() else load_edges(truth)
+    score = score_edges(load_edges(result), true_edges)
     if fmt == "json":
         click.echo(json.dumps(score.to_dict(), indent=2))
     else:
         click.echo(_score_text(score))
+
+
+def declared_edges(folder: Path) -> EdgeSet:
+    """Edges that the model cards under ``folder`` declare, between models found there."""
+    refs, _ = discover(folder)
+    edges = edges_from_model_cards(
+        {ref.id: ref.declared_base_models for ref in refs}, [ref.id for ref in refs]
+    )
+    if not edges:
+        raise InvalidTruthError(
+            f"no model card under `{folder}` declares a `base_model` that is in the folder",
+            hint='give a truth file instead: {"edges": [{"parent": ID, "child": ID}]}',
+        )
+    return edges
 
 
 def _score_text(score: Score) -> str:

@@ -87,6 +87,9 @@ def test_files_load_back_with_mobilenet_keys(tiny: DemoBuild) -> None:
         model = MobileNetV2(num_classes=state["classifier.1.weight"].shape[0])
         model.load_state_dict(state, strict=True)
     assert suffixes == {".bin", ".safetensors"}, "both checkpoint formats must be exercised"
+    # Both formats get the same (umask-given) permissions, as files a user saved would.
+    modes = {_weights_file(tiny.path / m).stat().st_mode & 0o777 for m in [ROOT_ID, *TRAINED]}
+    assert len(modes) == 1
     # The root is ImageNet MobileNetV2 exactly as published.
     imagenet = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
     root = load_state_dict(_weights_file(tiny.path / ROOT_ID))

@@ -93,8 +93,10 @@ DEFAULT_TREE: tuple[ModelSpec, ...] = (
 class DemoConfig:
     """How the demo graph is trained.
 
-    The defaults were chosen by measurement on a 2-core CPU: the whole first build takes about three
-    minutes, and every model ends far above chance on its held-out batch.
+    The defaults were chosen by measurement on an otherwise idle 2-core CPU (about 0.08 s per step at
+    48 px and batch 32): the whole first build took 205 s, and every model ended far above chance on its
+    512 held-out samples (the weakest, counting at lr 1e-4, at 0.89 against a chance of 0.25). 48 px rather
+    than 64 buys more steps in the same time, which helped accuracy more than resolution did.
 
     Attributes:
         steps: optimiser steps per fine-tuned model (each on ``batch_size`` fresh samples).
@@ -262,7 +264,8 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 def _save_model(state: Mapping[str, torch.Tensor], folder: Path, fmt: WeightsFormat) -> Path:
     path = folder / _FILE_NAMES[fmt]
     if fmt == "safetensors":
-        _atomic_write(path, lambda tmp: safetensors.torch.save_file(dict(state), str(tmp)))
+        # Serialised here and written by us: save_file creates its file owner-only (0600), unlike torch.save.
+        _atomic_write(path, lambda tmp: tmp.write_bytes(safetensors.torch.save(dict(state))))
     else:
         _atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
     # A model saved in the other format by an earlier build would make the folder hold two checkpoints.

@@ -10,9 +10,9 @@ on fresh sentences is written to ``truth.json``.
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -187,7 +187,11 @@ def build_text_graph(
         done.write_text(json.dumps(info[node.id]))
         if not quiet:
             LOG.info(
-                "%s (%s): held-out accuracy %.2f, %.0f s", node.id, node.task, accuracy, time.perf_counter() - started
+                "%s (%s): held-out accuracy %.2f, %.0f s",
+                node.id,
+                node.task,
+                accuracy,
+                time.perf_counter() - started,
             )
     edges = [{"parent": n.parent, "child": n.id} for n in nodes if n.parent]
     (out / "truth.json").write_text(json.dumps({"edges": edges, "models": info}, indent=2))
