@@ -200,7 +200,11 @@ def copy_to(tmp_path: Path) -> Callable[[Path, str], Path]:
 
 
 class HandleTracker:
-    """Counts safe_open handles: how many were opened, how many are open now, and the most at once."""
+    """Counts file handles: how many were opened, how many are open now, and the most at once.
+
+    Wraps an opener (``safe_open`` or the reader's plain ``open``); a handle counts as closed on
+    ``close()`` or on leaving its ``with`` block.
+    """
 
     def __init__(self, real: Callable[..., Any]) -> None:
         self.real = real
@@ -208,7 +212,7 @@ class HandleTracker:
         self.live = 0
         self.peak = 0
 
-    def __call__(self, filename: str, *args: Any, **kwargs: Any) -> _TrackedHandle:
+    def __call__(self, filename: Any, *args: Any, **kwargs: Any) -> _TrackedHandle:
         handle = self.real(filename, *args, **kwargs)
         self.opened.append(Path(filename).name)
         self.live += 1
@@ -221,8 +225,15 @@ class _TrackedHandle:
         self._handle = handle
         self._tracker = tracker
 
-    def get_tensor(self, name: str) -> Any:
-        return self._handle.get_tensor(name)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> _TrackedHandle:
+        return self
+
+    def close(self) -> None:
+        self._tracker.live -= 1
+        self._handle.close()
 
     def __exit__(self, *exc: object) -> None:
         self._tracker.live -= 1
@@ -235,4 +246,14 @@ def safe_open_tracker(monkeypatch: pytest.MonkeyPatch) -> Iterator[HandleTracker
 
     tracker = HandleTracker(safetensors_reader.safe_open)
     monkeypatch.setattr(safetensors_reader, "safe_open", tracker)
+    yield tracker
+
+
+@pytest.fixture
+def file_open_tracker(monkeypatch: pytest.MonkeyPatch) -> Iterator[HandleTracker]:
+    """Tracks the shard files the safetensors reader opens to read tensor data."""
+    from mothertree.io import safetensors_reader
+
+    tracker = HandleTracker(open)
+    monkeypatch.setattr(safetensors_reader, "open_shard_file", tracker)
     yield tracker

@@ -56,23 +56,26 @@ def test_tensors_are_in_storage_order(saved: Saved) -> None:
         assert list(checkpoint.tensors) == [name for shard in shards for name in _offset_order(shard)]
 
 
-def test_at_most_one_shard_handle_is_open(saved: Saved, safe_open_tracker: HandleTracker) -> None:
+def test_at_most_one_shard_handle_is_open(
+    saved: Saved, safe_open_tracker: HandleTracker, file_open_tracker: HandleTracker
+) -> None:
     checkpoint = SafetensorsCheckpoint(saved.sharded_bf16)
     assert safe_open_tracker.live == 0, "opening validates each shard, then keeps no handle"
-    opened_while_validating = len(safe_open_tracker.opened)
+    assert file_open_tracker.live == 0
 
     for name in checkpoint.tensors:  # storage order: each shard is opened once
         checkpoint.read(name)
-    assert len(safe_open_tracker.opened) - opened_while_validating == 3
+    assert len(file_open_tracker.opened) == 3
 
     names = list(checkpoint.tensors)
     random.Random(0).shuffle(names)
     for name in names:
         checkpoint.read(name)
-        assert safe_open_tracker.live == 1
+        assert file_open_tracker.live == 1
     checkpoint.close()
+    assert file_open_tracker.live == 0
+    assert file_open_tracker.peak == 1
     assert safe_open_tracker.live == 0
-    assert safe_open_tracker.peak == 1
 
 
 def test_read_returns_a_private_writable_copy(saved: Saved) -> None:

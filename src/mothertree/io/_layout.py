@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import CheckpointNotFoundError, InvalidCheckpointError
 from ._files import (
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX,
     TORCH_FILE,
     TORCH_INDEX,
+    broken_link_error,
+    check_shards_exist,
+    is_broken_link,
     is_weight_file_name,
+    read_weight_map,
+    shard_paths,
+    shown,
 )
 
 # Checked in this order: safetensors before pickles (HF repos often hold both), an index before a lone
@@ -54,3 +61,30 @@ def weights_file(folder: Path) -> Path | None:
         return folder / named
     loose = loose_weight_files(names)
     return folder / loose[0] if len(loose) == 1 else None
+
+
+def locate_weights(
+    path: Path, *, accepts: tuple[str, ...], expected: str, hint: str
+) -> tuple[Path | None, list[Path], dict[str, Path] | None]:
+    """(index or None, shard files, tensor name -> shard file or None) for a file or folder a user gave.
+
+    ``accepts`` are the file-name endings a reader handles (its weight files and its index); ``expected``
+    says what a folder should hold, for the error when it holds none of them.
+    """
+    if is_broken_link(path):
+        raise broken_link_error(path)
+    if path.is_dir():
+        found = weights_file(path)
+        if found is None or not found.name.endswith(accepts):
+            raise InvalidCheckpointError(f"{shown(path)} holds no {expected}", hint=hint, path=path)
+        path = found
+        if is_broken_link(path):
+            raise broken_link_error(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path)
+    if path.name.endswith(".index.json"):
+        weight_map = read_weight_map(path)
+        shards = shard_paths(path, weight_map)
+        check_shards_exist(path, shards)
+        return path, shards, {name: path.parent / shard for name, shard in weight_map.items()}
+    return None, [path], None

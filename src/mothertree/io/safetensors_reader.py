@@ -3,8 +3,9 @@
 A safetensors file is an 8-byte little-endian header length, a JSON header (``{name: {dtype, shape,
 data_offsets}}`` plus an optional ``__metadata__``), then the tensors' bytes. Opening parses every header
 itself, so that a bad file is reported by name with what is wrong with it (safetensors' own errors say
-"header too large" for an HTML page), then lets ``safe_open`` validate the rest. Reading goes through
-``safe_open(framework="np")``, one shard handle at a time.
+"header too large" for an HTML page), then lets ``safe_open`` validate the rest. Reading seeks to a
+tensor's byte range in the one shard file held open and views the bytes through numpy (``ml_dtypes`` for
+bf16 and float8).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 from types import MappingProxyType
 
-# Imported for its side effect too: it registers `bfloat16` and the float8 types with numpy, which
-# safetensors' numpy path looks up by name and would otherwise fail on for BF16 checkpoints.
 import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -27,16 +27,11 @@ from safetensors import SafetensorError, safe_open
 from ..errors import CheckpointNotFoundError, InvalidCheckpointError, UnsupportedFormatError
 from ._files import (
     SAFETENSORS_SUFFIX,
-    broken_link_error,
     check_index_kept,
-    check_shards_exist,
-    is_broken_link,
     looks_like_a_failed_download,
-    read_weight_map,
-    shard_paths,
     shown,
 )
-from ._layout import weights_file
+from ._layout import locate_weights
 from .types import Checkpoint, TensorInfo
 
 # safetensors itself refuses headers above 100 MB; a length beyond that means the file is something else.
@@ -63,9 +58,27 @@ _DTYPE_BITS = {
     "F6_E2M3": 6,
     "F6_E3M2": 6,
 }
-# safe_open(framework="np") asks numpy for these by names numpy does not have (`numpy.float8_e4m3fn`), so
-# their bytes are read directly and viewed through ml_dtypes.
-_RAW_DTYPES: dict[str, type] = {"F8_E4M3": ml_dtypes.float8_e4m3fn, "F8_E5M2": ml_dtypes.float8_e5m2}
+# safetensors stores little-endian data; every dtype mothertree reads, as numpy sees it.
+_NUMPY_DTYPES: dict[str, np.dtype] = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"),
+    "U32": np.dtype("<u4"),
+    "U16": np.dtype("<u2"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+# The opener of tensor data files; a name of its own so that tests can count open handles.
+open_shard_file = open
+
 _UNCONVERTIBLE = frozenset({"F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"})
 
 
@@ -155,7 +168,7 @@ class SafetensorsCheckpoint(Checkpoint):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._handle: safe_open | None = None
+        self._handle: BufferedReader | None = None
         self._handle_shard: int | None = None
         index, shards, weight_map = _locate(self.path)
         self.shards: tuple[Path, ...] = tuple(shards)
@@ -184,64 +197,49 @@ class SafetensorsCheckpoint(Checkpoint):
             raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
         number, entry = located
         shard = self.shards[number]
-        if entry.dtype in _UNCONVERTIBLE:
+        dtype = _NUMPY_DTYPES.get(entry.dtype)
+        if dtype is None or entry.dtype in _UNCONVERTIBLE:
             raise UnsupportedFormatError(
                 f"{shown(shard)}: tensor `{name}` has dtype `{entry.dtype}`, which mothertree cannot read",
                 path=shard,
             )
-        if entry.dtype in _RAW_DTYPES:
-            array = _read_raw(shard, entry)
-        else:
-            handle = self._open_shard(number)
-            try:
-                array = handle.get_tensor(name)
-            except SafetensorError as exc:
-                raise InvalidCheckpointError(
-                    f"{shown(shard)}: cannot read `{name}`: {exc}", path=shard
-                ) from None
-        # Already-float32 tensors come back as a view of a private copy safetensors made, never of the mmap.
-        return np.ascontiguousarray(array, dtype=np.float32)
+        # Positional reads into a private buffer rather than safetensors' mmap: mapped pages count in the
+        # process's RSS until the map is dropped, so streaming every model's tensors through open maps made
+        # peak RSS grow with everything read so far, not with one tensor.
+        raw = np.empty(entry.end - entry.start, dtype=np.uint8)
+        file = self._open_shard(number)
+        file.seek(entry.start)
+        if file.readinto(raw.data) != raw.size:
+            raise InvalidCheckpointError(f"{shown(shard)} is truncated: `{name}` is cut short", path=shard)
+        array = raw.view(dtype).reshape(entry.shape)
+        return array if dtype == np.float32 else array.astype(np.float32)
 
     def close(self) -> None:
         if self._handle is not None:
             handle, self._handle, self._handle_shard = self._handle, None, None
-            handle.__exit__(None, None, None)
+            handle.close()
 
-    def _open_shard(self, number: int) -> safe_open:
+    def _open_shard(self, number: int) -> BufferedReader:
         if self._handle is not None and self._handle_shard == number:
             return self._handle
         self.close()
-        self._handle = _safe_open(self.shards[number])
+        try:
+            self._handle = open_shard_file(self.shards[number], "rb")
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(
+                f"{shown(self.shards[number])} does not exist", path=self.shards[number]
+            ) from None
         self._handle_shard = number
         return self._handle
 
 
 def _locate(path: Path) -> tuple[Path | None, list[Path], dict[str, Path] | None]:
-    """(index or None, shard files, tensor name -> shard file or None) for what the user gave."""
-    if is_broken_link(path):
-        raise broken_link_error(path)
-    if path.is_dir():
-        found = weights_file(path)
-        if found is None or not (
-            found.name.endswith(SAFETENSORS_SUFFIX) or found.name.endswith(".index.json")
-        ):
-            raise InvalidCheckpointError(
-                f"{shown(path)} holds no `model.safetensors`, `*.safetensors.index.json` or single "
-                "`.safetensors` file",
-                hint="pass the `.safetensors` file itself, or a model folder",
-                path=path,
-            )
-        path = found
-        if is_broken_link(path):
-            raise broken_link_error(path)
-    if not path.exists():
-        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path)
-    if path.name.endswith(".index.json"):
-        weight_map = read_weight_map(path)
-        shards = shard_paths(path, weight_map)
-        check_shards_exist(path, shards)
-        return path, shards, {name: path.parent / shard for name, shard in weight_map.items()}
-    return None, [path], None
+    return locate_weights(
+        path,
+        accepts=(SAFETENSORS_SUFFIX, ".safetensors.index.json"),
+        expected="`model.safetensors`, `*.safetensors.index.json` or single `.safetensors` file",
+        hint="pass the `.safetensors` file itself, or a model folder",
+    )
 
 
 def _parse_entry(path: Path, name: str, spec: object) -> tuple[str, tuple[int, ...], tuple[int, int]]:
@@ -288,15 +286,6 @@ def _safe_open(shard: Path) -> safe_open:
         ) from None
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"{shown(shard)} does not exist", path=shard) from None
-
-
-def _read_raw(shard: Path, entry: HeaderEntry) -> np.ndarray:
-    with shard.open("rb") as file:
-        file.seek(entry.start)
-        data = file.read(entry.end - entry.start)
-    if len(data) != entry.end - entry.start:
-        raise InvalidCheckpointError(f"{shown(shard)} is truncated: `{entry.name}` is cut short", path=shard)
-    return np.frombuffer(data, dtype=_RAW_DTYPES[entry.dtype]).reshape(entry.shape)
 
 
 def _not_safetensors(path: Path, why: str) -> InvalidCheckpointError:

@@ -25,19 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import CheckpointNotFoundError, InvalidCheckpointError, MissingDependencyError
+from ..errors import InvalidCheckpointError, MissingDependencyError
 from ._files import (
     TORCH_SUFFIXES,
-    broken_link_error,
     check_index_kept,
-    check_shards_exist,
-    is_broken_link,
     looks_like_a_failed_download,
-    read_weight_map,
-    shard_paths,
     shown,
 )
-from ._layout import weights_file
+from ._layout import locate_weights
 from .types import Checkpoint, TensorInfo
 
 if TYPE_CHECKING:
@@ -197,28 +192,13 @@ def _describe_tensors(shard: Path) -> list[TensorInfo]:
 
 
 def _locate(path: Path) -> tuple[Path | None, tuple[Path, ...], dict[str, Path] | None]:
-    if is_broken_link(path):
-        raise broken_link_error(path)
-    if path.is_dir():
-        found = weights_file(path)
-        if found is None or not found.name.endswith((*TORCH_SUFFIXES, ".bin.index.json")):
-            raise InvalidCheckpointError(
-                f"{shown(path)} holds no `pytorch_model.bin`, `pytorch_model.bin.index.json` or single "
-                "`.bin`/`.pt`/`.pth` file",
-                hint="pass the checkpoint file itself, or a model folder",
-                path=path,
-            )
-        path = found
-        if is_broken_link(path):
-            raise broken_link_error(path)
-    if not path.exists():
-        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path)
-    if path.name.endswith(".index.json"):
-        weight_map = read_weight_map(path)
-        shards = shard_paths(path, weight_map)
-        check_shards_exist(path, shards)
-        return path, tuple(shards), {name: path.parent / shard for name, shard in weight_map.items()}
-    return None, (path,), None
+    index, shards, weight_map = locate_weights(
+        path,
+        accepts=(*TORCH_SUFFIXES, ".bin.index.json"),
+        expected="`pytorch_model.bin`, `pytorch_model.bin.index.json` or single `.bin`/`.pt`/`.pth` file",
+        hint="pass the checkpoint file itself, or a model folder",
+    )
+    return index, tuple(shards), weight_map
 
 
 def _is_torchscript(path: Path) -> bool:
