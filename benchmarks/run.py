@@ -14,7 +14,7 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,16 +50,14 @@ def machine() -> str:
 
 
 def measure(command: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MiB, and stdout of one run of ``command`` in a fresh process."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    """Wall seconds, peak RSS in MiB, and stdout of one run of ``command`` (see ``peak_rss.py``)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as report:
+        launcher = [sys.executable, str(ROOT / "benchmarks" / "peak_rss.py"), report.name, *command]
+        output = subprocess.run(launcher, capture_output=True, text=True, check=True).stdout
+        measured = json.loads(Path(report.name).read_text())
+    if measured["exit_code"] != 0:
         raise RuntimeError(f"{' '.join(command)} failed")
-    return wall, usage.ru_maxrss / 1024, output
+    return measured["wall_s"], measured["peak_rss_mib"], output
 
 
 def accuracy_table(graph: Path) -> list[str]:
