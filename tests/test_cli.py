@@ -171,3 +171,13 @@ def test_evaluate_against_folder_without_model_cards(family: Path, tmp_path: Pat
     assert err.startswith(
         f"error: no model card under `{family}` declares a `base_model` that is in the folder"
     )
+
+
+def test_direction_norm_recovers_the_tiny_real_tree(bert_family: Path, tmp_path: Path):
+    """Measured, not guaranteed: weight norms grew along every edge of this really fine-tuned family."""
+    out = tmp_path / "result.json"
+    code, stdout, _ = run("recover", str(bert_family), "--format", "json", "--quiet", "--direction", "norm")
+    assert code == 0
+    out.write_text(stdout)
+    code, score, _ = run("evaluate", str(out), str(bert_family / "truth.json"), "--format", "json")
+    assert json.loads(score)["directed_accuracy"] == 1.0

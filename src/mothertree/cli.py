@@ -27,7 +27,7 @@ from .io import discover
 from .io.types import BrokenModel
 from .pipeline import RecoveryResult, read_features, recover_trees
 from .render import children_of, draw_tree, to_dot, to_json, to_text
-from .tree.costs import DIRECTIONS
+from .tree.recover import DIRECTIONS
 
 LOG = logging.getLogger("mothertree")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,7 +100,8 @@ def main() -> None:
     type=click.Choice(DIRECTIONS),
     default="falls",
     show_default=True,
-    help="Kurtosis trend from parent to child: falls (fine-tuning) or rises (continued pre-training).",
+    help="falls/rises: the paper's kurtosis trend from parent to child (falls for fine-tuning, rises for "
+    "continued pre-training); norm: distance places edges, the root making weight norms grow orients them.",
 )
 @click.option("--layers", metavar="REGEX", help="Compare only the weight tensors whose name matches REGEX.")
 @click.option(
@@ -221,11 +222,17 @@ def demo(out: Path | None, force: bool, lam: float, direction: str, quiet: bool)
         ) from exc
     graph_dir = build_demo_graph(out, quiet=quiet, force=force)
     feature_sets, broken = read_features([graph_dir])
-    result = recover_trees(feature_sets, lam=lam, direction=direction)  # type: ignore[arg-type]
     truth = load_edges(graph_dir / "truth.json")
+    result = recover_trees(feature_sets, lam=lam, direction=direction)  # type: ignore[arg-type]
     click.echo(side_by_side(result, truth))
     click.echo("")
     click.echo(_score_text(score_edges({(e.parent, e.child) for e in result.edges}, truth)))
+    click.echo("\nevery direction method on this graph:")
+    for method in DIRECTIONS:
+        other = recover_trees(feature_sets, lam=lam, direction=method)
+        score = score_edges({(e.parent, e.child) for e in other.edges}, truth)
+        scores = f"directed {score.directed:6.1%}   undirected {score.undirected:6.1%}"
+        click.echo(f"  --direction {method:<6} {scores}")
     _report_skipped(broken)
 
 

@@ -23,8 +23,7 @@ from .features.select import group_by_architecture, select_tensors, weight_signa
 from .io import discover, open_checkpoint
 from .io.types import BrokenModel, Checkpoint, ModelRef
 from .tree.cluster import split_counts, tree_linkage
-from .tree.costs import Direction
-from .tree.recover import Edge, TreeRecovery
+from .tree.recover import Direction, Edge, TreeRecovery
 
 LOG = logging.getLogger(__name__)
 

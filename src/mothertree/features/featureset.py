@@ -64,6 +64,11 @@ class FeatureSet:
         """``(n_models,)`` excess kurtosis summed over tensors (the paper's direction statistic)."""
         return np.asarray(np.nansum(self.kurtosis(), axis=0), dtype=np.float64)
 
+    def log_norms(self) -> npt.NDArray[np.float64]:
+        """``(n_models,)`` log of the squared Frobenius norm of all compared tensors together."""
+        mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
+        return np.asarray(np.log((mean_square * self.numel[:, None]).sum(axis=0)), dtype=np.float64)
+
     def subset(self, indices: npt.ArrayLike) -> FeatureSet:
         """The FeatureSet of some of the models, in the order given."""
         idx = np.asarray(indices, dtype=np.int64)

@@ -15,11 +15,11 @@ import numpy.typing as npt
 
 from ..errors import InvalidParameterError
 
-Direction = Literal["falls", "rises"]
-DIRECTIONS: tuple[Direction, ...] = ("falls", "rises")
+KurtosisTrend = Literal["falls", "rises"]
+KURTOSIS_TRENDS: tuple[KurtosisTrend, ...] = ("falls", "rises")
 
 
-def direction_penalty(kurtosis: npt.ArrayLike, direction: Direction = "falls") -> npt.NDArray[np.float64]:
+def direction_penalty(kurtosis: npt.ArrayLike, direction: KurtosisTrend = "falls") -> npt.NDArray[np.float64]:
     """``(n, n)`` matrix, 1 where edge ``i -> j`` goes against the trend, else 0.
 
     ``direction="falls"``: fine-tuning lowers kurtosis, so a child with higher kurtosis than its parent is
@@ -32,13 +32,13 @@ def direction_penalty(kurtosis: npt.ArrayLike, direction: Direction = "falls") -
         against = k[None, :] < k[:, None]
     else:
         raise InvalidParameterError(
-            f"unknown direction `{direction}`", hint=f"use one of: {', '.join(DIRECTIONS)}"
+            f"unknown direction `{direction}`", hint=f"use one of: {', '.join(KURTOSIS_TRENDS)}"
         )
     return against.astype(np.float64)
 
 
 def directed_costs(
-    distances: npt.ArrayLike, kurtosis: npt.ArrayLike, *, lam: float = 0.3, direction: Direction = "falls"
+    distances: npt.ArrayLike, kurtosis: npt.ArrayLike, *, lam: float = 0.3, direction: KurtosisTrend = "falls"
 ) -> npt.NDArray[np.float64]:
     """``(n, n)`` costs ``D + lam * mean(D) * T``, infinite diagonal; ``costs[i, j]`` is edge i -> j."""
     d = np.asarray(distances, dtype=np.float64)

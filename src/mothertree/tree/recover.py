@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +20,11 @@ from ..errors import InvalidParameterError, TooFewModelsError
 from ..features.featureset import FeatureSet
 from .arborescence import minimum_spanning_arborescence
 from .cluster import cluster_trees
-from .costs import DIRECTIONS, Direction, directed_costs
+from .costs import KurtosisTrend, directed_costs
+from .orient import choose_root, edge_evidence, orient_from_root, root_scores, undirected_spanning_tree
+
+Direction = Literal["falls", "rises", "norm"]
+DIRECTIONS: tuple[Direction, ...] = ("falls", "rises", "norm")
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,12 @@ class TreeRecovery:
         Number of Model Trees in the collection; ``None`` means one.
     lam : float
         Weight λ of the direction penalty, in units of the tree's mean distance (paper: 0.3).
-    direction : {"falls", "rises"}
-        Expected kurtosis trend from parent to child: ``"falls"`` for fine-tuning (the paper's default),
-        ``"rises"`` for continued pre-training.
+    direction : {"falls", "rises", "norm"}
+        ``"falls"`` / ``"rises"``: the paper's method, the expected kurtosis trend from parent to child
+        (falls for fine-tuning, the paper's default; rises for continued pre-training) as a penalty ``lam``
+        in the directed costs, then a minimum directed spanning tree. ``"norm"``: place edges by distance
+        alone (minimum spanning tree), then orient each tree by choosing the root that makes the weight
+        norm grow along the most edges (see ``tree/orient.py``); ``lam`` is unused.
 
     Attributes
     ----------
@@ -67,14 +75,26 @@ class TreeRecovery:
 
     def fit(self, features: FeatureSet) -> TreeRecovery:
         """Recover the trees of the models in ``features``."""
-        return self.fit_matrices(features.distances(), features.summed_kurtosis(), features.model_ids)
+        return self.fit_matrices(
+            features.distances(),
+            features.summed_kurtosis(),
+            features.model_ids,
+            log_norms=features.log_norms(),
+        )
 
     def fit_matrices(
-        self, distances: npt.ArrayLike, kurtosis: npt.ArrayLike, model_ids: Sequence[str]
+        self,
+        distances: npt.ArrayLike,
+        kurtosis: npt.ArrayLike,
+        model_ids: Sequence[str],
+        *,
+        log_norms: npt.ArrayLike | None = None,
     ) -> TreeRecovery:
-        """Recover from a ``(n, n)`` distance matrix and ``(n,)`` kurtosis directly."""
+        """Recover from a ``(n, n)`` distance matrix and ``(n,)`` kurtosis (and log weight norms) directly."""
         d = np.asarray(distances, dtype=np.float64)
         k = np.asarray(kurtosis, dtype=np.float64)
+        if self.direction == "norm" and log_norms is None:
+            raise InvalidParameterError("`direction='norm'` needs the models' weight norms (`log_norms`)")
         n_models = len(model_ids)
         self._validate(d, k, n_models)
 
@@ -82,10 +102,12 @@ class TreeRecovery:
         parents = np.full(n_models, -1, dtype=np.int64)
         for tree in range(int(labels.max()) + 1 if n_models else 0):
             members = np.flatnonzero(labels == tree)
-            costs = directed_costs(
-                d[np.ix_(members, members)], k[members], lam=self.lam, direction=self.direction
-            )
-            local_parents = minimum_spanning_arborescence(costs)
+            if self.direction == "norm":
+                local_parents = _orient_by_norm(d[np.ix_(members, members)], np.asarray(log_norms)[members])
+            else:
+                trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
+                costs = directed_costs(d[np.ix_(members, members)], k[members], lam=self.lam, direction=trend)
+                local_parents = minimum_spanning_arborescence(costs)
             for local_child, local_parent in enumerate(local_parents):
                 if local_parent >= 0:
                     parents[members[local_child]] = members[local_parent]
@@ -118,3 +140,12 @@ class TreeRecovery:
             )
         if self.lam < 0:
             raise InvalidParameterError(f"`lam` must be >= 0, got {self.lam}")
+
+
+def _orient_by_norm(
+    distances: npt.NDArray[np.float64], log_norms: npt.NDArray[np.float64]
+) -> npt.NDArray[np.int64]:
+    n_models = len(log_norms)
+    edges = undirected_spanning_tree(distances)
+    root, _ = choose_root(root_scores(n_models, edges, edge_evidence(log_norms, edges, sign=1.0)))
+    return orient_from_root(n_models, edges, root)

@@ -1,0 +1,116 @@
+"""Orienting a placed tree by choosing its root (``--direction norm``).
+
+When the undirected edges of a tree are right, every direction follows from the root, so orienting is
+choosing the root. Each tree edge carries evidence for one direction from a per-model statistic that
+should move one way along training; the root is the one whose orientation agrees with the most evidence.
+
+The statistic used here is the squared Frobenius norm of the compared weights: fine-tuning adds an update
+that is nearly orthogonal to the weights it starts from, so a child's norm is larger than its parent's
+(unless strong weight decay or pruning shrinks it). Evidence per edge is squashed with ``tanh`` after
+dividing by the median change along the tree, so that no single large step decides alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from scipy.sparse.csgraph import minimum_spanning_tree
+
+Edges = list[tuple[int, int]]
+
+
+def undirected_spanning_tree(distances: npt.ArrayLike) -> Edges:
+    """Edges ``(i, j)`` with ``i < j`` of a minimum spanning tree of a symmetric distance matrix."""
+    d = np.asarray(distances, dtype=np.float64)
+    d = (d + d.T) / 2.0
+    # scipy reads a zero as "no edge"; identical models are at distance zero and must stay connected.
+    positive = d[d > 0]
+    tiny = positive.min() * 1e-9 if positive.size else 1.0
+    d = np.where(d > 0, d, tiny)
+    np.fill_diagonal(d, 0.0)
+    tree = minimum_spanning_tree(d).tocoo()
+    return sorted((min(i, j), max(i, j)) for i, j in zip(tree.row.tolist(), tree.col.tolist(), strict=True))
+
+
+def edge_evidence(
+    values: npt.ArrayLike, edges: Sequence[tuple[int, int]], sign: float = 1.0
+) -> dict[tuple[int, int], float]:
+    """Evidence in [-1, 1] that each edge points ``i -> j``: ``tanh(sign * (v_j - v_i) / median |change|)``.
+
+    The evidence for ``j -> i`` is the negative. ``sign=+1``: the statistic grows from parent to child.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    changes = np.array([v[j] - v[i] for i, j in edges])
+    scale = float(np.median(np.abs(changes))) if changes.size else 1.0
+    scale = scale if scale > 0 else 1.0
+    return {(i, j): float(np.tanh(sign * (v[j] - v[i]) / scale)) for i, j in edges}
+
+
+def orient_from_root(n_nodes: int, edges: Sequence[tuple[int, int]], root: int) -> npt.NDArray[np.int64]:
+    """``parents`` of every node when the tree ``edges`` hangs from ``root`` (-1 for the root)."""
+    neighbours: list[list[int]] = [[] for _ in range(n_nodes)]
+    for i, j in edges:
+        neighbours[i].append(j)
+        neighbours[j].append(i)
+    parents = np.full(n_nodes, -1, dtype=np.int64)
+    seen = {root}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for other in neighbours[node]:
+            if other not in seen:
+                seen.add(other)
+                parents[other] = node
+                stack.append(other)
+    return parents
+
+
+def root_scores(
+    n_nodes: int, edges: Sequence[tuple[int, int]], evidence: dict[tuple[int, int], float]
+) -> npt.NDArray[np.float64]:
+    """For every node, the total evidence agreeing with the orientation that makes it the root.
+
+    Moving the root across one edge flips only that edge, so all scores follow from one of them in a
+    single walk over the tree: ``score(child) = score(parent) - 2 * evidence(parent -> child)``.
+    """
+
+    def towards(parent: int, child: int) -> float:
+        return evidence[(parent, child)] if (parent, child) in evidence else -evidence[(child, parent)]
+
+    scores = np.zeros(n_nodes)
+    if n_nodes == 0:
+        return scores
+    parents = orient_from_root(n_nodes, edges, 0)
+    scores[0] = sum(towards(int(p), c) for c, p in enumerate(parents) if p >= 0)
+    order = _preorder(parents)
+    for node in order[1:]:
+        parent = int(parents[node])
+        scores[node] = scores[parent] - 2.0 * towards(parent, node)
+    return scores
+
+
+def choose_root(scores: npt.ArrayLike) -> tuple[int, float]:
+    """The best-scoring root and its margin over the runner-up (0 when alone)."""
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="stable")
+    margin = float(s[order[0]] - s[order[1]]) if s.size > 1 else 0.0
+    return int(order[0]), margin
+
+
+def _preorder(parents: npt.NDArray[np.int64]) -> list[int]:
+    children: list[list[int]] = [[] for _ in parents]
+    roots = []
+    for child, parent in enumerate(parents.tolist()):
+        if parent >= 0:
+            children[parent].append(child)
+        else:
+            roots.append(child)
+    order: list[int] = []
+    stack = roots[::-1]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(reversed(children[node]))
+    return order
