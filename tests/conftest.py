@@ -12,3 +12,11 @@ def bert_family(tmp_path_factory) -> Path:
     from family import build_family
 
     return build_family(tmp_path_factory.mktemp("bert_family"))
+
+
+@pytest.fixture(scope="session")
+def second_family(tmp_path_factory) -> Path:
+    """Another 5-model tree whose root keeps MiniLM's layers 2-3: unrelated to ``bert_family``'s root."""
+    from family import build_family
+
+    return build_family(tmp_path_factory.mktemp("second_family"), first_layer=2, prefix="b-")

@@ -21,6 +21,16 @@ TREE = (
 )
 
 
-def build_family(out: Path) -> Path:
-    """Train and save every node of ``TREE`` under ``out`` with a ``truth.json``; return ``out``."""
-    return build_text_graph(out, TREE, steps=20, n_layers=2, freeze_embeddings=True, quiet=True)
+def build_family(out: Path, *, first_layer: int = 0, prefix: str = "") -> Path:
+    """Train and save every node of ``TREE`` under ``out`` with a ``truth.json``; return ``out``.
+
+    ``first_layer`` picks which two pre-trained layers the root keeps: families cut from different layers
+    have unrelated roots. ``prefix`` is put before every id.
+    """
+    nodes = [
+        Node(prefix + n.id, prefix + n.parent if n.parent else None, n.task, n.lr, n.seed + first_layer)
+        for n in TREE
+    ]
+    return build_text_graph(
+        out, nodes, steps=20, n_layers=2, first_layer=first_layer, freeze_embeddings=True, quiet=True
+    )

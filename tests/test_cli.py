@@ -35,10 +35,11 @@ def test_json_output_contract(bert_family: Path):
     ids = {m["id"] for m in result["models"]}
     assert ids == {"root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"}
     assert all(set(m) == {"id", "path", "tree"} for m in result["models"])
-    assert all(set(e) == {"parent", "child", "distance"} and e["distance"] > 0 for e in result["edges"])
+    assert all(set(e) == {"parent", "child", "distance", "confidence"} for e in result["edges"])
+    assert all(e["distance"] > 0 and 0 <= e["confidence"] <= 1 for e in result["edges"])
     assert len(result["edges"]) == 4 and len(result["roots"]) == 1
     assert result["trees"] == [{"root": result["roots"][0], "models": sorted(ids)}]
-    assert result["params"] == {"n_trees": None, "lam": 0.3, "direction": "falls", "layers": None}
+    assert result["params"] == {"n_trees": "auto", "lam": 0.3, "direction": "falls", "layers": None}
     assert result["skipped"] == []
 
 
@@ -181,3 +182,9 @@ def test_direction_norm_recovers_the_tiny_real_tree(bert_family: Path, tmp_path:
     out.write_text(stdout)
     code, score, _ = run("evaluate", str(out), str(bert_family / "truth.json"), "--format", "json")
     assert json.loads(score)["directed_accuracy"] == 1.0
+
+
+def test_trees_must_be_auto_or_a_count(bert_family: Path):
+    code, _, err = run("recover", str(bert_family), "--trees", "many")
+    assert code == 2
+    assert "`many` is neither `auto` nor a number of trees" in err

@@ -71,6 +71,23 @@ def _report_skipped(broken: Sequence[BrokenModel]) -> None:
             click.echo(f"    hint: {hint}", err=True)
 
 
+class TreeCount(click.ParamType):
+    """`auto` or a positive integer."""
+
+    name = "auto|K"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"`{value}` is neither `auto` nor a number of trees", param, ctx)
+        if count < 1:
+            self.fail(f"`{value}`: the number of trees must be at least 1", param, ctx)
+        return count
+
+
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")
 
 
@@ -85,8 +102,10 @@ def main() -> None:
 @click.option(
     "--trees",
     "n_trees",
-    type=click.IntRange(min=1),
-    help="Number of Model Trees (default: 1 per architecture).",
+    type=TreeCount(),
+    default="auto",
+    show_default=True,
+    help="Number of Model Trees, or `auto`: unrelated models (relative distance > 0.5) are separate trees.",
 )
 @click.option(
     "--lam",
@@ -116,7 +135,7 @@ def main() -> None:
 @_report_errors
 def recover(
     paths: tuple[Path, ...],
-    n_trees: int | None,
+    n_trees: int | str,
     lam: float,
     direction: str,
     layers: str | None,
@@ -140,7 +159,12 @@ def recover(
         feature_sets, broken = read_features(paths, layers=layers)
     if save_features is not None:
         _save_feature_sets(feature_sets, save_features)
-    result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction)  # type: ignore[arg-type]
+    result = recover_trees(
+        feature_sets,
+        n_trees=n_trees,  # type: ignore[arg-type]
+        lam=lam,
+        direction=direction,  # type: ignore[arg-type]
+    )
     result.broken = broken
     result.params["layers"] = layers
     renderers: dict[str, Callable[[RecoveryResult], str]] = {"text": to_text, "json": to_json, "dot": to_dot}

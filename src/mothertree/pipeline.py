@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -62,7 +62,10 @@ class RecoveryResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "models": [{"id": m.id, "path": m.path, "tree": m.tree} for m in self.models],
-            "edges": [{"parent": e.parent, "child": e.child, "distance": e.distance} for e in self.edges],
+            "edges": [
+                {"parent": e.parent, "child": e.child, "distance": e.distance, "confidence": e.confidence}
+                for e in self.edges
+            ],
             "roots": self.roots,
             "trees": [{"root": t.root, "models": t.models} for t in self.trees],
             "skipped": [{"path": str(b.path), "error": str(b.error)} for b in self.broken],
@@ -122,20 +125,25 @@ def read_features(
 def recover_trees(
     feature_sets: Sequence[FeatureSet],
     *,
-    n_trees: int | None = None,
+    n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
     direction: Direction = "falls",
 ) -> RecoveryResult:
-    """Model Trees of several architecture groups; ``n_trees`` counts the trees of all groups together."""
+    """Model Trees of several architecture groups.
+
+    ``n_trees``: ``"auto"`` splits each group where models are unrelated; an int counts the trees of all
+    groups together (each group is at least one); ``None`` makes one tree per group.
+    """
     started = time.perf_counter()
     comparable = [f for f in feature_sets if f.n_models > 1]
-    if n_trees is None:
-        counts = [1] * len(comparable)
+    counts: list[int | Literal["auto"] | None]
+    if n_trees is None or n_trees == "auto":
+        counts = [n_trees] * len(comparable)
     else:
         lone = len(feature_sets) - len(comparable)
         linkages = [tree_linkage(f.distances()) for f in comparable]
         scales = [float(np.median(f.distances()[np.triu_indices(f.n_models, 1)])) for f in comparable]
-        counts = split_counts(linkages, scales, n_trees - lone)
+        counts = list(split_counts(linkages, scales, n_trees - lone))
 
     models: list[RecoveredModel] = []
     edges: list[Edge] = []
@@ -170,7 +178,7 @@ def recover_trees(
 def recover(
     paths: Sequence[str | Path],
     *,
-    n_trees: int | None = None,
+    n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
     direction: Direction = "falls",
     layers: str | None = None,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mothertree.errors import InvalidParameterError, TooFewModelsError
-from mothertree.tree.recover import Edge, TreeRecovery
+from mothertree.tree.recover import TreeRecovery
 
 #      r            distances are path lengths along this tree (an additive metric),
 #     / \           kurtosis falls by one per generation
@@ -28,24 +28,25 @@ def path_distances():
 
 def test_recovers_tree_with_falling_kurtosis():
     kurtosis = [10.0 - DEPTH[i] for i in IDS]
-    recovery = TreeRecovery().fit_matrices(path_distances(), kurtosis, IDS)
+    recovery = TreeRecovery(n_trees=None).fit_matrices(path_distances(), kurtosis, IDS)
     assert {(e.parent, e.child) for e in recovery.edges_} == set(EDGES)
     assert recovery.roots_ == ["r"]
-    assert Edge("r", "a", 1.0) in recovery.edges_
+    edge = next(e for e in recovery.edges_ if (e.parent, e.child) == ("r", "a"))
+    assert edge.distance == 1.0 and 0.0 <= edge.confidence <= 1.0
     assert recovery.parents_[IDS.index("r")] == -1
 
 
 def test_rising_kurtosis_needs_direction_rises():
     kurtosis = [DEPTH[i] for i in IDS]
-    rises = TreeRecovery(direction="rises").fit_matrices(path_distances(), kurtosis, IDS)
+    rises = TreeRecovery(n_trees=None, direction="rises").fit_matrices(path_distances(), kurtosis, IDS)
     assert {(e.parent, e.child) for e in rises.edges_} == set(EDGES)
-    falls = TreeRecovery(direction="falls").fit_matrices(path_distances(), kurtosis, IDS)
+    falls = TreeRecovery(n_trees=None, direction="falls").fit_matrices(path_distances(), kurtosis, IDS)
     assert {(e.parent, e.child) for e in falls.edges_} != set(EDGES)
 
 
 def test_lam_zero_places_edges_by_distance_alone():
     kurtosis = np.zeros(len(IDS))
-    recovery = TreeRecovery(lam=0.0).fit_matrices(path_distances(), kurtosis, IDS)
+    recovery = TreeRecovery(n_trees=None, lam=0.0).fit_matrices(path_distances(), kurtosis, IDS)
     undirected = {frozenset((e.parent, e.child)) for e in recovery.edges_}
     assert undirected == {frozenset(e) for e in EDGES}
 
@@ -67,8 +68,58 @@ def test_two_trees_are_recovered_separately():
 
 def test_validation():
     with pytest.raises(TooFewModelsError, match="found 1 model; need at least 2"):
-        TreeRecovery().fit_matrices(np.zeros((1, 1)), [0.0], ["a"])
+        TreeRecovery(n_trees=None).fit_matrices(np.zeros((1, 1)), [0.0], ["a"])
     with pytest.raises(InvalidParameterError, match="unknown direction `up`"):
-        TreeRecovery(direction="up").fit_matrices(np.ones((2, 2)), [0.0, 1.0], ["a", "b"])  # type: ignore[arg-type]
+        TreeRecovery(n_trees=None, direction="up").fit_matrices(np.ones((2, 2)), [0.0, 1.0], ["a", "b"])  # type: ignore[arg-type]
     with pytest.raises(InvalidParameterError, match="NaN or infinite"):
-        TreeRecovery().fit_matrices(np.full((2, 2), np.nan), [0.0, 1.0], ["a", "b"])
+        TreeRecovery(n_trees=None).fit_matrices(np.full((2, 2), np.nan), [0.0, 1.0], ["a", "b"])
+
+    with pytest.raises(
+        InvalidParameterError, match="`n_trees='auto'` needs the models' `relative_distances`"
+    ):
+        TreeRecovery().fit_matrices(np.ones((2, 2)), [0.0, 1.0], ["a", "b"])
+
+
+def test_norm_direction_orients_by_growing_norm():
+    log_norms = [1.0 + 0.1 * DEPTH[i] for i in IDS]
+    kurtosis = np.zeros(len(IDS))
+    recovery = TreeRecovery(n_trees=None, direction="norm").fit_matrices(
+        path_distances(), kurtosis, IDS, log_norms=log_norms
+    )
+    assert {(e.parent, e.child) for e in recovery.edges_} == set(EDGES)
+
+
+def test_auto_splits_unrelated_models_into_trees():
+    d = path_distances()
+    n = len(IDS)
+    big = np.full((2 * n, 2 * n), 100.0)
+    big[:n, :n] = d
+    big[n:, n:] = d
+    relative = np.where(big >= 100.0, 1.41, big / 100.0)  # fine-tunes a few percent apart, others sqrt(2)
+    ids = IDS + [f"{i}'" for i in IDS]
+    kurtosis = [10.0 - DEPTH[i] for i in IDS] * 2
+    recovery = TreeRecovery(n_trees="auto").fit_matrices(big, kurtosis, ids, relative_distances=relative)
+    assert sorted(recovery.roots_) == ["r", "r'"]
+    assert len(recovery.edges_) == 2 * len(EDGES)
+
+
+def test_a_model_with_no_relative_is_a_root_of_its_own():
+    d = path_distances()
+    n = len(IDS)
+    relative = d / 100.0
+    relative[IDS.index("b"), :] = relative[:, IDS.index("b")] = 1.4
+    relative[IDS.index("b"), IDS.index("b")] = 0.0
+    kurtosis = [10.0 - DEPTH[i] for i in IDS]
+    recovery = TreeRecovery(n_trees="auto").fit_matrices(d, kurtosis, IDS, relative_distances=relative)
+    assert "b" in recovery.roots_ and len(recovery.roots_) == 2
+    assert all(e.child != "b" for e in recovery.edges_)
+    assert len(recovery.edges_) == n - 2
+
+
+def test_confidence_is_low_for_a_near_tie():
+    #  a and b are almost equally close to c: c's placement is a coin flip
+    d = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.001], [1.0, 1.001, 0.0]])
+    recovery = TreeRecovery(n_trees=None, direction="norm").fit_matrices(
+        d, np.zeros(3), ["a", "b", "c"], log_norms=[0.0, 1.0, 1.0]
+    )
+    assert all(e.confidence < 0.01 for e in recovery.edges_)

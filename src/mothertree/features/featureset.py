@@ -56,6 +56,17 @@ class FeatureSet:
         """``(n_models, n_models)`` mean over tensors of the per-tensor RMS distance (the paper's)."""
         return np.asarray(self.rms_distances.mean(axis=0), dtype=np.float64)
 
+    def relative_distances(self) -> npt.NDArray[np.float64]:
+        """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.
+
+        Scale-free: about sqrt(2) for unrelated weights of one scale, a few percent for fine-tunes.
+        """
+        mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
+        scale = np.sqrt((mean_square[:, :, None] + mean_square[:, None, :]) / 2.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(scale > 0, self.rms_distances / scale, 0.0)
+        return np.asarray(ratio.mean(axis=0), dtype=np.float64)
+
     def kurtosis(self) -> npt.NDArray[np.float64]:
         """``(n_tensors, n_models)`` excess kurtosis of each tensor of each model."""
         return excess_kurtosis(self.moments)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
 from ..errors import InvalidParameterError
@@ -61,3 +62,18 @@ def split_counts(linkages: list[npt.NDArray[np.float64]], scales: list[float], n
                 best, best_height = g, height
         counts[best] += 1
     return counts
+
+
+def split_unrelated(relative_distances: npt.ArrayLike, threshold: float) -> npt.NDArray[np.int64]:
+    """Tree index of each model when trees are not counted in advance (``--trees auto``).
+
+    Two models belong to one tree when a chain of models links them with every step's relative distance
+    (RMS of ``W_i - W_j`` over the RMS of the weights) at most ``threshold``: single linkage, cut at a
+    scale-free height. Independent weights of one scale sit at relative distance sqrt(2) ~ 1.41; the
+    fine-tunes measured so far moved 0.006-0.17 (docs/RESULTS.md), so the default 0.5 lies between.
+    """
+    r = np.asarray(relative_distances, dtype=np.float64)
+    linked = (r <= threshold) | np.eye(len(r), dtype=bool)
+    _, raw = connected_components(linked, directed=False)
+    order = {label: k for k, label in enumerate(dict.fromkeys(raw.tolist()))}
+    return np.array([order[label] for label in raw], dtype=np.int64)

@@ -114,3 +114,53 @@ def _preorder(parents: npt.NDArray[np.int64]) -> list[int]:
         order.append(node)
         stack.extend(reversed(children[node]))
     return order
+
+
+def subtree_maxima(values: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """For every node, the largest of ``values`` over the subtree it heads (itself included)."""
+    best = np.asarray(values, dtype=np.float64).copy()
+    for node in reversed(_preorder(parents)):  # children before their parents
+        parent = int(parents[node])
+        if parent >= 0:
+            best[parent] = max(best[parent], best[node])
+    return best
+
+
+def direction_confidence(scores: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """``(n,)`` confidence in the direction of each node's edge from its parent (NaN for roots).
+
+    An edge ``p -> c`` reverses only if the root moves into ``c``'s subtree; the margin is the root's score
+    minus the best score in that subtree, in units of edges' evidence (each edge counts at most 1). The
+    confidence is ``tanh(margin / 2)``: 0 for a tie, 0.76 when two edges' worth of evidence separate them.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    inside = subtree_maxima(s, parents)
+    confidence = np.full(len(parents), np.nan)
+    for child, parent in enumerate(parents.tolist()):
+        if parent >= 0:
+            root = _root_of(child, parents)
+            confidence[child] = np.tanh(max(s[root] - inside[child], 0.0) / 2.0)
+    return confidence
+
+
+def placement_confidence(distances: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """``(n,)`` confidence in each node's parent (NaN for roots).
+
+    ``1 - d(parent, child) / d(runner-up, child)``, the runner-up being the nearest other model: 0 means
+    another model is as close as the chosen parent.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    confidence = np.full(len(parents), np.nan)
+    for child, parent in enumerate(parents.tolist()):
+        if parent < 0:
+            continue
+        others = np.delete(d[:, child], [child, parent])
+        runner_up = float(others.min()) if others.size else np.inf
+        confidence[child] = 1.0 - d[parent, child] / runner_up if runner_up > 0 else 0.0
+    return np.clip(confidence, 0.0, 1.0)
+
+
+def _root_of(node: int, parents: npt.NDArray[np.int64]) -> int:
+    while parents[node] >= 0:
+        node = int(parents[node])
+    return node

@@ -19,9 +19,17 @@ import numpy.typing as npt
 from ..errors import InvalidParameterError, TooFewModelsError
 from ..features.featureset import FeatureSet
 from .arborescence import minimum_spanning_arborescence
-from .cluster import cluster_trees
+from .cluster import cluster_trees, split_unrelated
 from .costs import KurtosisTrend, directed_costs
-from .orient import choose_root, edge_evidence, orient_from_root, root_scores, undirected_spanning_tree
+from .orient import (
+    choose_root,
+    direction_confidence,
+    edge_evidence,
+    orient_from_root,
+    placement_confidence,
+    root_scores,
+    undirected_spanning_tree,
+)
 
 Direction = Literal["falls", "rises", "norm"]
 DIRECTIONS: tuple[Direction, ...] = ("falls", "rises", "norm")
@@ -29,28 +37,38 @@ DIRECTIONS: tuple[Direction, ...] = ("falls", "rises", "norm")
 
 @dataclass(frozen=True)
 class Edge:
-    """A recovered fine-tuning relation: ``child`` was trained from ``parent``."""
+    """A recovered fine-tuning relation: ``child`` was trained from ``parent``.
+
+    ``confidence`` in [0, 1] is the smaller of two margins (``tree/orient.py``): placement, 1 - d(parent,
+    child) / d(nearest other model, child); and direction, tanh(half the evidence, in edges, that would
+    have to flip to reverse the edge). It ranks edges; it is not yet a calibrated probability.
+    """
 
     parent: str
     child: str
     distance: float
+    confidence: float
 
 
 class TreeRecovery:
-    """Recover Model Trees from pairwise weight distances and per-model kurtosis.
+    """Recover Model Trees from pairwise weight distances and per-model statistics.
 
     Parameters
     ----------
-    n_trees : int or None
-        Number of Model Trees in the collection; ``None`` means one.
+    n_trees : int, "auto" or None
+        Number of Model Trees. ``"auto"``: models whose relative distance chain exceeds ``unrelated_above``
+        are in different trees (``tree.cluster.split_unrelated``). An int: Ward clustering into that many
+        (the paper's way). ``None``: one tree.
     lam : float
-        Weight λ of the direction penalty, in units of the tree's mean distance (paper: 0.3).
+        Weight λ of the kurtosis penalty, in units of the tree's mean distance (paper: 0.3).
     direction : {"falls", "rises", "norm"}
         ``"falls"`` / ``"rises"``: the paper's method, the expected kurtosis trend from parent to child
         (falls for fine-tuning, the paper's default; rises for continued pre-training) as a penalty ``lam``
         in the directed costs, then a minimum directed spanning tree. ``"norm"``: place edges by distance
         alone (minimum spanning tree), then orient each tree by choosing the root that makes the weight
-        norm grow along the most edges (see ``tree/orient.py``); ``lam`` is unused.
+        norm grow along the most edges (``tree/orient.py``); ``lam`` is unused.
+    unrelated_above : float
+        Relative distance above which two models are not related (used by ``n_trees="auto"``).
 
     Attributes
     ----------
@@ -61,17 +79,25 @@ class TreeRecovery:
         Tree index of each model.
     parents_ : ndarray of shape (n_models,)
         Index of each model's parent, -1 for a root.
+    confidences_ : ndarray of shape (n_models,)
+        Confidence of each model's edge from its parent (NaN for roots).
     roots_ : list of str
         One root per tree, in tree order.
     edges_ : list of Edge
     """
 
     def __init__(
-        self, *, n_trees: int | None = None, lam: float = 0.3, direction: Direction = "falls"
+        self,
+        *,
+        n_trees: int | Literal["auto"] | None = "auto",
+        lam: float = 0.3,
+        direction: Direction = "falls",
+        unrelated_above: float = 0.5,
     ) -> None:
         self.n_trees = n_trees
         self.lam = lam
         self.direction = direction
+        self.unrelated_above = unrelated_above
 
     def fit(self, features: FeatureSet) -> TreeRecovery:
         """Recover the trees of the models in ``features``."""
@@ -80,6 +106,7 @@ class TreeRecovery:
             features.summed_kurtosis(),
             features.model_ids,
             log_norms=features.log_norms(),
+            relative_distances=features.relative_distances(),
         )
 
     def fit_matrices(
@@ -89,37 +116,53 @@ class TreeRecovery:
         model_ids: Sequence[str],
         *,
         log_norms: npt.ArrayLike | None = None,
+        relative_distances: npt.ArrayLike | None = None,
     ) -> TreeRecovery:
-        """Recover from a ``(n, n)`` distance matrix and ``(n,)`` kurtosis (and log weight norms) directly."""
+        """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need)."""
         d = np.asarray(distances, dtype=np.float64)
         k = np.asarray(kurtosis, dtype=np.float64)
-        if self.direction == "norm" and log_norms is None:
-            raise InvalidParameterError("`direction='norm'` needs the models' weight norms (`log_norms`)")
         n_models = len(model_ids)
         self._validate(d, k, n_models)
+        if self.direction == "norm" and log_norms is None:
+            raise InvalidParameterError("`direction='norm'` needs the models' weight norms (`log_norms`)")
+        if self.n_trees == "auto" and relative_distances is None:
+            raise InvalidParameterError("`n_trees='auto'` needs the models' `relative_distances`")
 
-        labels = cluster_trees(d, self.n_trees or 1)
+        if self.n_trees == "auto":
+            labels = split_unrelated(np.asarray(relative_distances), self.unrelated_above)
+        else:
+            labels = cluster_trees(d, self.n_trees or 1)
+        # The statistic whose trend orients edges, and the sign of that trend.
+        statistic, sign = (
+            (np.asarray(log_norms), 1.0) if self.direction == "norm" else (k, DIRECTION_SIGN[self.direction])
+        )
+
         parents = np.full(n_models, -1, dtype=np.int64)
-        for tree in range(int(labels.max()) + 1 if n_models else 0):
+        confidences = np.full(n_models, np.nan)
+        for tree in range(int(labels.max()) + 1):
             members = np.flatnonzero(labels == tree)
+            local_d = d[np.ix_(members, members)]
             if self.direction == "norm":
-                local_parents = _orient_by_norm(d[np.ix_(members, members)], np.asarray(log_norms)[members])
+                local_parents = orient_by_statistic(local_d, statistic[members], sign)
             else:
                 trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
-                costs = directed_costs(d[np.ix_(members, members)], k[members], lam=self.lam, direction=trend)
+                costs = directed_costs(local_d, k[members], lam=self.lam, direction=trend)
                 local_parents = minimum_spanning_arborescence(costs)
+            local_confidence = edge_confidences(local_d, statistic[members], sign, local_parents)
             for local_child, local_parent in enumerate(local_parents):
                 if local_parent >= 0:
                     parents[members[local_child]] = members[local_parent]
+                    confidences[members[local_child]] = local_confidence[local_child]
 
         self.model_ids_ = list(model_ids)
         self.distances_ = d
         self.kurtosis_ = k
         self.labels_ = labels
         self.parents_ = parents
+        self.confidences_ = confidences
         self.roots_ = [self.model_ids_[i] for i in np.flatnonzero(parents < 0)]
         self.edges_ = [
-            Edge(parent=self.model_ids_[p], child=self.model_ids_[c], distance=float(d[p, c]))
+            Edge(self.model_ids_[p], self.model_ids_[c], float(d[p, c]), float(confidences[c]))
             for c, p in enumerate(parents)
             if p >= 0
         ]
@@ -140,12 +183,31 @@ class TreeRecovery:
             )
         if self.lam < 0:
             raise InvalidParameterError(f"`lam` must be >= 0, got {self.lam}")
+        if not (self.n_trees is None or self.n_trees == "auto" or isinstance(self.n_trees, int)):
+            raise InvalidParameterError(f"`n_trees` must be an integer, 'auto' or None, got {self.n_trees!r}")
 
 
-def _orient_by_norm(
-    distances: npt.NDArray[np.float64], log_norms: npt.NDArray[np.float64]
+# Sign of the statistic's expected change from parent to child.
+DIRECTION_SIGN = {"falls": -1.0, "rises": 1.0, "norm": 1.0}
+
+
+def orient_by_statistic(
+    distances: npt.NDArray[np.float64], statistic: npt.NDArray[np.float64], sign: float
 ) -> npt.NDArray[np.int64]:
-    n_models = len(log_norms)
+    """Parents from the minimum spanning tree of ``distances``, hung from the root the statistic favours."""
+    n_models = len(statistic)
     edges = undirected_spanning_tree(distances)
-    root, _ = choose_root(root_scores(n_models, edges, edge_evidence(log_norms, edges, sign=1.0)))
+    root, _ = choose_root(root_scores(n_models, edges, edge_evidence(statistic, edges, sign)))
     return orient_from_root(n_models, edges, root)
+
+
+def edge_confidences(
+    distances: npt.NDArray[np.float64],
+    statistic: npt.NDArray[np.float64],
+    sign: float,
+    parents: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:
+    """Confidence of each node's edge from its parent: min(placement, direction) margins (see ``Edge``)."""
+    edges = [(min(int(p), c), max(int(p), c)) for c, p in enumerate(parents) if p >= 0]
+    scores = root_scores(len(parents), edges, edge_evidence(statistic, edges, sign))
+    return np.fmin(placement_confidence(distances, parents), direction_confidence(scores, parents))

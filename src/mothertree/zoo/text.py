@@ -140,12 +140,15 @@ def build_text_graph(
     *,
     steps: int = 40,
     n_layers: int | None = None,
+    first_layer: int = 0,
     freeze_embeddings: bool = False,
     quiet: bool = False,
 ) -> Path:
     """Build the graph ``nodes`` under ``out`` (nothing to do when ``truth.json`` is already there).
 
-    ``n_layers`` keeps only the root's first encoder layers (real pre-trained weights, a smaller model);
+    ``n_layers`` keeps only ``n_layers`` of the root's encoder layers from ``first_layer`` on (real
+    pre-trained weights, a smaller model; roots cut from different layers are unrelated models of one
+    architecture);
     ``freeze_embeddings`` trains everything but the 11.7M-parameter embedding table (faster on a CPU).
     """
     if (out / "truth.json").exists():
@@ -163,7 +166,9 @@ def build_text_graph(
             if n_layers is None:
                 shutil.copytree(minilm_path(), out / node.id, dirs_exist_ok=True)
             else:
-                root = AutoModel.from_pretrained(minilm_path(), num_hidden_layers=n_layers)
+                root = AutoModel.from_pretrained(minilm_path())
+                root.encoder.layer = root.encoder.layer[first_layer : first_layer + n_layers]
+                root.config.num_hidden_layers = n_layers
                 root.save_pretrained(out / node.id)
             info[node.id] = {"task": "pre-trained all-MiniLM-L6-v2"}
             done.write_text(json.dumps(info[node.id]))
