@@ -48,14 +48,20 @@ def main(root: str) -> None:
     names = [t.name for t in select_tensors(infos)]
     n = len(models)
     distances = np.zeros((n, n))
+    relative = np.zeros((n, n))
+    mean_squares = [[float(np.mean(m[k].astype(np.float64) ** 2)) for k in names] for m in models]
     for i in range(n):
         for j in range(i + 1, n):
-            per_tensor = [
-                np.sqrt(np.mean((models[i][k].astype(np.float64) - models[j][k]) ** 2)) for k in names
-            ]
-            distances[i, j] = distances[j, i] = float(np.mean(per_tensor))
+            rms = [np.sqrt(np.mean((models[i][k].astype(np.float64) - models[j][k]) ** 2)) for k in names]
+            scale = np.sqrt((np.array(mean_squares[i]) + np.array(mean_squares[j])) / 2)
+            distances[i, j] = distances[j, i] = float(np.mean(rms))
+            relative[i, j] = relative[j, i] = float(np.mean(np.array(rms) / scale))
     kurtosis = np.array([sum(scipy.stats.kurtosis(m[k].ravel()) for k in names) for m in models])
-    recovery = TreeRecovery().fit_matrices(distances, kurtosis, [ref.id for ref in refs])
+    sizes = np.array([models[0][k].size for k in names])
+    log_norms = np.log([float(np.dot(ms, sizes)) for ms in mean_squares])
+    recovery = TreeRecovery().fit_matrices(
+        distances, kurtosis, [ref.id for ref in refs], log_norms=log_norms, relative_distances=relative
+    )
     edges = [{"parent": e.parent, "child": e.child, "distance": e.distance} for e in recovery.edges_]
     print(json.dumps({"edges": edges}))
 

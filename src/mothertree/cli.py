@@ -117,10 +117,11 @@ def main() -> None:
 @click.option(
     "--direction",
     type=click.Choice(DIRECTIONS),
-    default="falls",
+    default="norm",
     show_default=True,
-    help="falls/rises: the paper's kurtosis trend from parent to child (falls for fine-tuning, rises for "
-    "continued pre-training); norm: distance places edges, the root making weight norms grow orients them.",
+    help="norm: distance places edges, and each tree hangs from the root that makes weight norms grow. "
+    "falls/rises: the paper's method, with the kurtosis trend from parent to child (falls for fine-tuning, "
+    "rises for continued pre-training) as a cost penalty.",
 )
 @click.option("--layers", metavar="REGEX", help="Compare only the weight tensors whose name matches REGEX.")
 @click.option(
@@ -232,7 +233,7 @@ def _score_text(score: Score) -> str:
 )
 @click.option("--force", is_flag=True, help="Rebuild the demo Model Graph even if cached.")
 @click.option("--lam", type=click.FloatRange(min=0), default=0.3, show_default=True)
-@click.option("--direction", type=click.Choice(DIRECTIONS), default="falls", show_default=True)
+@click.option("--direction", type=click.Choice(DIRECTIONS), default="norm", show_default=True)
 @quiet_option
 @_report_errors
 def demo(out: Path | None, force: bool, lam: float, direction: str, quiet: bool) -> None:

@@ -127,7 +127,7 @@ def recover_trees(
     *,
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
-    direction: Direction = "falls",
+    direction: Direction = "norm",
 ) -> RecoveryResult:
     """Model Trees of several architecture groups.
 
@@ -180,7 +180,7 @@ def recover(
     *,
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
-    direction: Direction = "falls",
+    direction: Direction = "norm",
     layers: str | None = None,
 ) -> RecoveryResult:
     """Discover the models under ``paths``, read their features, and recover their Model Trees."""

@@ -28,7 +28,7 @@ def path_distances():
 
 def test_recovers_tree_with_falling_kurtosis():
     kurtosis = [10.0 - DEPTH[i] for i in IDS]
-    recovery = TreeRecovery(n_trees=None).fit_matrices(path_distances(), kurtosis, IDS)
+    recovery = TreeRecovery(n_trees=None, direction="falls").fit_matrices(path_distances(), kurtosis, IDS)
     assert {(e.parent, e.child) for e in recovery.edges_} == set(EDGES)
     assert recovery.roots_ == ["r"]
     edge = next(e for e in recovery.edges_ if (e.parent, e.child) == ("r", "a"))
@@ -46,7 +46,9 @@ def test_rising_kurtosis_needs_direction_rises():
 
 def test_lam_zero_places_edges_by_distance_alone():
     kurtosis = np.zeros(len(IDS))
-    recovery = TreeRecovery(n_trees=None, lam=0.0).fit_matrices(path_distances(), kurtosis, IDS)
+    recovery = TreeRecovery(n_trees=None, direction="falls", lam=0.0).fit_matrices(
+        path_distances(), kurtosis, IDS
+    )
     undirected = {frozenset((e.parent, e.child)) for e in recovery.edges_}
     assert undirected == {frozenset(e) for e in EDGES}
 
@@ -59,7 +61,7 @@ def test_two_trees_are_recovered_separately():
     big[n:, n:] = d
     ids = IDS + [f"{i}'" for i in IDS]
     kurtosis = [10.0 - DEPTH[i] for i in IDS] * 2
-    recovery = TreeRecovery(n_trees=2).fit_matrices(big, kurtosis, ids)
+    recovery = TreeRecovery(n_trees=2, direction="falls").fit_matrices(big, kurtosis, ids)
     expected = set(EDGES) | {(p + "'", c + "'") for p, c in EDGES}
     assert {(e.parent, e.child) for e in recovery.edges_} == expected
     assert sorted(recovery.roots_) == ["r", "r'"]
@@ -68,16 +70,18 @@ def test_two_trees_are_recovered_separately():
 
 def test_validation():
     with pytest.raises(TooFewModelsError, match="found 1 model; need at least 2"):
-        TreeRecovery(n_trees=None).fit_matrices(np.zeros((1, 1)), [0.0], ["a"])
+        TreeRecovery(n_trees=None, direction="falls").fit_matrices(np.zeros((1, 1)), [0.0], ["a"])
     with pytest.raises(InvalidParameterError, match="unknown direction `up`"):
         TreeRecovery(n_trees=None, direction="up").fit_matrices(np.ones((2, 2)), [0.0, 1.0], ["a", "b"])  # type: ignore[arg-type]
     with pytest.raises(InvalidParameterError, match="NaN or infinite"):
-        TreeRecovery(n_trees=None).fit_matrices(np.full((2, 2), np.nan), [0.0, 1.0], ["a", "b"])
+        TreeRecovery(n_trees=None, direction="falls").fit_matrices(
+            np.full((2, 2), np.nan), [0.0, 1.0], ["a", "b"]
+        )
 
     with pytest.raises(
         InvalidParameterError, match="`n_trees='auto'` needs the models' `relative_distances`"
     ):
-        TreeRecovery().fit_matrices(np.ones((2, 2)), [0.0, 1.0], ["a", "b"])
+        TreeRecovery(direction="falls").fit_matrices(np.ones((2, 2)), [0.0, 1.0], ["a", "b"])
 
 
 def test_norm_direction_orients_by_growing_norm():
@@ -98,7 +102,9 @@ def test_auto_splits_unrelated_models_into_trees():
     relative = np.where(big >= 100.0, 1.41, big / 100.0)  # fine-tunes a few percent apart, others sqrt(2)
     ids = IDS + [f"{i}'" for i in IDS]
     kurtosis = [10.0 - DEPTH[i] for i in IDS] * 2
-    recovery = TreeRecovery(n_trees="auto").fit_matrices(big, kurtosis, ids, relative_distances=relative)
+    recovery = TreeRecovery(n_trees="auto", direction="falls").fit_matrices(
+        big, kurtosis, ids, relative_distances=relative
+    )
     assert sorted(recovery.roots_) == ["r", "r'"]
     assert len(recovery.edges_) == 2 * len(EDGES)
 
@@ -110,7 +116,9 @@ def test_a_model_with_no_relative_is_a_root_of_its_own():
     relative[IDS.index("b"), :] = relative[:, IDS.index("b")] = 1.4
     relative[IDS.index("b"), IDS.index("b")] = 0.0
     kurtosis = [10.0 - DEPTH[i] for i in IDS]
-    recovery = TreeRecovery(n_trees="auto").fit_matrices(d, kurtosis, IDS, relative_distances=relative)
+    recovery = TreeRecovery(n_trees="auto", direction="falls").fit_matrices(
+        d, kurtosis, IDS, relative_distances=relative
+    )
     assert "b" in recovery.roots_ and len(recovery.roots_) == 2
     assert all(e.child != "b" for e in recovery.edges_)
     assert len(recovery.edges_) == n - 2

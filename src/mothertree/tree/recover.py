@@ -31,8 +31,8 @@ from .orient import (
     undirected_spanning_tree,
 )
 
-Direction = Literal["falls", "rises", "norm"]
-DIRECTIONS: tuple[Direction, ...] = ("falls", "rises", "norm")
+Direction = Literal["norm", "falls", "rises"]
+DIRECTIONS: tuple[Direction, ...] = ("norm", "falls", "rises")
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,12 @@ class TreeRecovery:
         (the paper's way). ``None``: one tree.
     lam : float
         Weight λ of the kurtosis penalty, in units of the tree's mean distance (paper: 0.3).
-    direction : {"falls", "rises", "norm"}
-        ``"falls"`` / ``"rises"``: the paper's method, the expected kurtosis trend from parent to child
-        (falls for fine-tuning, the paper's default; rises for continued pre-training) as a penalty ``lam``
-        in the directed costs, then a minimum directed spanning tree. ``"norm"``: place edges by distance
-        alone (minimum spanning tree), then orient each tree by choosing the root that makes the weight
-        norm grow along the most edges (``tree/orient.py``); ``lam`` is unused.
+    direction : {"norm", "falls", "rises"}
+        ``"norm"`` (default): place edges by distance alone (minimum spanning tree), then orient each tree
+        by choosing the root that makes the weight norm grow along the most edges (``tree/orient.py``);
+        ``lam`` is unused. ``"falls"`` / ``"rises"``: the paper's method, the expected kurtosis trend from
+        parent to child (falls for fine-tuning, the paper's default; rises for continued pre-training) as a
+        penalty ``lam`` in the directed costs, then a minimum directed spanning tree.
     unrelated_above : float
         Relative distance above which two models are not related (used by ``n_trees="auto"``).
 
@@ -91,7 +91,7 @@ class TreeRecovery:
         *,
         n_trees: int | Literal["auto"] | None = "auto",
         lam: float = 0.3,
-        direction: Direction = "falls",
+        direction: Direction = "norm",
         unrelated_above: float = 0.5,
     ) -> None:
         self.n_trees = n_trees
