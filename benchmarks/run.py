@@ -87,8 +87,8 @@ def accuracy_table(graph: Path) -> list[str]:
     rows = [
         f"Compared tensors: {features.n_tensors} ({features.tensor_names[0]}, ...). "
         f"Along the {len(truth)} true edges, kurtosis (summed over the tensors) falls from parent to child "
-        f"on {falls}, the weight norm grows on {grows}; relative distance parent-child {min(along_edges):.3f}-{max(along_edges):.3f} "
-        "(unrelated weights: about 1.41).",
+        f"on {falls}, the weight norm grows on {grows}; relative distance parent-child "
+        f"{min(along_edges):.3f}-{max(along_edges):.3f} (unrelated weights: about 1.41).",
         "",
         "| setting | trees found (`--trees auto`; truth 1) | directed accuracy | undirected accuracy |",
         "|---|---|---|---|",
