@@ -265,7 +265,10 @@ def side_by_side(result: RecoveryResult, truth: EdgeSet) -> str:
     """The recovered trees (each edge marked right or wrong) beside the true ones."""
     recovered_edges = {(e.parent, e.child) for e in result.edges}
     marks = {child: "  ✓" if (parent, child) in truth else "  ✗" for parent, child in recovered_edges}
-    left = [f"recovered (lam={result.params['lam']}, direction={result.params['direction']})"]
+    method = result.params["direction"]
+    left = [
+        f"recovered (direction={method}" + (f", lam={result.params['lam']})" if method != "norm" else ")")
+    ]
     recovered_children = children_of(recovered_edges)
     for tree in result.trees:
         left += draw_tree(tree.root, recovered_children, marks)

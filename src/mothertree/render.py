@@ -35,7 +35,7 @@ def draw_tree(
 
 def to_text(result: RecoveryResult) -> str:
     children = children_of((e.parent, e.child) for e in result.edges)
-    distance = {e.child: f"  (d={e.distance:.3g})" for e in result.edges}
+    distance = {e.child: f"  (d={e.distance:.3g}, confidence {e.confidence:.2f})" for e in result.edges}
     blocks = []
     for k, tree in enumerate(result.trees):
         header = f"tree {k}: {len(tree.models)} model{'s' if len(tree.models) != 1 else ''}"

@@ -75,3 +75,22 @@ def test_spanning_tree_of_a_path_metric():
     x = np.array([0.0, 1.0, 3.0, 6.0])
     d = np.abs(x[:, None] - x[None, :])
     assert undirected_spanning_tree(d) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_placement_margin_ignores_the_childs_own_descendants():
+    from mothertree.tree.orient import placement_confidence
+
+    # chain 0 -> 1 -> 2 plus a far model 3 hanging from 0; 2 is closer to 1 than 0 is, but 2 descends from 1
+    d = np.array(
+        [
+            [0.0, 1.0, 1.8, 1.0],
+            [1.0, 0.0, 0.5, 1.6],
+            [1.8, 0.5, 0.0, 2.0],
+            [1.0, 1.6, 2.0, 0.0],
+        ]
+    )
+    parents = np.array([-1, 0, 1, 0])
+    confidence = placement_confidence(d, parents)
+    assert np.isnan(confidence[0])
+    assert confidence[1] == 1.0 - 1.0 / 1.6  # runner-up for 1 is model 3, not its child 2
+    assert confidence[2] == 1.0 - 0.5 / 1.8  # candidates for 2: models 0 and 3

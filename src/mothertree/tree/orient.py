@@ -146,18 +146,29 @@ def direction_confidence(scores: npt.ArrayLike, parents: npt.NDArray[np.int64]) 
 def placement_confidence(distances: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """``(n,)`` confidence in each node's parent (NaN for roots).
 
-    ``1 - d(parent, child) / d(runner-up, child)``, the runner-up being the nearest other model: 0 means
-    another model is as close as the chosen parent.
+    ``1 - d(parent, child) / d(runner-up, child)``, the runner-up being the nearest model that could have
+    been the parent instead: any other model outside the child's own subtree (whether a descendant should
+    have been the parent is a question of direction, see ``direction_confidence``). 0 means another model
+    is as close as the chosen parent; 1 when there is no other candidate.
     """
     d = np.asarray(distances, dtype=np.float64)
-    confidence = np.full(len(parents), np.nan)
+    n_nodes = len(parents)
+    confidence = np.full(n_nodes, np.nan)
     for child, parent in enumerate(parents.tolist()):
         if parent < 0:
             continue
-        others = np.delete(d[:, child], [child, parent])
-        runner_up = float(others.min()) if others.size else np.inf
+        candidates = [q for q in range(n_nodes) if q != parent and not _is_in_subtree(q, child, parents)]
+        runner_up = float(d[candidates, child].min()) if candidates else np.inf
         confidence[child] = 1.0 - d[parent, child] / runner_up if runner_up > 0 else 0.0
     return np.clip(confidence, 0.0, 1.0)
+
+
+def _is_in_subtree(node: int, head: int, parents: npt.NDArray[np.int64]) -> bool:
+    while node >= 0:
+        if node == head:
+            return True
+        node = int(parents[node])
+    return False
 
 
 def _root_of(node: int, parents: npt.NDArray[np.int64]) -> int:
