@@ -20,3 +20,11 @@ def second_family(tmp_path_factory) -> Path:
     from family import build_family
 
     return build_family(tmp_path_factory.mktemp("second_family"), first_layer=2, prefix="b-")
+
+
+@pytest.fixture(scope="session")
+def pretraining_chain(tmp_path_factory) -> Path:
+    """Four stages of continued (masked-token) pre-training from a 2-layer MiniLM (see tests/family.py)."""
+    from family import build_chain
+
+    return build_chain(tmp_path_factory.mktemp("chain"))

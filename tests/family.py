@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mothertree.zoo.text import Node, build_text_graph
+from mothertree.zoo.text import CONTINUED_PRETRAINING, Node, build_text_graph
 
 TREE = (
     Node("root", None, "", 0.0, 0),
@@ -34,3 +34,19 @@ def build_family(out: Path, *, first_layer: int = 0, prefix: str = "") -> Path:
     return build_text_graph(
         out, nodes, steps=20, n_layers=2, first_layer=first_layer, freeze_embeddings=True, quiet=True
     )
+
+
+# Continued pre-training: a chain of masked-token training stages, each continuing from the previous one
+# (the paper's Stable Diffusion v1.x case, where the kurtosis trend reverses). Opaque ids, root not first.
+CHAIN = (
+    Node("s3", None, "", 0.0, 0),
+    Node("s1", "s3", CONTINUED_PRETRAINING, 1e-4, 1),
+    Node("s4", "s1", CONTINUED_PRETRAINING, 1e-4, 2),
+    Node("s0", "s4", CONTINUED_PRETRAINING, 1e-4, 3),
+    Node("s2", "s0", CONTINUED_PRETRAINING, 1e-4, 4),
+)
+
+
+def build_chain(out: Path) -> Path:
+    """Train and save the continued-pre-training chain ``CHAIN`` under ``out``; return ``out``."""
+    return build_text_graph(out, CHAIN, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)

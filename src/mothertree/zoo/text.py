@@ -134,6 +134,56 @@ def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
         return float((logits(tokens).argmax(-1) == labels).float().mean())
 
 
+# The task name of continued pre-training: masked-token prediction on the generated sentences, a general
+# objective (the analogue of Stable Diffusion v1.x or CodeLlama continuing from their parent).
+CONTINUED_PRETRAINING = "mlm"
+
+
+def continue_pretraining(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
+    """Masked-token training of ``encoder`` (fresh transform, decoder tied to the word embeddings).
+
+    Returns the held-out accuracy on masked tokens.
+    """
+    rng = random.Random(node.seed)
+    generator = torch.Generator().manual_seed(node.seed)
+    torch.manual_seed(node.seed)
+    hidden_size = encoder.config.hidden_size
+    transform = torch.nn.Sequential(
+        torch.nn.Linear(hidden_size, hidden_size), torch.nn.GELU(), torch.nn.LayerNorm(hidden_size)
+    )
+    params = [p for p in encoder.parameters() if p.requires_grad] + list(transform.parameters())
+    optimizer = torch.optim.AdamW(params, lr=node.lr)
+    special = torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id])
+
+    def batch(n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        texts = [sentence(rng) for _ in range(n)]
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=24, return_tensors="pt")
+        ids = tokens["input_ids"]
+        maskable = ~torch.isin(ids, special)
+        masked = maskable & (torch.rand(ids.shape, generator=generator) < 0.15)
+        labels = torch.where(masked, ids, torch.full_like(ids, -100))
+        tokens["input_ids"] = torch.where(masked, torch.full_like(ids, tokenizer.mask_token_id), ids)
+        return tokens, labels
+
+    def logits(tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = transform(encoder(**tokens).last_hidden_state)
+        return hidden @ encoder.embeddings.word_embeddings.weight.T
+
+    encoder.train()
+    for _ in range(steps):
+        tokens, labels = batch(16)
+        loss = torch.nn.functional.cross_entropy(logits(tokens).flatten(0, 1), labels.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    encoder.eval()
+    with torch.no_grad():
+        tokens, labels = batch(128)
+        predicted = logits(tokens).argmax(-1)
+        chosen = labels != -100
+        return float((predicted[chosen] == labels[chosen]).float().mean())
+
+
 def build_text_graph(
     out: Path,
     nodes: Sequence[Node] = MINILM_GRAPH,
@@ -176,7 +226,8 @@ def build_text_graph(
         encoder = AutoModel.from_pretrained(out / node.parent, dtype=torch.float32)
         if freeze_embeddings:
             encoder.embeddings.requires_grad_(False)
-        accuracy = fine_tune(encoder, tokenizer, node, steps)
+        train = continue_pretraining if node.task == CONTINUED_PRETRAINING else fine_tune
+        accuracy = train(encoder, tokenizer, node, steps)
         if node.save == "bf16":
             encoder = encoder.to(torch.bfloat16)
         shard = "20MB" if node.save == "sharded" else "5GB"
