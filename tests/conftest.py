@@ -28,3 +28,11 @@ def pretraining_chain(tmp_path_factory) -> Path:
     from family import build_chain
 
     return build_chain(tmp_path_factory.mktemp("chain"))
+
+
+@pytest.fixture(scope="session")
+def lora_family(tmp_path_factory) -> Path:
+    """A 5-model tree of merged LoRA fine-tunes, ranks 4-16 (see tests/family.py)."""
+    from family import build_lora_family
+
+    return build_lora_family(tmp_path_factory.mktemp("lora_family"))

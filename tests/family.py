@@ -50,3 +50,18 @@ CHAIN = (
 def build_chain(out: Path) -> Path:
     """Train and save the continued-pre-training chain ``CHAIN`` under ``out``; return ``out``."""
     return build_text_graph(out, CHAIN, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)
+
+
+# LoRA fine-tunes (alpha = rank) of the attention matrices, merged into full checkpoints before saving.
+LORA_TREE = (
+    Node("l3", None, "", 0.0, 0),
+    Node("l1", "l3", "colour", 1e-3, 1, lora_rank=8),
+    Node("l4", "l3", "has-number", 1e-3, 2, lora_rank=16),
+    Node("l0", "l1", "person", 1e-3, 3, lora_rank=4),
+    Node("l2", "l4", "water", 1e-3, 4, lora_rank=8),
+)
+
+
+def build_lora_family(out: Path) -> Path:
+    """Train and save ``LORA_TREE`` (merged LoRA fine-tunes of a 2-layer MiniLM) under ``out``."""
+    return build_text_graph(out, LORA_TREE, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)

@@ -39,7 +39,14 @@ def test_json_output_contract(bert_family: Path):
     assert all(e["distance"] > 0 and 0 <= e["confidence"] <= 1 for e in result["edges"])
     assert len(result["edges"]) == 4 and len(result["roots"]) == 1
     assert result["trees"] == [{"root": result["roots"][0], "models": sorted(ids)}]
-    assert result["params"] == {"n_trees": "auto", "lam": 0.3, "direction": "norm", "layers": None}
+    assert result["params"] == {
+        "n_trees": "auto",
+        "lam": 0.3,
+        "direction": "norm",
+        "distance": "l2",
+        "distances_used": ["l2"],
+        "layers": None,
+    }
     assert result["skipped"] == []
 
 

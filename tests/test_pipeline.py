@@ -78,3 +78,31 @@ def test_a_continued_pretraining_chain_is_oriented_from_its_start(pretraining_ch
     )
     assert score.directed == 1.0
     assert result.roots == ["s3"]
+
+
+def test_lora_differences_have_the_adapters_rank(lora_family: Path):
+    from family import LORA_TREE
+
+    from mothertree.pipeline import read_features
+
+    (features,), _ = read_features([lora_family], ranks=True)
+    index = {model: i for i, model in enumerate(features.model_ids)}
+    assert features.ranks is not None
+    attention = [t for t, name in enumerate(features.tensor_names) if "attention" in name]
+    pooler = [t for t, name in enumerate(features.tensor_names) if "pooler" in name]
+    for node in LORA_TREE[1:]:
+        parent, child = index[node.parent], index[node.id]
+        assert all(features.ranks[t, parent, child] == node.lora_rank for t in attention)
+        assert all(features.ranks[t, parent, child] == 0 for t in pooler)  # LoRA leaves it untouched
+    assert features.ranks[0, index["l1"], index["l4"]] == 8 + 16  # siblings: the ranks add up
+
+
+def test_auto_distance_picks_rank_for_lora_and_l2_for_full_fine_tunes(lora_family: Path, bert_family: Path):
+    from mothertree.evaluation.metrics import score_edges
+    from mothertree.evaluation.truth import load_edges
+
+    lora = recover([lora_family], distance="auto")
+    assert lora.params["distances_used"] == ["rank"]
+    score = score_edges({(e.parent, e.child) for e in lora.edges}, load_edges(lora_family / "truth.json"))
+    assert score.directed == 1.0
+    assert recover([bert_family], distance="auto").params["distances_used"] == ["l2"]

@@ -27,7 +27,7 @@ from .io import discover
 from .io.types import BrokenModel
 from .pipeline import RecoveryResult, read_features, recover_trees
 from .render import children_of, draw_tree, to_dot, to_json, to_text
-from .tree.recover import DIRECTIONS
+from .tree.recover import DIRECTIONS, DISTANCES
 
 LOG = logging.getLogger("mothertree")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,6 +123,14 @@ def main() -> None:
     "falls/rises: the paper's method, with the kurtosis trend from parent to child (falls for fine-tuning, "
     "rises for continued pre-training) as a cost penalty.",
 )
+@click.option(
+    "--distance",
+    type=click.Choice(DISTANCES),
+    default="l2",
+    show_default=True,
+    help="l2: RMS of weight differences (full fine-tunes); rank: rank of weight differences (LoRA); "
+    "auto: rank where the differences are low-rank, else l2.",
+)
 @click.option("--layers", metavar="REGEX", help="Compare only the weight tensors whose name matches REGEX.")
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text", show_default=True
@@ -139,6 +147,7 @@ def recover(
     n_trees: int | str,
     lam: float,
     direction: str,
+    distance: str,
     layers: str | None,
     fmt: str,
     save_features: Path | None,
@@ -157,7 +166,7 @@ def recover(
     if feature_files:
         feature_sets = [FeatureSet.load(p) for p in feature_files]
     else:
-        feature_sets, broken = read_features(paths, layers=layers)
+        feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2")
     if save_features is not None:
         _save_feature_sets(feature_sets, save_features)
     result = recover_trees(
@@ -165,6 +174,7 @@ def recover(
         n_trees=n_trees,  # type: ignore[arg-type]
         lam=lam,
         direction=direction,  # type: ignore[arg-type]
+        distance=distance,  # type: ignore[arg-type]
     )
     result.broken = broken
     result.params["layers"] = layers

@@ -23,7 +23,7 @@ from .features.select import group_by_architecture, select_tensors, weight_signa
 from .io import discover, open_checkpoint
 from .io.types import BrokenModel, Checkpoint, ModelRef
 from .tree.cluster import split_counts, tree_linkage
-from .tree.recover import Direction, Edge, TreeRecovery
+from .tree.recover import Direction, Distance, Edge, TreeRecovery
 
 LOG = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class RecoveryResult:
 
 
 def read_features(
-    paths: Sequence[str | Path], *, layers: str | None = None
+    paths: Sequence[str | Path], *, layers: str | None = None, ranks: bool = False
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
-    """One FeatureSet per architecture group of the models found under ``paths``."""
+    """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked)."""
     refs: list[ModelRef] = []
     broken: list[BrokenModel] = []
     for path in paths:
@@ -108,6 +108,7 @@ def read_features(
                 [ckpt for _, ckpt in group],
                 [ref.id for ref, _ in group],
                 tensors,
+                ranks=ranks,
                 metadata={"layers": layers, "selection": "regex" if layers else "default"},
             )
             broken.extend(failed)
@@ -128,6 +129,7 @@ def recover_trees(
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
     direction: Direction = "norm",
+    distance: Distance = "l2",
 ) -> RecoveryResult:
     """Model Trees of several architecture groups.
 
@@ -148,13 +150,17 @@ def recover_trees(
     models: list[RecoveredModel] = []
     edges: list[Edge] = []
     trees: list[RecoveredTree] = []
+    distances_used: list[str] = []
     count_of = dict(zip(map(id, comparable), counts, strict=True))
     for features in feature_sets:
         if features.n_models == 1:
             trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
             models.append(RecoveredModel(features.model_ids[0], features.model_paths[0], len(trees) - 1))
             continue
-        recovery = TreeRecovery(n_trees=count_of[id(features)], lam=lam, direction=direction).fit(features)
+        recovery = TreeRecovery(
+            n_trees=count_of[id(features)], lam=lam, direction=direction, distance=distance
+        ).fit(features)
+        distances_used.append(recovery.distance_)
         first_tree = len(trees)
         for label in range(int(recovery.labels_.max()) + 1):
             members = [recovery.model_ids_[i] for i in np.flatnonzero(recovery.labels_ == label)]
@@ -165,7 +171,13 @@ def recover_trees(
         ):
             models.append(RecoveredModel(model_id, path, first_tree + int(label)))
         edges.extend(recovery.edges_)
-    params = {"n_trees": n_trees, "lam": lam, "direction": direction}
+    params = {
+        "n_trees": n_trees,
+        "lam": lam,
+        "direction": direction,
+        "distance": distance,
+        "distances_used": distances_used,
+    }
     return RecoveryResult(
         models=models,
         edges=edges,
@@ -181,13 +193,14 @@ def recover(
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
     direction: Direction = "norm",
+    distance: Distance = "l2",
     layers: str | None = None,
 ) -> RecoveryResult:
     """Discover the models under ``paths``, read their features, and recover their Model Trees."""
     started = time.perf_counter()
-    feature_sets, broken = read_features(paths, layers=layers)
+    feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2")
     read_s = time.perf_counter() - started
-    result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction)
+    result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
     result.broken = broken
     result.params["layers"] = layers
     result.timings["features_s"] = read_s

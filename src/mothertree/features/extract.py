@@ -17,6 +17,7 @@ from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .featureset import FeatureSet
+from .rank import DEFAULT_SKETCH_ROWS, sketched_ranks
 from .reductions import central_moments, pairwise_squared_distances
 
 LOG = logging.getLogger(__name__)
@@ -27,15 +28,21 @@ def extract_features(
     model_ids: Sequence[str],
     tensors: Sequence[TensorInfo],
     *,
+    ranks: bool = False,
+    sketch_rows: int = DEFAULT_SKETCH_ROWS,
     metadata: dict[str, object] | None = None,
 ) -> tuple[FeatureSet, list[BrokenModel]]:
     """Per-tensor distances and moments of ``checkpoints``, plus the models that failed on the way.
 
+    With ``ranks``, also the numerical rank of every pairwise difference of every tensor (2-D, or folded
+    to 2-D), estimated through a ``sketch_rows`` random sketch (``features/rank.py``).
     The returned FeatureSet holds only the models that were read completely and were finite.
     """
     n_models, n_tensors = len(checkpoints), len(tensors)
     rms_distances = np.full((n_tensors, n_models, n_models), np.nan)
     moments = np.full((n_tensors, n_models, 4), np.nan)
+    rank_matrices = np.full((n_tensors, n_models, n_models), -1, dtype=np.int64) if ranks else None
+    rank_caps = np.zeros(n_tensors, dtype=np.int64) if ranks else None
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
 
@@ -64,6 +71,11 @@ def extract_features(
         index = np.asarray(filled)
         rms_distances[t][np.ix_(index, index)] = np.sqrt(pairwise_squared_distances(values) / info.numel)
         moments[t, index] = central_moments(values)
+        if rank_matrices is not None and rank_caps is not None:
+            dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
+            folded = (info.shape[0], info.numel // info.shape[0])
+            pair_ranks, rank_caps[t] = sketched_ranks(values, folded, dtypes, seed=t, sketch_rows=sketch_rows)
+            rank_matrices[t][np.ix_(index, index)] = pair_ranks
         del stack, values
 
     kept = [i for i in range(n_models) if i not in failed]
@@ -74,6 +86,8 @@ def extract_features(
         numel=np.array([info.numel for info in tensors], dtype=np.int64),
         rms_distances=rms_distances[:, kept][:, :, kept],
         moments=moments[:, kept],
+        ranks=rank_matrices[:, kept][:, :, kept] if rank_matrices is not None else None,
+        rank_caps=rank_caps,
         metadata={**(metadata or {}), "seconds": round(time.perf_counter() - started, 3)},
     )
     broken = [BrokenModel(path=checkpoints[i].path, error=failed[i]) for i in sorted(failed)]

@@ -33,6 +33,9 @@ class FeatureSet:
         rms_distances: ``(n_tensors, n_models, n_models)`` per-tensor RMS of ``W_i - W_j``
             (Frobenius norm over ``sqrt(numel)``).
         moments: ``(n_tensors, n_models, 4)`` per-tensor mean and 2nd-4th central moments of each model.
+        ranks: ``(n_tensors, n_models, n_models)`` numerical rank of each pairwise difference, or None when
+            not extracted (``features/rank.py``).
+        rank_caps: ``(n_tensors,)`` the largest rank each tensor's estimate can report (its sketch size).
         metadata: free-form provenance (selection rule, reading time, ...).
     """
 
@@ -42,6 +45,8 @@ class FeatureSet:
     numel: npt.NDArray[np.int64]
     rms_distances: npt.NDArray[np.float64]
     moments: npt.NDArray[np.float64]
+    ranks: npt.NDArray[np.int64] | None = None
+    rank_caps: npt.NDArray[np.int64] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,6 +60,30 @@ class FeatureSet:
     def distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` mean over tensors of the per-tensor RMS distance (the paper's)."""
         return np.asarray(self.rms_distances.mean(axis=0), dtype=np.float64)
+
+    def rank_distances(self) -> npt.NDArray[np.float64]:
+        """``(n_models, n_models)`` sum over tensors of the rank of ``W_i - W_j`` (the LoRA distance)."""
+        if self.ranks is None:
+            raise InvalidFeatureSetError(
+                "these features hold no ranks",
+                hint="extract them again with ranks (`--distance rank` or `auto`)",
+            )
+        return np.asarray(self.ranks.sum(axis=0), dtype=np.float64)
+
+    def low_rank_share(self) -> float:
+        """Median over models of the rank of its difference to its nearest model, as a share of the cap.
+
+        The nearest model is the one at the smallest l2 distance (the likely parent or child). About 1 for
+        full fine-tunes (their updates are dense), small for LoRA fine-tunes (a child differs from its parent
+        by the adapter's rank).
+        """
+        if self.ranks is None or self.rank_caps is None:
+            raise InvalidFeatureSetError("these features hold no ranks")
+        share = (self.ranks / np.maximum(self.rank_caps, 1)[:, None, None]).mean(axis=0)
+        distances = self.distances()
+        np.fill_diagonal(distances, np.inf)
+        nearest = distances.argmin(axis=1)
+        return float(np.median(share[np.arange(self.n_models), nearest]))
 
     def relative_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.
@@ -90,6 +119,8 @@ class FeatureSet:
             numel=self.numel.copy(),
             rms_distances=self.rms_distances[:, idx][:, :, idx],
             moments=self.moments[:, idx],
+            ranks=self.ranks[:, idx][:, :, idx] if self.ranks is not None else None,
+            rank_caps=None if self.rank_caps is None else self.rank_caps.copy(),
             metadata=dict(self.metadata),
         )
 
@@ -102,6 +133,9 @@ class FeatureSet:
             "tensor_names": self.tensor_names,
             "metadata": self.metadata,
         }
+        optional: dict[str, Any] = {}
+        if self.ranks is not None and self.rank_caps is not None:
+            optional = {"ranks": self.ranks, "rank_caps": self.rank_caps}
         with open(path, "wb") as handle:
             np.savez_compressed(
                 handle,
@@ -109,6 +143,7 @@ class FeatureSet:
                 numel=self.numel,
                 rms_distances=self.rms_distances,
                 moments=self.moments,
+                **optional,
             )
 
     @classmethod
@@ -118,6 +153,8 @@ class FeatureSet:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 arrays = {key: data[key] for key in ("numel", "rms_distances", "moments")}
+                ranks = data["ranks"] if "ranks" in data else None
+                rank_caps = data["rank_caps"] if "rank_caps" in data else None
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidFeatureSetError(
                 f"`{path}` is not a mothertree FeatureSet: {exc}", path=path
@@ -135,5 +172,7 @@ class FeatureSet:
             numel=arrays["numel"].astype(np.int64),
             rms_distances=arrays["rms_distances"].astype(np.float64),
             moments=arrays["moments"].astype(np.float64),
+            ranks=None if ranks is None else ranks.astype(np.int64),
+            rank_caps=None if rank_caps is None else rank_caps.astype(np.int64),
             metadata=dict(header.get("metadata", {})),
         )

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from ..errors import InvalidParameterError, TooFewModelsError
 from ..features.featureset import FeatureSet
+from ..features.rank import LOW_RANK_FRACTION
 from .arborescence import minimum_spanning_arborescence
 from .cluster import cluster_trees, split_unrelated
 from .costs import KurtosisTrend, directed_costs
@@ -31,6 +32,8 @@ from .orient import (
     undirected_spanning_tree,
 )
 
+Distance = Literal["l2", "rank", "auto"]
+DISTANCES: tuple[Distance, ...] = ("l2", "rank", "auto")
 Direction = Literal["norm", "falls", "rises"]
 DIRECTIONS: tuple[Direction, ...] = ("norm", "falls", "rises")
 
@@ -69,6 +72,11 @@ class TreeRecovery:
         penalty ``lam`` in the directed costs, then a minimum directed spanning tree.
     unrelated_above : float
         Relative distance above which two models are not related (used by ``n_trees="auto"``).
+    distance : {"l2", "rank", "auto"}
+        Which distance places edges (``fit`` only): ``"l2"``, the mean per-tensor RMS of ``W_i - W_j`` (full
+        fine-tunes); ``"rank"``, the summed rank of ``W_i - W_j`` (LoRA fine-tunes); ``"auto"``, rank when
+        the models' differences are low-rank (``FeatureSet.low_rank_share() <= LOW_RANK_FRACTION``) and the
+        features hold ranks, else l2.
 
     Attributes
     ----------
@@ -84,6 +92,8 @@ class TreeRecovery:
     roots_ : list of str
         One root per tree, in tree order.
     edges_ : list of Edge
+    distance_ : str
+        The distance used (``"l2"`` or ``"rank"``; ``"given"`` from ``fit_matrices``).
     """
 
     def __init__(
@@ -93,21 +103,34 @@ class TreeRecovery:
         lam: float = 0.3,
         direction: Direction = "norm",
         unrelated_above: float = 0.5,
+        distance: Distance = "l2",
     ) -> None:
         self.n_trees = n_trees
         self.lam = lam
         self.direction = direction
         self.unrelated_above = unrelated_above
+        self.distance = distance
 
     def fit(self, features: FeatureSet) -> TreeRecovery:
         """Recover the trees of the models in ``features``."""
-        return self.fit_matrices(
-            features.distances(),
+        if self.distance not in DISTANCES:
+            raise InvalidParameterError(
+                f"unknown distance `{self.distance}`", hint=f"use one of: {', '.join(DISTANCES)}"
+            )
+        use_rank = self.distance == "rank" or (
+            self.distance == "auto"
+            and features.ranks is not None
+            and features.low_rank_share() <= LOW_RANK_FRACTION
+        )
+        self.fit_matrices(
+            features.rank_distances() if use_rank else features.distances(),
             features.summed_kurtosis(),
             features.model_ids,
             log_norms=features.log_norms(),
             relative_distances=features.relative_distances(),
         )
+        self.distance_ = "rank" if use_rank else "l2"
+        return self
 
     def fit_matrices(
         self,
@@ -155,6 +178,7 @@ class TreeRecovery:
                     confidences[members[local_child]] = local_confidence[local_child]
 
         self.model_ids_ = list(model_ids)
+        self.distance_ = "given"
         self.distances_ = d
         self.kurtosis_ = k
         self.labels_ = labels

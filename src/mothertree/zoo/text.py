@@ -78,6 +78,7 @@ class Node:
     lr: float
     seed: int
     save: str = "fp32"  # "fp32", "sharded", "bf16"
+    lora_rank: int | None = None  # a LoRA fine-tune (alpha = rank) of the attention matrices, saved merged
 
 
 # The benchmark graph, 1 -> 3 -> 6. Opaque ids, so that nothing about the structure is in the names
@@ -133,6 +134,9 @@ def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
         tokens, labels = batch(256)
         return float((logits(tokens).argmax(-1) == labels).float().mean())
 
+
+# The square attention matrices of BERT, as the paper's LoRA models adapt ViT's.
+LORA_TARGETS = ["query", "key", "value", "attention.output.dense"]
 
 # The task name of continued pre-training: masked-token prediction on the generated sentences, a general
 # objective (the analogue of Stable Diffusion v1.x or CodeLlama continuing from their parent).
@@ -227,7 +231,16 @@ def build_text_graph(
         if freeze_embeddings:
             encoder.embeddings.requires_grad_(False)
         train = continue_pretraining if node.task == CONTINUED_PRETRAINING else fine_tune
-        accuracy = train(encoder, tokenizer, node, steps)
+        if node.lora_rank is None:
+            accuracy = train(encoder, tokenizer, node, steps)
+        else:
+            # peft wraps the encoder; the classification head stays outside and trains in full.
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(r=node.lora_rank, lora_alpha=node.lora_rank, target_modules=LORA_TARGETS)
+            wrapped = get_peft_model(encoder, config)
+            accuracy = train(wrapped, tokenizer, node, steps)
+            encoder = wrapped.merge_and_unload()
         if node.save == "bf16":
             encoder = encoder.to(torch.bfloat16)
         shard = "20MB" if node.save == "sharded" else "5GB"
@@ -239,6 +252,7 @@ def build_text_graph(
             "steps": steps,
             "accuracy": accuracy,
             "saved_as": node.save,
+            "lora_rank": node.lora_rank,
         }
         done.write_text(json.dumps(info[node.id]))
         if not quiet:

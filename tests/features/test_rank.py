@@ -1,0 +1,81 @@
+"""Rank of weight differences on matrices of known rank (synthetic weights: these are pure functions)."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from mothertree.features.rank import LOW_RANK_FRACTION, sketched_ranks
+
+ROWS, COLS = 300, 200
+STORAGE = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
+
+
+def stored(weights: np.ndarray, dtype: str) -> np.ndarray:
+    """What a checkpoint in ``dtype`` holds, read back as float32."""
+    return weights.astype(STORAGE[dtype]).astype(np.float32)
+
+
+def lora_family(rng, ranks, scale=0.02):
+    """A parent plus LoRA children: W + (B @ A) with B @ A of the given ranks, ~2% of the weight scale."""
+    parent = rng.normal(0, 0.05, size=(ROWS, COLS))
+    children = []
+    for r in ranks:
+        b = rng.normal(size=(ROWS, r))
+        a = rng.normal(size=(r, COLS))
+        delta = b @ a
+        delta *= scale * np.sqrt(np.mean(parent**2)) / np.sqrt(np.mean(delta**2))
+        children.append(parent + delta)
+    return [parent, *children]
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+@pytest.mark.parametrize("sketch_rows", [128, 512])  # 512 >= ROWS: exact, no sketch
+def test_parent_child_is_the_lora_rank_and_siblings_add_up(dtype, sketch_rows):
+    rng = np.random.default_rng(0)
+    models = [stored(w, dtype) for w in lora_family(rng, [4, 8, 16])]
+    stack = np.stack([m.ravel() for m in models])
+    ranks, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * len(stack), seed=0, sketch_rows=sketch_rows)
+    assert cap == min(sketch_rows, ROWS, COLS)
+    assert list(ranks[0, 1:]) == [4, 8, 16]
+    assert ranks[1, 2] == 12 and ranks[1, 3] == 20 and ranks[2, 3] == 24
+    np.testing.assert_array_equal(ranks, ranks.T)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+@pytest.mark.parametrize("change", [0.01, 0.05])
+def test_a_full_fine_tune_is_far_from_low_rank(dtype, change):
+    # A dense update of 1% of the weight scale (our MiniLM fine-tunes moved 0.7-1.1%): in bf16, whose
+    # rounding is 0.2-0.4% of each weight, its smaller singular values sink under the rounding noise (59 of
+    # 128 measured), yet the rank stays above the low-rank line of the `auto` distance rule.
+    rng = np.random.default_rng(1)
+    parent = rng.normal(0, 0.05, size=(ROWS, COLS))
+    child = parent + rng.normal(0, 0.05 * change, size=parent.shape)
+    stack = np.stack([stored(parent, dtype).ravel(), stored(child, dtype).ravel()])
+    ranks, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * len(stack), seed=0)
+    assert ranks[0, 1] > LOW_RANK_FRACTION * cap
+    if dtype != "BF16":
+        assert ranks[0, 1] == cap
+
+
+@pytest.mark.parametrize("dtype", ["F16", "BF16"])
+def test_rounding_alone_is_not_rank(dtype):
+    rng = np.random.default_rng(2)
+    parent = rng.normal(0, 0.05, size=(ROWS, COLS))
+    # The same weights stored twice, once after a float32 round trip: differences are rounding only.
+    again = parent.astype(np.float32).astype(np.float64)
+    stack = np.stack([stored(parent, dtype).ravel(), stored(again, dtype).ravel()])
+    ranks, _ = sketched_ranks(stack, (ROWS, COLS), [dtype] * len(stack), seed=0)
+    assert ranks[0, 1] == 0
+
+
+def test_each_pair_is_judged_by_its_own_coarser_dtype():
+    # A full fine-tune in float32 stays full rank beside a bf16 model in the same collection.
+    rng = np.random.default_rng(3)
+    parent = rng.normal(0, 0.05, size=(ROWS, COLS))
+    child = parent + rng.normal(0, 0.05 * 0.003, size=parent.shape)
+    stack = np.stack(
+        [stored(parent, "F32").ravel(), stored(child, "F32").ravel(), stored(child, "BF16").ravel()]
+    )
+    ranks, cap = sketched_ranks(stack, (ROWS, COLS), ["F32", "F32", "BF16"], seed=0)
+    assert ranks[0, 1] == cap
+    assert ranks[0, 2] < ranks[0, 1]  # a 0.3% update is under bf16's rounding
