@@ -26,8 +26,9 @@ import bench_mdst  # noqa: E402
 
 from mothertree.evaluation.metrics import score_edges  # noqa: E402
 from mothertree.evaluation.truth import load_edges  # noqa: E402
+from mothertree.features.rank import LOW_RANK_FRACTION  # noqa: E402
 from mothertree.pipeline import read_features, recover_trees  # noqa: E402
-from mothertree.zoo.text import build_text_graph  # noqa: E402
+from mothertree.zoo.text import MINILM_LORA_GRAPH, build_text_graph  # noqa: E402
 
 BENCH_DIR = ROOT / ".bench"
 
@@ -74,9 +75,9 @@ SETTINGS: list[tuple[str, dict[str, object]]] = [
 CONFIDENCES: list[tuple[float, bool]] = []
 
 
-def accuracy_table(graph: Path) -> list[str]:
+def accuracy_table(graph: Path, *, ranks: bool = False) -> list[str]:
     truth = load_edges(graph / "truth.json")
-    feature_sets, _ = read_features([graph])
+    feature_sets, _ = read_features([graph], ranks=ranks)
     features = max(feature_sets, key=lambda f: f.n_models)
     index = {model: i for i, model in enumerate(features.model_ids)}
     kurtosis, norms = features.summed_kurtosis(), features.log_norms()
@@ -93,7 +94,22 @@ def accuracy_table(graph: Path) -> list[str]:
         "| setting | trees found (`--trees auto`; truth 1) | directed accuracy | undirected accuracy |",
         "|---|---|---|---|",
     ]
-    for label, params in SETTINGS:
+    settings = SETTINGS
+    if ranks:
+        features_rank_share = features.low_rank_share()
+        rows[0] += (
+            f" Rank of the difference to the nearest model: {features_rank_share:.0%} of the cap "
+            f"(`--distance auto` uses rank below {LOW_RANK_FRACTION:.0%})."
+        )
+        settings = (
+            SETTINGS
+            + [
+                (f"{label.split(':')[0]}, distance=rank", {**params, "distance": "rank"})
+                for label, params in SETTINGS
+            ]
+            + [("direction=norm, distance=auto", {"direction": "norm", "distance": "auto"})]
+        )
+    for label, params in settings:
         result = recover_trees(feature_sets, n_trees="auto", **params)  # type: ignore[arg-type]
         score = score_edges({(e.parent, e.child) for e in result.edges}, truth)
         CONFIDENCES.extend((e.confidence, (e.parent, e.child) in truth) for e in result.edges)
@@ -170,6 +186,8 @@ def main() -> None:
     demo = build_demo_graph()
     print("building / loading the MiniLM graph ...", file=sys.stderr)
     minilm = build_text_graph(BENCH_DIR / "minilm-graph")
+    print("building / loading the MiniLM LoRA graph ...", file=sys.stderr)
+    minilm_lora = build_text_graph(BENCH_DIR / "minilm-lora-graph", MINILM_LORA_GRAPH)
 
     sections = [
         "# mothertree benchmark results",
@@ -188,6 +206,11 @@ def main() -> None:
         "### MiniLM graph: all-MiniLM-L6-v2, 1 → 3 → 6 (`mothertree.zoo.text.MINILM_GRAPH`)",
         "",
         *accuracy_table(minilm),
+        "",
+        "### MiniLM LoRA graph: all-MiniLM-L6-v2, 1 → 3 → 6 LoRA fine-tunes of ranks 8/16/32/64, merged "
+        "(`mothertree.zoo.text.MINILM_LORA_GRAPH`)",
+        "",
+        *accuracy_table(minilm_lora, ranks=True),
         "",
         "### Confidence against correctness",
         "",

@@ -36,3 +36,11 @@ def lora_family(tmp_path_factory) -> Path:
     from family import build_lora_family
 
     return build_lora_family(tmp_path_factory.mktemp("lora_family"))
+
+
+@pytest.fixture(scope="session")
+def mixed_family(tmp_path_factory) -> Path:
+    """Full and LoRA fine-tunes, two LoRA leaves saved as PEFT adapters (see tests/family.py)."""
+    from family import build_mixed_family
+
+    return build_mixed_family(tmp_path_factory.mktemp("mixed_family"))

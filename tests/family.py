@@ -65,3 +65,18 @@ LORA_TREE = (
 def build_lora_family(out: Path) -> Path:
     """Train and save ``LORA_TREE`` (merged LoRA fine-tunes of a 2-layer MiniLM) under ``out``."""
     return build_text_graph(out, LORA_TREE, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)
+
+
+# Full and LoRA fine-tunes in one tree; two LoRA leaves are published as PEFT adapters, not merged.
+MIXED_TREE = (
+    Node("x2", None, "", 0.0, 0),
+    Node("x0", "x2", "colour", 1e-4, 1),
+    Node("x4", "x2", "has-number", 1e-3, 2, lora_rank=8),
+    Node("x3", "x0", "person", 1e-3, 3, save="adapter", lora_rank=4),
+    Node("x1", "x4", "water", 1e-3, 4, save="adapter", lora_rank=8),
+)
+
+
+def build_mixed_family(out: Path) -> Path:
+    """Train and save ``MIXED_TREE`` under ``out`` (adapters with ``save_pretrained`` of peft)."""
+    return build_text_graph(out, MIXED_TREE, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)

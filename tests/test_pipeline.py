@@ -106,3 +106,25 @@ def test_auto_distance_picks_rank_for_lora_and_l2_for_full_fine_tunes(lora_famil
     score = score_edges({(e.parent, e.child) for e in lora.edges}, load_edges(lora_family / "truth.json"))
     assert score.directed == 1.0
     assert recover([bert_family], distance="auto").params["distances_used"] == ["l2"]
+
+
+def test_peft_adapters_are_read_on_their_base_and_placed(mixed_family: Path):
+    from mothertree.evaluation.metrics import score_edges
+    from mothertree.evaluation.truth import load_edges
+
+    assert (mixed_family / "x3" / "adapter_config.json").exists()
+    assert not (mixed_family / "x3" / "model.safetensors").exists()
+    result = recover([mixed_family])
+    assert result.broken == []
+    score = score_edges({(e.parent, e.child) for e in result.edges}, load_edges(mixed_family / "truth.json"))
+    assert score.directed == 1.0
+
+
+def test_an_adapter_without_its_base_is_skipped_with_a_hint(mixed_family: Path, tmp_path: Path):
+    shutil.copytree(mixed_family / "x3", tmp_path / "x3")
+    shutil.copytree(mixed_family / "x4", tmp_path / "x4")
+    shutil.copytree(mixed_family / "x2", tmp_path / "x2")
+    result = recover([tmp_path])  # x3's base, x0, is not here
+    assert [b.path.name for b in result.broken] == ["x3"]
+    assert "is a LoRA adapter of" in str(result.broken[0].error)
+    assert "which is not in this collection" in str(result.broken[0].error)

@@ -131,6 +131,11 @@ def main() -> None:
     help="l2: RMS of weight differences (full fine-tunes); rank: rank of weight differences (LoRA); "
     "auto: rank where the differences are low-rank, else l2.",
 )
+@click.option(
+    "--base",
+    type=click.Path(exists=True, path_type=Path),
+    help="The base model of LoRA adapters whose declared base is not in the collection.",
+)
 @click.option("--layers", metavar="REGEX", help="Compare only the weight tensors whose name matches REGEX.")
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text", show_default=True
@@ -148,6 +153,7 @@ def recover(
     lam: float,
     direction: str,
     distance: str,
+    base: Path | None,
     layers: str | None,
     fmt: str,
     save_features: Path | None,
@@ -155,8 +161,8 @@ def recover(
 ) -> None:
     """Recover the Model Trees of the models under PATHS.
 
-    PATHS are folders of models (sub-folders and checkpoint files), single models, or FeatureSet files
-    (.npz) written by --save-features.
+    PATHS are folders of models (sub-folders, checkpoint files, PEFT LoRA adapters), single models, or
+    FeatureSet files (.npz) written by --save-features.
     """
     _setup_output(quiet)
     feature_files = [p for p in paths if p.suffix == ".npz"]
@@ -166,7 +172,7 @@ def recover(
     if feature_files:
         feature_sets = [FeatureSet.load(p) for p in feature_files]
     else:
-        feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2")
+        feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2", base=base)
     if save_features is not None:
         _save_feature_sets(feature_sets, save_features)
     result = recover_trees(

@@ -20,7 +20,7 @@ from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.select import group_by_architecture, select_tensors, weight_signature
-from .io import discover, open_checkpoint
+from .io import discover, match_base, open_checkpoint
 from .io.types import BrokenModel, Checkpoint, ModelRef
 from .tree.cluster import split_counts, tree_linkage
 from .tree.recover import Direction, Distance, Edge, TreeRecovery
@@ -74,9 +74,17 @@ class RecoveryResult:
 
 
 def read_features(
-    paths: Sequence[str | Path], *, layers: str | None = None, ranks: bool = False
+    paths: Sequence[str | Path],
+    *,
+    layers: str | None = None,
+    ranks: bool = False,
+    base: str | Path | None = None,
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
-    """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked)."""
+    """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked).
+
+    A PEFT LoRA adapter is read as its base model plus the adapter's update: the base is the model of the
+    collection its ``adapter_config.json`` names (``io.match_base``), else ``base``.
+    """
     refs: list[ModelRef] = []
     broken: list[BrokenModel] = []
     for path in paths:
@@ -84,11 +92,17 @@ def read_features(
         refs.extend(found)
         broken.extend(failed)
 
+    def resolve_base(name: str) -> Checkpoint | None:
+        found = match_base(name, refs) if name else None
+        if found is not None:
+            return open_checkpoint(found)
+        return open_checkpoint(Path(base)) if base is not None else None
+
     with ExitStack() as stack:
         opened: list[tuple[ModelRef, Checkpoint]] = []
         for ref in refs:
             try:
-                opened.append((ref, stack.enter_context(open_checkpoint(ref))))
+                opened.append((ref, stack.enter_context(open_checkpoint(ref, resolve_base=resolve_base))))
             except MotherTreeError as exc:
                 LOG.warning("skipping `%s`: %s", ref.path, exc)
                 broken.append(BrokenModel(path=ref.path, error=exc))
@@ -195,10 +209,11 @@ def recover(
     direction: Direction = "norm",
     distance: Distance = "l2",
     layers: str | None = None,
+    base: str | Path | None = None,
 ) -> RecoveryResult:
     """Discover the models under ``paths``, read their features, and recover their Model Trees."""
     started = time.perf_counter()
-    feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2")
+    feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2", base=base)
     read_s = time.perf_counter() - started
     result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
     result.broken = broken

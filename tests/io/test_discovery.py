@@ -13,13 +13,12 @@ from mothertree.errors import (
     NoModelsFoundError,
     UnsupportedFormatError,
 )
-from mothertree.io import ModelRef, discover, open_checkpoint
+from mothertree.io import Checkpoint, ModelRef, discover, open_checkpoint
 
 if TYPE_CHECKING:
     from conftest import Saved
 
 CopyTo = Callable[[Path, str], Path]
-ADAPTER_HINT = "merge it into its base model (peft `merge_and_unload()`) and save that"
 
 
 @pytest.fixture
@@ -60,6 +59,7 @@ def test_mixed_folder(mixed: Path) -> None:
         ("final", "runs/final"),
         ("group-1/bert", "group-1/bert"),
         ("group-2/bert", "group-2/bert"),
+        ("lora", "lora"),
         ("seed-1", "runs/seed-1.pt"),
         ("seed-2", "runs/seed-2.pth"),
     ]
@@ -69,19 +69,23 @@ def test_mixed_folder(mixed: Path) -> None:
     assert by_id["seed-1"].weights_path == mixed / "runs" / "seed-1.pt"
     assert by_id["final"].weights_path == mixed / "runs" / "final"
 
-    assert [b.path for b in broken] == [mixed / "lora", mixed / "no-index"]
-    lora, no_index = (b.error for b in broken)
-    assert isinstance(lora, UnsupportedFormatError)
-    assert str(lora) == f"`{mixed / 'lora'}` is a PEFT adapter; reading adapters is not supported yet"
-    assert lora.hint == ADAPTER_HINT
+    # The fixture's adapter was built in code, so peft recorded no base model name.
+    assert by_id["lora"].adapter_base == ""
+    assert by_id["bert-single"].adapter_base is None
+
+    assert [b.path for b in broken] == [mixed / "no-index"]
+    (no_index,) = (b.error for b in broken)
     assert isinstance(no_index, InvalidCheckpointError)
     assert str(no_index) == (
         f"`{mixed / 'no-index'}` holds shard files (`model-00001-of-00003.safetensors`, "
         "`model-00002-of-00003.safetensors`) but no index naming their tensors"
     )
 
+    def base(_: str) -> Checkpoint:
+        return open_checkpoint(mixed / "bert-single")
+
     for model in models:  # everything discovered opens, and as what the user knows it by
-        with open_checkpoint(model) as checkpoint:
+        with open_checkpoint(model, resolve_base=base) as checkpoint:
             assert checkpoint.path == model.path
             assert len(checkpoint.tensors) == 39
 
@@ -99,7 +103,7 @@ def test_discovery_reads_no_tensor_data(mixed: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(torch, "load", forbidden)
     (mixed / "bert-single" / "model.safetensors").write_bytes(b"garbage")  # found; fails only when opened
     models, _ = discover(mixed)
-    assert len(models) == 9
+    assert len(models) == 10
 
 
 def test_ids_are_sorted_and_unique_for_cache_entries_too(
@@ -157,11 +161,13 @@ def test_model_folder_is_not_searched_further(saved: Saved, copy_to: CopyTo) -> 
 
 def test_adapter_root(saved: Saved) -> None:
     models, broken = discover(saved.adapter)
-    assert models == [] and [b.path for b in broken] == [saved.adapter]
-    with pytest.raises(UnsupportedFormatError) as caught:
+    assert [m.path for m in models] == [saved.adapter] and broken == []
+    with pytest.raises(CheckpointNotFoundError) as caught:
         open_checkpoint(saved.adapter)
-    assert str(caught.value) == f"`{saved.adapter}` is a PEFT adapter; reading adapters is not supported yet"
-    assert caught.value.hint == ADAPTER_HINT
+    assert str(caught.value) == (
+        f"`{saved.adapter}` is a LoRA adapter whose `adapter_config.json` names no base model"
+    )
+    assert caught.value.hint == "name the base model's folder with `--base PATH`"
 
 
 def test_missing_path(tmp_path: Path) -> None:

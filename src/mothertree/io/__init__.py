@@ -2,20 +2,25 @@
 
 ``discover`` finds models under a path (names and layout only), ``open_checkpoint`` opens one lazily and
 checks everything that can be checked without reading tensor data, ``Checkpoint.read`` reads one tensor
-as float32.
+as float32. A PEFT LoRA adapter is a model too, read as its base model plus the update (``PeftCheckpoint``);
+``match_base`` finds the base an adapter declares among the models discovered.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import CheckpointNotFoundError, NoModelsFoundError, UnsupportedFormatError
+from ..errors import (
+    CheckpointNotFoundError,
+    InvalidParameterError,
+    NoModelsFoundError,
+    UnsupportedFormatError,
+)
 from ._files import (
-    ADAPTER_CONFIG,
     SAFETENSORS_SUFFIX,
     TORCH_SUFFIXES,
-    adapter_error,
     broken_link_error,
     is_broken_link,
     shown,
@@ -24,6 +29,13 @@ from ._layout import file_names, loose_weight_files, weights_file
 from .discovery import discover
 from .hf_cache import is_cache_entry, is_cache_root, repo_id, resolve_snapshot
 from .model_card import read_declared_base_models
+from .peft_reader import (
+    PeftCheckpoint,
+    adapter_folder_of,
+    adapter_weights_file,
+    lora_file_error,
+    read_adapter_config,
+)
 from .safetensors_reader import SafetensorsCheckpoint
 from .torch_reader import TorchCheckpoint
 from .types import FLOAT_DTYPES, BrokenModel, Checkpoint, ModelRef, TensorInfo
@@ -33,33 +45,47 @@ __all__ = [
     "BrokenModel",
     "Checkpoint",
     "ModelRef",
+    "PeftCheckpoint",
     "SafetensorsCheckpoint",
     "TensorInfo",
     "TorchCheckpoint",
     "discover",
     "is_cache_entry",
     "is_cache_root",
+    "match_base",
     "open_checkpoint",
     "read_declared_base_models",
     "repo_id",
     "resolve_snapshot",
 ]
 
+BaseResolver = Callable[[str], Checkpoint | None]
 
-def open_checkpoint(ref_or_path: ModelRef | str | os.PathLike[str]) -> Checkpoint:
+
+def open_checkpoint(
+    ref_or_path: ModelRef | str | os.PathLike[str], *, resolve_base: BaseResolver | None = None
+) -> Checkpoint:
     """Open one model for reading, validating it first (index, every shard present, headers, truncation).
 
     Takes a ModelRef from ``discover`` (its ``weights_path`` is read) or a path: a weights file, a shard
-    index, a model folder, or a Hugging Face cache entry. The format follows from the file found: safetensors
-    when there is one (``model.safetensors`` and its index win over ``pytorch_model.bin``), else PyTorch.
-    The returned checkpoint's ``path`` is the model's path as the user knows it (``ModelRef.path``, or the
-    path given), which is what reports name.
+    index, a model folder, a PEFT adapter folder, or a Hugging Face cache entry. The format follows from the
+    file found: safetensors when there is one (``model.safetensors`` and its index win over
+    ``pytorch_model.bin``), else PyTorch. The returned checkpoint's ``path`` is the model's path as the user
+    knows it (``ModelRef.path``, or the path given), which is what reports name.
+
+    A PEFT LoRA adapter is checked (its config, then that its weights file is there), then
+    ``resolve_base(name)`` is called with the ``base_model_name_or_path`` it declares (``""`` when none) and
+    must return the base model's checkpoint, opened, or None when it has none; the returned
+    ``PeftCheckpoint`` owns that checkpoint (closing it closes both).
 
     Raises:
-        CheckpointNotFoundError: the path does not exist.
+        CheckpointNotFoundError: the path does not exist; an adapter's base is not found (no resolver, or it
+            returned None); an adapter folder without its weights file.
         NoModelsFoundError: a folder holds no weights file, or several and no index.
-        UnsupportedFormatError: a PEFT adapter, or a file that is not a checkpoint.
-        InvalidCheckpointError: a missing shard, a broken cache link, a truncated or corrupt file.
+        UnsupportedFormatError: a file that is not a checkpoint; a kohya-style LoRA file; LoRA factors
+            without their ``adapter_config.json``; an adapter that is not plain LoRA (IA3, DoRA, ...).
+        InvalidCheckpointError: a missing shard, a broken cache link, a truncated or corrupt file, an adapter
+            whose factors do not fit its base.
         MissingDependencyError: a PyTorch checkpoint without torch installed.
     """
     if isinstance(ref_or_path, ModelRef):
@@ -70,6 +96,11 @@ def open_checkpoint(ref_or_path: ModelRef | str | os.PathLike[str]) -> Checkpoin
         raise broken_link_error(target)
     if not target.exists():
         raise CheckpointNotFoundError(f"{shown(target)} does not exist", path=target)
+    if is_cache_entry(target):
+        target = resolve_snapshot(target)
+    adapter = adapter_folder_of(target)
+    if adapter is not None:
+        return _open_adapter(adapter, user_path, resolve_base)
     if target.is_dir():
         target = _weights_file_of_folder(target)
 
@@ -85,15 +116,82 @@ def open_checkpoint(ref_or_path: ModelRef | str | os.PathLike[str]) -> Checkpoin
             hint="mothertree reads `.safetensors`, `.bin`, `.pt` and `.pth` files, sharded or not",
             path=target,
         )
+    refused = lora_file_error(checkpoint.tensors, target)
+    if refused is not None:
+        checkpoint.close()
+        raise refused
+    checkpoint.path = user_path
+    return checkpoint
+
+
+def match_base(name: str, refs: Sequence[ModelRef]) -> ModelRef | None:
+    """The model in ``refs`` that an adapter's declared base ``name`` means, or None.
+
+    Tried in order, the first rule that matches any model decides: ``name`` is a path to the model's folder
+    or file (peft writes the absolute path of a base loaded from disk); ``name`` equals a model's id (a
+    cache entry's ``org/name``); ``name``'s last path component equals a model's id or its id's last
+    component (``org/name`` or ``/old/place/name`` finds a folder named ``name``). Adapters are never a base.
+
+    Raises:
+        InvalidParameterError: the rule that decides matches several models.
+    """
+    name = name.strip().rstrip("/")
+    candidates = [ref for ref in refs if ref.adapter_base is None]
+    if not name or not candidates:
+        return None
+    real = _existing(name)
+    if real is not None:
+        by_path = [ref for ref in candidates if real in (ref.path.resolve(), ref.weights_path.resolve())]
+        if by_path:
+            return _only(name, by_path)
+    by_id = [ref for ref in candidates if ref.id == name]
+    if by_id:
+        return _only(name, by_id)
+    last = name.rsplit("/", 1)[-1]
+    by_last = [ref for ref in candidates if ref.id.rsplit("/", 1)[-1] == last]
+    return _only(name, by_last) if by_last else None
+
+
+def _existing(name: str) -> Path | None:
+    try:
+        path = Path(name).expanduser()
+        return path.resolve() if path.exists() else None
+    except (OSError, RuntimeError):  # a hub id is no path: too long, or `~user` of nobody
+        return None
+
+
+def _only(name: str, refs: list[ModelRef]) -> ModelRef:
+    if len(refs) == 1:
+        return refs[0]
+    listed = ", ".join(f"`{ref.id}`" for ref in refs)
+    raise InvalidParameterError(
+        f"the base model `{name}` an adapter declares matches several models: {listed}",
+        hint="name the base model's folder with `--base PATH`",
+    )
+
+
+def _open_adapter(folder: Path, user_path: Path, resolve_base: BaseResolver | None) -> Checkpoint:
+    # The adapter's own files first: what is wrong with them is the more specific news.
+    config = read_adapter_config(folder)
+    adapter_weights_file(folder)
+    base = resolve_base(config.base_name) if resolve_base is not None else None
+    if base is None:
+        if config.base_name:
+            message = (
+                f"{shown(user_path)} is a LoRA adapter of `{config.base_name}`, "
+                "which is not in this collection"
+            )
+            hint = "add the base model's folder to the collection, or name it with `--base PATH`"
+        else:
+            message = f"{shown(user_path)} is a LoRA adapter whose `adapter_config.json` names no base model"
+            hint = "name the base model's folder with `--base PATH`"
+        raise CheckpointNotFoundError(message, hint=hint, path=user_path)
+    checkpoint = PeftCheckpoint(folder, base)  # closes `base` itself when the adapter does not fit it
     checkpoint.path = user_path
     return checkpoint
 
 
 def _weights_file_of_folder(folder: Path) -> Path:
-    if is_cache_entry(folder):
-        folder = resolve_snapshot(folder)
-    if (folder / ADAPTER_CONFIG).is_file():
-        raise adapter_error(folder)
     found = weights_file(folder)
     if found is not None:
         return found

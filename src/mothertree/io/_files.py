@@ -8,7 +8,7 @@ import re
 from collections.abc import Container, Mapping
 from pathlib import Path
 
-from ..errors import InvalidCheckpointError, MissingShardError, UnsupportedFormatError
+from ..errors import InvalidCheckpointError, MissingShardError
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
@@ -69,15 +69,6 @@ def broken_link_error(path: Path) -> MissingShardError:
     return MissingShardError(
         f"{shown(path)} is a broken link: its target {shown(os.path.normpath(target))} is missing",
         path=path,
-    )
-
-
-def adapter_error(folder: Path) -> UnsupportedFormatError:
-    """A folder with ``adapter_config.json``: PEFT adapter weights, which are a delta, not a model."""
-    return UnsupportedFormatError(
-        f"{shown(folder)} is a PEFT adapter; reading adapters is not supported yet",
-        hint="merge it into its base model (peft `merge_and_unload()`) and save that",
-        path=folder,
     )
 
 

@@ -7,7 +7,11 @@ Rules, applied to the path given (the root) and then to each folder below it:
 2. A Hugging Face cache entry ``models--org--name`` (a folder with ``snapshots/``, ``refs/`` or ``blobs/``)
    is one model, read from its snapshot (the commit ``refs/main`` names, else the only snapshot, else the
    most recently modified one). Its id is ``org/name``.
-3. A folder with ``adapter_config.json`` is a PEFT adapter: reported as broken (not supported yet).
+3. A folder with ``adapter_config.json`` is a PEFT LoRA adapter, a model read as its base plus the update:
+   ``ModelRef.adapter_base`` is the base its config declares (also in ``declared_base_models``). A config
+   that does not parse, or describes an adapter mothertree cannot merge (not LoRA, DoRA, ...), makes it
+   broken. Its weights file is checked by ``open_checkpoint``, like every model's. An adapter's weights
+   file given as the root is its folder.
 4. A folder is a model if it holds ``model.safetensors``, a ``*.safetensors.index.json``,
    ``pytorch_model.bin`` or a ``*.bin.index.json``. Its sub-folders are not searched: a Trainer's
    ``checkpoint-*`` folders are part of the run, not models to compare.
@@ -32,15 +36,14 @@ everything else (index contents, headers, truncation) is checked by ``open_check
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import Counter
 from pathlib import Path
 
 from ..errors import CheckpointNotFoundError, InvalidCheckpointError, MotherTreeError, NoModelsFoundError
 from ._files import (
-    ADAPTER_CONFIG,
     WEIGHT_SUFFIXES,
-    adapter_error,
     broken_link_error,
     is_broken_link,
     is_shard_name,
@@ -49,6 +52,7 @@ from ._files import (
 from ._layout import INDEX_SUFFIXES, file_names, loose_weight_files, named_weights_file
 from .hf_cache import OTHER_ENTRY_PREFIXES, is_cache_entry, repo_id, resolve_snapshot
 from .model_card import read_declared_base_models
+from .peft_reader import ADAPTER_WEIGHTS, adapter_folder_of, is_adapter_folder, read_adapter_config
 from .types import BrokenModel, ModelRef
 
 # Folders that never hold models and can be large; hidden ones are skipped by name already.
@@ -66,7 +70,10 @@ def discover(root: Path) -> tuple[list[ModelRef], list[BrokenModel]]:
     if not root.exists() and not root.is_symlink():
         raise CheckpointNotFoundError(f"{shown(root)} does not exist", path=root)
     search = _Search(root)
-    if root.is_dir():
+    adapter = adapter_folder_of(root)
+    if adapter is not None and not root.is_dir():
+        search.adapter(_name(adapter), path=adapter, folder=adapter)
+    elif root.is_dir():
         search.folder(root)
     elif root.name.endswith(WEIGHT_SUFFIXES) or root.name.endswith(INDEX_SUFFIXES):
         model_id = _name(root.parent) if root.name.endswith(INDEX_SUFFIXES) else root.stem
@@ -97,11 +104,35 @@ class _Search:
         weights_path: Path,
         weights_file: Path,
         declared: tuple[str, ...] = (),
+        adapter_base: str | None = None,
     ) -> None:
         if is_broken_link(weights_file):
             self.broken.append(BrokenModel(path=path, error=broken_link_error(weights_file)))
             return
-        self.models.append(ModelRef(model_id, path, weights_path, declared))
+        self.models.append(ModelRef(model_id, path, weights_path, declared, adapter_base))
+
+    def adapter(self, model_id: str, *, path: Path, folder: Path) -> None:
+        """A PEFT adapter in ``folder`` (a cache snapshot's, when ``path`` is the cache entry)."""
+        try:
+            config = read_adapter_config(folder)
+        except MotherTreeError as exc:
+            self.broken.append(BrokenModel(path=path, error=exc))
+            return
+        present = [
+            folder / name
+            for name in ADAPTER_WEIGHTS
+            if (folder / name).is_file() or is_broken_link(folder / name)
+        ]
+        declared = (config.base_name, *read_declared_base_models(folder))
+        self.add(
+            model_id,
+            path=path,
+            weights_path=folder,
+            # A missing weights file is open_checkpoint's to report, with what to do about it.
+            weights_file=present[0] if present else config.path,
+            declared=tuple(dict.fromkeys(name for name in declared if name)),
+            adapter_base=config.base_name,
+        )
 
     def folder(self, folder: Path) -> None:
         real = folder.resolve()
@@ -118,8 +149,8 @@ class _Search:
             if folder == self.root:
                 raise
             return  # an unreadable folder somewhere below is not worth failing the whole search for
-        if ADAPTER_CONFIG in names:
-            self.broken.append(BrokenModel(path=folder, error=adapter_error(folder)))
+        if is_adapter_folder(folder):
+            self.adapter(_name(folder), path=folder, folder=folder)
             return
         named = named_weights_file(names)
         if named is not None:
@@ -166,8 +197,8 @@ class _Search:
         except (MotherTreeError, OSError) as exc:
             self.broken.append(BrokenModel(path=entry, error=exc))
             return
-        if ADAPTER_CONFIG in names:
-            self.broken.append(BrokenModel(path=entry, error=adapter_error(entry)))
+        if is_adapter_folder(snapshot):
+            self.adapter(repo_id(entry), path=entry, folder=snapshot)
             return
         named = named_weights_file(names)
         loose = loose_weight_files(names)
@@ -222,9 +253,7 @@ def _with_unique_ids(models: list[ModelRef], root: Path) -> list[ModelRef]:
         if not changed:
             break
     renamed = [
-        model
-        if model.id == new_id
-        else ModelRef(new_id, model.path, model.weights_path, model.declared_base_models)
+        model if model.id == new_id else dataclasses.replace(model, id=new_id)
         for model, new_id in zip(models, ids, strict=True)
     ]
     return sorted(renamed, key=lambda model: model.id)

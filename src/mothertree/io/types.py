@@ -49,13 +49,17 @@ class ModelRef:
             folder).
         weights_path: the folder or file the weights are read from (for a cache entry, its snapshot).
         declared_base_models: ``base_model`` names from a README's front matter, if any (a list: merges have
-            several). Optional truth, never used by recovery.
+            several), and an adapter's ``base_model_name_or_path``. Optional truth, never used by recovery.
+        adapter_base: for a PEFT LoRA adapter, the ``base_model_name_or_path`` its ``adapter_config.json``
+            declares (``""`` when it declares none); None for every other model. An adapter is read as its
+            base model plus the update, so opening it needs the base (``open_checkpoint``'s ``resolve_base``).
     """
 
     id: str
     path: Path
     weights_path: Path
     declared_base_models: tuple[str, ...] = field(default=())
+    adapter_base: str | None = None
 
 
 class Checkpoint(ABC):

@@ -77,7 +77,7 @@ class Node:
     task: str
     lr: float
     seed: int
-    save: str = "fp32"  # "fp32", "sharded", "bf16"
+    save: str = "fp32"  # "fp32", "sharded", "bf16", or "adapter" (a LoRA node saved as a PEFT adapter)
     lora_rank: int | None = None  # a LoRA fine-tune (alpha = rank) of the attention matrices, saved merged
 
 
@@ -134,6 +134,20 @@ def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
         tokens, labels = batch(256)
         return float((logits(tokens).argmax(-1) == labels).float().mean())
 
+
+# The LoRA benchmark graph, 1 -> 3 -> 6, ranks 8/16/32/64 as the paper's LoRA-V split (alpha = rank).
+MINILM_LORA_GRAPH = (
+    Node("q2", None, "", 0.0, 0),
+    Node("q7", "q2", "verb-positive", 5e-4, 11, lora_rank=16),
+    Node("q0", "q2", "has-number", 5e-4, 12, lora_rank=64),
+    Node("q5", "q2", "colour", 5e-4, 13, lora_rank=8),
+    Node("q9", "q7", "person", 5e-4, 14, lora_rank=32),
+    Node("q3", "q7", "place-time", 5e-4, 15, lora_rank=8),
+    Node("q8", "q0", "water", 5e-4, 16, lora_rank=16),
+    Node("q1", "q0", "plural", 5e-4, 17, lora_rank=64),
+    Node("q6", "q5", "city", 5e-4, 18, lora_rank=32),
+    Node("q4", "q5", "container", 5e-4, 19, lora_rank=16),
+)
 
 # The square attention matrices of BERT, as the paper's LoRA models adapt ViT's.
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense"]
@@ -240,11 +254,15 @@ def build_text_graph(
             config = LoraConfig(r=node.lora_rank, lora_alpha=node.lora_rank, target_modules=LORA_TARGETS)
             wrapped = get_peft_model(encoder, config)
             accuracy = train(wrapped, tokenizer, node, steps)
+            if node.save == "adapter":
+                # What a user publishes: the adapter alone, naming its base by the path it was loaded from.
+                wrapped.save_pretrained(out / node.id)
             encoder = wrapped.merge_and_unload()
         if node.save == "bf16":
             encoder = encoder.to(torch.bfloat16)
         shard = "20MB" if node.save == "sharded" else "5GB"
-        encoder.save_pretrained(out / node.id, max_shard_size=shard)
+        if node.save != "adapter":
+            encoder.save_pretrained(out / node.id, max_shard_size=shard)
         info[node.id] = {
             "task": node.task,
             "lr": node.lr,
