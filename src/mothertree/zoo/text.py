@@ -256,7 +256,7 @@ def build_text_graph(
             accuracy = train(wrapped, tokenizer, node, steps)
             if node.save == "adapter":
                 # What a user publishes: the adapter alone, naming its base by the path it was loaded from.
-                wrapped.save_pretrained(out / node.id)
+                wrapped.save_pretrained(str(out / node.id))
             encoder = wrapped.merge_and_unload()
         if node.save == "bf16":
             encoder = encoder.to(torch.bfloat16)
