@@ -114,8 +114,12 @@ def test_peft_adapters_are_read_on_their_base_and_placed(mixed_family: Path):
 
     assert (mixed_family / "x3" / "adapter_config.json").exists()
     assert not (mixed_family / "x3" / "model.safetensors").exists()
+    from mothertree.pipeline import read_features
+
+    (features,), broken = read_features([mixed_family])
+    assert broken == []
+    assert features.metadata["known_parents"] == {"x3": "x0", "x1": "x4"}
     result = recover([mixed_family])
-    assert result.broken == []
     score = score_edges({(e.parent, e.child) for e in result.edges}, load_edges(mixed_family / "truth.json"))
     assert score.directed == 1.0
 

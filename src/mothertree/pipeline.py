@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,17 +92,25 @@ def read_features(
         refs.extend(found)
         broken.extend(failed)
 
-    def resolve_base(name: str) -> Checkpoint | None:
-        found = match_base(name, refs) if name else None
-        if found is not None:
-            return open_checkpoint(found)
-        return open_checkpoint(Path(base)) if base is not None else None
+    # An adapter read on a base of the collection is known to be that base's child.
+    known_parents: dict[str, str] = {}
+
+    def base_resolver(adapter: ModelRef) -> Callable[[str], Checkpoint | None]:
+        def resolve(name: str) -> Checkpoint | None:
+            found = match_base(name, refs) if name else None
+            if found is not None:
+                known_parents[adapter.id] = found.id
+                return open_checkpoint(found)
+            return open_checkpoint(Path(base)) if base is not None else None
+
+        return resolve
 
     with ExitStack() as stack:
         opened: list[tuple[ModelRef, Checkpoint]] = []
         for ref in refs:
             try:
-                opened.append((ref, stack.enter_context(open_checkpoint(ref, resolve_base=resolve_base))))
+                checkpoint = open_checkpoint(ref, resolve_base=base_resolver(ref))
+                opened.append((ref, stack.enter_context(checkpoint)))
             except MotherTreeError as exc:
                 LOG.warning("skipping `%s`: %s", ref.path, exc)
                 broken.append(BrokenModel(path=ref.path, error=exc))
@@ -123,7 +131,15 @@ def read_features(
                 [ref.id for ref, _ in group],
                 tensors,
                 ranks=ranks,
-                metadata={"layers": layers, "selection": "regex" if layers else "default"},
+                metadata={
+                    "layers": layers,
+                    "selection": "regex" if layers else "default",
+                    "known_parents": {
+                        child: parent
+                        for child, parent in known_parents.items()
+                        if child in {r.id for r, _ in group} and parent in {r.id for r, _ in group}
+                    },
+                },
             )
             broken.extend(failed)
             if features.n_models:

@@ -131,3 +131,22 @@ def test_confidence_is_low_for_a_near_tie():
         d, np.zeros(3), ["a", "b", "c"], log_norms=[0.0, 1.0, 1.0]
     )
     assert all(e.confidence < 0.01 for e in recovery.edges_)
+
+
+@pytest.mark.parametrize("direction", ["norm", "falls"])
+def test_known_parents_are_kept_against_the_evidence(direction):
+    # a1's statistics say it is a's parent (its norm is the smallest, its kurtosis the largest); we know
+    # for certain that a1 is a's child (say, an adapter read on a).
+    depth = {**DEPTH, "a1": -1}
+    log_norms = [1.0 + 0.1 * depth[i] for i in IDS]
+    kurtosis = [10.0 - depth[i] for i in IDS]
+    free = TreeRecovery(n_trees=None, direction=direction).fit_matrices(
+        path_distances(), kurtosis, IDS, log_norms=log_norms
+    )
+    assert ("a", "a1") not in {(e.parent, e.child) for e in free.edges_}
+    recovery = TreeRecovery(n_trees=None, direction=direction).fit_matrices(
+        path_distances(), kurtosis, IDS, log_norms=log_norms, known_parents={"a1": "a"}
+    )
+    edges = {(e.parent, e.child): e for e in recovery.edges_}
+    assert set(edges) == set(EDGES)
+    assert edges[("a", "a1")].confidence == 1.0

@@ -25,10 +25,10 @@ def undirected_spanning_tree(distances: npt.ArrayLike) -> Edges:
     """Edges ``(i, j)`` with ``i < j`` of a minimum spanning tree of a symmetric distance matrix."""
     d = np.asarray(distances, dtype=np.float64)
     d = (d + d.T) / 2.0
-    # scipy reads a zero as "no edge"; identical models are at distance zero and must stay connected.
-    positive = d[d > 0]
-    tiny = positive.min() * 1e-9 if positive.size else 1.0
-    d = np.where(d > 0, d, tiny)
+    # scipy reads a zero (and anything under about 1e-8) as "no edge", yet identical models are at
+    # distance zero and must stay connected. Every spanning tree has n - 1 edges, so adding one constant
+    # to all of them changes no choice.
+    d = d + (np.abs(d).max() + 1.0)
     np.fill_diagonal(d, 0.0)
     tree = minimum_spanning_tree(d).tocoo()
     return sorted((min(i, j), max(i, j)) for i, j in zip(tree.row.tolist(), tree.col.tolist(), strict=True))

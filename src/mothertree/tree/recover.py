@@ -9,7 +9,7 @@ whose names end in ``_`` (scikit-learn's convention).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -111,8 +111,15 @@ class TreeRecovery:
         self.unrelated_above = unrelated_above
         self.distance = distance
 
-    def fit(self, features: FeatureSet) -> TreeRecovery:
-        """Recover the trees of the models in ``features``."""
+    def fit(self, features: FeatureSet, known_parents: Mapping[str, str] | None = None) -> TreeRecovery:
+        """Recover the trees of the models in ``features``.
+
+        ``known_parents`` maps a child's id to its parent's where the relation is known for certain (a
+        LoRA adapter and the base it was read on; defaults to ``features.metadata["known_parents"]``).
+        Those edges are kept, in that direction.
+        """
+        if known_parents is None:
+            known_parents = features.metadata.get("known_parents", {})
         if self.distance not in DISTANCES:
             raise InvalidParameterError(
                 f"unknown distance `{self.distance}`", hint=f"use one of: {', '.join(DISTANCES)}"
@@ -128,6 +135,7 @@ class TreeRecovery:
             features.model_ids,
             log_norms=features.log_norms(),
             relative_distances=features.relative_distances(),
+            known_parents=known_parents,
         )
         self.distance_ = "rank" if use_rank else "l2"
         return self
@@ -140,6 +148,7 @@ class TreeRecovery:
         *,
         log_norms: npt.ArrayLike | None = None,
         relative_distances: npt.ArrayLike | None = None,
+        known_parents: Mapping[str, str] | None = None,
     ) -> TreeRecovery:
         """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need)."""
         d = np.asarray(distances, dtype=np.float64)
@@ -151,8 +160,17 @@ class TreeRecovery:
         if self.n_trees == "auto" and relative_distances is None:
             raise InvalidParameterError("`n_trees='auto'` needs the models' `relative_distances`")
 
+        index = {model: i for i, model in enumerate(model_ids)}
+        known = {
+            index[child]: index[parent]
+            for child, parent in (known_parents or {}).items()
+            if child in index and parent in index
+        }
         if self.n_trees == "auto":
-            labels = split_unrelated(np.asarray(relative_distances), self.unrelated_above)
+            relative = np.array(relative_distances, dtype=np.float64)
+            for child, parent in known.items():  # a known pair is one tree, however far apart
+                relative[child, parent] = relative[parent, child] = 0.0
+            labels = split_unrelated(relative, self.unrelated_above)
         else:
             labels = cluster_trees(d, self.n_trees or 1)
         # The statistic whose trend orients edges, and the sign of that trend.
@@ -165,13 +183,23 @@ class TreeRecovery:
         for tree in range(int(labels.max()) + 1):
             members = np.flatnonzero(labels == tree)
             local_d = d[np.ix_(members, members)]
+            local = {int(model): position for position, model in enumerate(members)}
+            local_known = {local[c]: local[p] for c, p in known.items() if c in local and p in local}
             if self.direction == "norm":
-                local_parents = orient_by_statistic(local_d, statistic[members], sign)
+                local_parents = orient_by_statistic(local_d, statistic[members], sign, local_known)
             else:
                 trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
                 costs = directed_costs(local_d, k[members], lam=self.lam, direction=trend)
+                # A known edge costs less than all others together, so no optimum leaves it out (not even
+                # by making its child the root); other parents of that child are ruled out.
+                forced = -(np.abs(costs[np.isfinite(costs)]).sum() + 1.0)
+                for child, parent in local_known.items():
+                    costs[:, child] = np.inf
+                    costs[parent, child] = forced
                 local_parents = minimum_spanning_arborescence(costs)
             local_confidence = edge_confidences(local_d, statistic[members], sign, local_parents)
+            for child in local_known:
+                local_confidence[child] = 1.0
             for local_child, local_parent in enumerate(local_parents):
                 if local_parent >= 0:
                     parents[members[local_child]] = members[local_parent]
@@ -216,12 +244,26 @@ DIRECTION_SIGN = {"falls": -1.0, "rises": 1.0, "norm": 1.0}
 
 
 def orient_by_statistic(
-    distances: npt.NDArray[np.float64], statistic: npt.NDArray[np.float64], sign: float
+    distances: npt.NDArray[np.float64],
+    statistic: npt.NDArray[np.float64],
+    sign: float,
+    known_parents: Mapping[int, int] | None = None,
 ) -> npt.NDArray[np.int64]:
-    """Parents from the minimum spanning tree of ``distances``, hung from the root the statistic favours."""
+    """Parents from the minimum spanning tree of ``distances``, hung from the root the statistic favours.
+
+    Known ``child -> parent`` pairs are forced into the tree (distance zero) and their direction outweighs
+    all the evidence of the other edges together.
+    """
     n_models = len(statistic)
-    edges = undirected_spanning_tree(distances)
-    root, _ = choose_root(root_scores(n_models, edges, edge_evidence(statistic, edges, sign)))
+    d = distances.copy()
+    for child, parent in (known_parents or {}).items():
+        d[child, parent] = d[parent, child] = 0.0
+    edges = undirected_spanning_tree(d)
+    evidence = edge_evidence(statistic, edges, sign)
+    for child, parent in (known_parents or {}).items():
+        edge = (min(child, parent), max(child, parent))
+        evidence[edge] = float(n_models) if edge == (parent, child) else -float(n_models)
+    root, _ = choose_root(root_scores(n_models, edges, evidence))
     return orient_from_root(n_models, edges, root)
 
 
