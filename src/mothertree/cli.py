@@ -112,7 +112,7 @@ def main() -> None:
     type=click.FloatRange(min=0),
     default=0.3,
     show_default=True,
-    help="Weight of the kurtosis direction penalty.",
+    help="Weight of the kurtosis penalty (`--direction falls|rises` only).",
 )
 @click.option(
     "--direction",
