@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
+from typing import TypeVar
 
 from ..errors import CheckpointNotFoundError, InvalidCheckpointError
 from ._files import (
@@ -12,6 +15,7 @@ from ._files import (
     TORCH_FILE,
     TORCH_INDEX,
     broken_link_error,
+    check_index_kept,
     check_shards_exist,
     is_broken_link,
     is_weight_file_name,
@@ -19,6 +23,9 @@ from ._files import (
     shard_paths,
     shown,
 )
+from .types import TensorInfo
+
+T = TypeVar("T")
 
 # Checked in this order: safetensors before pickles (HF repos often hold both), an index before a lone
 # file (a folder with both was re-saved sharded, and the index is what transformers itself reads).
@@ -88,3 +95,28 @@ def locate_weights(
         check_shards_exist(path, shards)
         return path, shards, {name: path.parent / shard for name, shard in weight_map.items()}
     return None, [path], None
+
+
+def tensors_by_shard(
+    shards: Sequence[Path],
+    index: Path | None,
+    weight_map: Mapping[str, Path] | None,
+    describe: Callable[[Path], Iterable[tuple[TensorInfo, T]]],
+) -> tuple[Mapping[str, TensorInfo], dict[str, tuple[int, T]]]:
+    """Every tensor of a checkpoint, in storage order, with its shard number and the reader's record of it.
+
+    ``describe`` lists a shard's tensors (header only). With an index, the index decides which shard a
+    tensor is read from: tensors a shard holds but the index does not name are ignored, as transformers
+    ignores them, and a name the index places in a shard that lacks it is an error.
+    """
+    infos: dict[str, TensorInfo] = {}
+    located: dict[str, tuple[int, T]] = {}
+    for number, shard in enumerate(shards):
+        for info, record in describe(shard):
+            if weight_map is not None and weight_map.get(info.name) != shard:
+                continue
+            infos[info.name] = info
+            located[info.name] = (number, record)
+    if weight_map is not None and index is not None:
+        check_index_kept(index, weight_map, infos)
+    return MappingProxyType(infos), located

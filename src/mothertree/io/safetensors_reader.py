@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
-from types import MappingProxyType
 
 import ml_dtypes
 import numpy as np
@@ -27,11 +26,10 @@ from safetensors import SafetensorError, safe_open
 from ..errors import CheckpointNotFoundError, InvalidCheckpointError, UnsupportedFormatError
 from ._files import (
     SAFETENSORS_SUFFIX,
-    check_index_kept,
     looks_like_a_failed_download,
     shown,
 )
-from ._layout import locate_weights
+from ._layout import locate_weights, tensors_by_shard
 from .types import Checkpoint, TensorInfo
 
 # safetensors itself refuses headers above 100 MB; a length beyond that means the file is something else.
@@ -173,19 +171,7 @@ class SafetensorsCheckpoint(Checkpoint):
         index, shards, weight_map = _locate(self.path)
         self.shards: tuple[Path, ...] = tuple(shards)
 
-        infos: dict[str, TensorInfo] = {}
-        self._entries: dict[str, tuple[int, HeaderEntry]] = {}
-        for number, shard in enumerate(self.shards):
-            entries = read_header(shard)
-            _check_with_safetensors(shard)
-            for entry in entries:
-                if weight_map is not None and weight_map.get(entry.name) != shard:
-                    continue
-                infos[entry.name] = TensorInfo(entry.name, entry.shape, entry.dtype)
-                self._entries[entry.name] = (number, entry)
-        if weight_map is not None and index is not None:
-            check_index_kept(index, weight_map, infos)
-        self._tensors = MappingProxyType(infos)
+        self._tensors, self._entries = tensors_by_shard(self.shards, index, weight_map, _describe_shard)
 
     @property
     def tensors(self) -> Mapping[str, TensorInfo]:
@@ -231,6 +217,12 @@ class SafetensorsCheckpoint(Checkpoint):
             ) from None
         self._handle_shard = number
         return self._handle
+
+
+def _describe_shard(shard: Path) -> list[tuple[TensorInfo, HeaderEntry]]:
+    entries = read_header(shard)
+    _check_with_safetensors(shard)
+    return [(TensorInfo(entry.name, entry.shape, entry.dtype), entry) for entry in entries]
 
 
 def _locate(path: Path) -> tuple[Path | None, list[Path], dict[str, Path] | None]:

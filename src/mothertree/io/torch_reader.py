@@ -20,7 +20,6 @@ import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,11 +27,10 @@ import numpy as np
 from ..errors import InvalidCheckpointError, MissingDependencyError
 from ._files import (
     TORCH_SUFFIXES,
-    check_index_kept,
     looks_like_a_failed_download,
     shown,
 )
-from ._layout import locate_weights
+from ._layout import locate_weights, tensors_by_shard
 from .types import Checkpoint, TensorInfo
 
 if TYPE_CHECKING:
@@ -142,24 +140,16 @@ class TorchCheckpoint(Checkpoint):
         self._loaded_shard: int | None = None
         index, self.shards, weight_map = _locate(self.path)
 
-        infos: dict[str, TensorInfo] = {}
-        self._shard_of: dict[str, int] = {}
-        for number, shard in enumerate(self.shards):
-            for info in _describe_tensors(shard):
-                if weight_map is not None and weight_map.get(info.name) != shard:
-                    continue
-                infos[info.name] = info
-                self._shard_of[info.name] = number
-        if weight_map is not None and index is not None:
-            check_index_kept(index, weight_map, infos)
-        self._tensors = MappingProxyType(infos)
+        self._tensors, self._shard_of = tensors_by_shard(
+            self.shards, index, weight_map, lambda shard: ((info, None) for info in _describe_tensors(shard))
+        )
 
     @property
     def tensors(self) -> Mapping[str, TensorInfo]:
         return self._tensors
 
     def read(self, name: str) -> np.ndarray:
-        number = self._shard_of.get(name)
+        number, _ = self._shard_of.get(name, (None, None))
         if number is None:
             raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
         if self._loaded is None or self._loaded_shard != number:
