@@ -298,3 +298,56 @@ def side_by_side(result: RecoveryResult, truth: EdgeSet) -> str:
     left += [""] * (rows - len(left))
     right += [""] * (rows - len(right))
     return "\n".join(f"{a.ljust(width)}{b}".rstrip() for a, b in zip(left, right, strict=True))
+
+
+@main.group()
+def zoo() -> None:
+    """Build Model Graphs with a known Model Tree from real roots and real fine-tunes."""
+
+
+def _zoo_module() -> Any:
+    try:
+        from . import zoo as zoo_package
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"building Model Graphs trains models and needs PyTorch: {exc}",
+            hint="pip install 'mothertree[zoo]'",
+        ) from exc
+    return zoo_package
+
+
+@zoo.command("build")
+@click.argument("spec")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to build into."
+)
+@click.option("--size", default="full", show_default=True, help="A size the spec names (e.g. `small`).")
+@click.option("--force", is_flag=True, help="Rebuild every model, even those a previous build finished.")
+@quiet_option
+@_report_errors
+def zoo_build(spec: str, out: Path, size: str, force: bool, quiet: bool) -> None:
+    """Build the Model Graph SPEC (a YAML/JSON file or a built-in name) into --out.
+
+    Resumable: rerun the same command after an interruption and only the missing models are trained.
+    Prints the folder on stdout.
+    """
+    _setup_output(quiet)
+    zoo_package = _zoo_module()
+    graph_spec = zoo_package.load_spec(spec).sized(size)
+    LOG.info("%s: %d models in %d trees", graph_spec.name, graph_spec.n_models, graph_spec.trees)
+    logging.getLogger("mothertree.zoo").setLevel(LOG.level)
+    built = zoo_package.build_graph(graph_spec, out, force=force, quiet=quiet)
+    LOG.info(
+        "trained %d, found %d already built, in %.0f s", len(built.trained), len(built.reused), built.seconds
+    )
+    click.echo(str(built.path))
+
+
+@zoo.command("specs")
+def zoo_specs() -> None:
+    """List the built-in graph specs, their sizes and model counts."""
+    zoo_package = _zoo_module()
+    for name, path in sorted(zoo_package.builtin_specs().items()):
+        spec = zoo_package.load_spec(path)
+        sizes = ", ".join(f"{size} ({spec.sized(size).n_models} models)" for size in ["full", *spec.sizes])
+        click.echo(f"{name:<14} {spec.family:<7} {spec.method:<6} {sizes}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["TASKS", "Task", "get_task", "task_names"]
+__all__ = ["TASKS", "Task", "get_task", "mixture_task", "task_names"]
 
 Renderer = Callable[[torch.Tensor, torch.Generator, int], torch.Tensor]
 
@@ -353,3 +353,26 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+def mixture_task(names: list[str] | None = None) -> Task:
+    """All of ``names`` (default: every task) as one task whose classes are the (task, class) pairs.
+
+    The generalisation objective for pre-training a root from a random initialisation: a network that
+    solves it has learnt counting, location, orientation, texture, colour, ... at once, as an ImageNet
+    backbone has learnt general features before any fine-tune specialises it.
+    """
+    members = [get_task(name) for name in (names or task_names())]
+    offsets = torch.tensor([0, *[t.n_classes for t in members]]).cumsum(0)
+
+    def render(labels: torch.Tensor, generator: torch.Generator, size: int) -> torch.Tensor:
+        owner = torch.bucketize(labels, offsets[1:], right=True)
+        images = torch.empty(labels.shape[0], 3, size, size)
+        for k, task in enumerate(members):
+            chosen = (owner == k).nonzero().flatten()
+            if chosen.numel():
+                images[chosen] = task._render(labels[chosen] - offsets[k], generator, size).clamp(0.0, 1.0)
+        return images
+
+    described = ", ".join(t.name for t in members)
+    return Task("mixture", int(offsets[-1]), f"which task and which class: {described}", render)

@@ -166,6 +166,13 @@ def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
         return float((logits(tokens).argmax(-1) == labels).float().mean())
 
 
+def majority_rate(label: Callable[[str], int], samples: int = 4000) -> float:
+    """Share of the most common label among generated sentences: the accuracy of always guessing it."""
+    rng = random.Random(0x3A7E)
+    positives = sum(label(sentence(rng)) for _ in range(samples)) / samples
+    return max(positives, 1.0 - positives)
+
+
 # The square attention matrices of BERT, as the paper's LoRA models adapt ViT's.
 LORA_TARGETS = ["query", "key", "value", "attention.output.dense"]
 
