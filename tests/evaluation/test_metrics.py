@@ -3,7 +3,7 @@ import json
 import pytest
 
 from mothertree.errors import InvalidTruthError
-from mothertree.evaluation.metrics import score_edges, true_trees
+from mothertree.evaluation.metrics import clustering_accuracy, score_edges, true_trees
 from mothertree.evaluation.truth import edges_from_model_cards, load_edges
 
 TRUTH = {("r", "a"), ("r", "b"), ("a", "a1"), ("s", "c")}
@@ -61,3 +61,20 @@ def test_edges_from_model_cards_match_by_id_or_last_path_part():
         ("a", "m"),
         ("b", "m"),
     }
+
+
+# Clustering accuracy: worked examples with the answer counted by hand.
+TWO_TREES = {("a", "b"), ("a", "c"), ("x", "y"), ("x", "z")}
+
+
+def test_clustering_accuracy_ignores_label_numbering() -> None:
+    assigned = {"a": 7, "b": 7, "c": 7, "x": 2, "y": 2, "z": 2}
+    assert clustering_accuracy(assigned, TWO_TREES) == 1.0
+
+
+def test_clustering_accuracy_of_a_merge_and_a_split() -> None:
+    merged = {m: 0 for m in "abcxyz"}
+    assert clustering_accuracy(merged, TWO_TREES) == pytest.approx(3 / 6)
+    split = {"a": 0, "b": 0, "c": 1, "x": 2, "y": 2, "z": 2}
+    assert clustering_accuracy(split, TWO_TREES) == pytest.approx(5 / 6)
+    assert clustering_accuracy({"a": 0, "q": 1}, TWO_TREES) == 1.0  # "q" is in no true edge

@@ -6,7 +6,10 @@ parent -> child edge, placement and direction right. Undirected accuracy counts 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .truth import EdgeSet
 
@@ -92,3 +95,25 @@ def score_edges(predicted: EdgeSet, truth: EdgeSet) -> Score:
         per_tree.append(TreeScore(root, n, directed / n if n else 1.0, undirected / n if n else 1.0))
     directed, undirected = counts(truth)
     return Score(len(truth), directed, undirected, per_tree)
+
+
+def clustering_accuracy(assigned: Mapping[str, int], truth: EdgeSet) -> float:
+    """Share of models placed in the right tree, after matching found trees to true trees one to one.
+
+    The matching maximises the models that agree (Hungarian algorithm), so the labels' numbering does not
+    matter; a true tree split in two counts its smaller part as wrong, two trees merged count the smaller
+    one as wrong. Models of ``assigned`` that are in no true edge are ignored.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    tree_of = {model: k for k, (_, edges) in enumerate(true_trees(truth)) for edge in edges for model in edge}
+    models = [m for m in assigned if m in tree_of]
+    if not models:
+        return 1.0
+    found = sorted({assigned[m] for m in models})
+    column = {label: k for k, label in enumerate(found)}
+    agreement = np.zeros((max(tree_of.values()) + 1, len(found)))
+    for model in models:
+        agreement[tree_of[model], column[assigned[model]]] += 1
+    rows, cols = linear_sum_assignment(agreement, maximize=True)
+    return float(agreement[rows, cols].sum() / len(models))

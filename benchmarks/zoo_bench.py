@@ -1,0 +1,240 @@
+"""The zoo's splits, measured as the paper measured MoTHer: the tables of ``docs/RESULTS.md`` section (a).
+
+Every split is built (or found built) from its spec in ``mothertree/zoo/specs`` under ``.bench/zoo``;
+``--small`` uses each spec's ``small`` size. Nothing here is tuned on the splits it reports.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mothertree.evaluation.metrics import clustering_accuracy, score_edges
+from mothertree.evaluation.truth import EdgeSet, load_edges
+from mothertree.features.featureset import FeatureSet
+from mothertree.pipeline import read_features
+from mothertree.tree.recover import TreeRecovery
+from mothertree.zoo.build import STATE_FILE, build_graph
+from mothertree.zoo.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+ZOO_DIR = ROOT / ".bench" / "zoo"
+
+# (spec, what it is); LoRA splits are also measured with the rank distance.
+SPLITS = [
+    ("vision-ft", "FT, vision: MobileNetV2 full fine-tunes"),
+    ("text-ft", "FT, text: MiniLM (2 layers) full fine-tunes"),
+    ("text-lora-f", "LoRA-F, text: LoRA rank 16, merged"),
+    ("text-lora-v", "LoRA-V, text: LoRA ranks 8/16/32/64, merged"),
+    ("text-mixed", "mixed, text: full and LoRA fine-tunes, some LoRA leaves stored as PEFT adapters"),
+]
+LORA_SPLITS = {"text-lora-f", "text-lora-v", "text-mixed"}
+PRUNING_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)
+# (confidence, correct) of every edge of the "ours: norm, K given" setting, for the calibration table.
+CONFIDENCES: list[tuple[float, bool]] = []
+PHASE_PEAKS = ("imports_peak_mib", "read_peak_mib", "cluster_peak_mib", "tree_peak_mib")
+
+
+def split_dir(name: str, size: str) -> Path:
+    return ZOO_DIR / f"{name}-{size}"
+
+
+def build_split(name: str, size: str) -> Path:
+    spec = load_spec(name).sized(size)
+    print(f"building / loading {spec.name} ({spec.n_models} models) ...", file=sys.stderr)
+    return build_graph(spec, split_dir(name, size)).path
+
+
+def _one_group(graph: Path, *, ranks: bool) -> FeatureSet:
+    feature_sets, broken = read_features([graph], ranks=ranks)
+    if broken or len(feature_sets) != 1:
+        raise RuntimeError(f"{graph}: expected one comparable group and no broken model, got {broken}")
+    return feature_sets[0]
+
+
+def _truth(graph: Path) -> tuple[EdgeSet, dict[str, Any]]:
+    return load_edges(graph / "truth.json"), json.loads((graph / "truth.json").read_text())
+
+
+def _fit(features: FeatureSet, **params: Any) -> TreeRecovery:
+    return TreeRecovery(**params).fit(features)
+
+
+def _score_row(label: str, recovery: TreeRecovery, truth: EdgeSet) -> tuple[str, float]:
+    predicted = {(e.parent, e.child) for e in recovery.edges_}
+    score = score_edges(predicted, truth)
+    assigned = dict(zip(recovery.model_ids_, recovery.labels_.tolist(), strict=True))
+    clustering = clustering_accuracy(assigned, truth)
+    per_tree = " / ".join(f"{t.directed:.0%}" for t in score.per_tree)
+    row = (
+        f"| {label} | {int(recovery.labels_.max()) + 1} | {clustering:.0%} | "
+        f"**{score.directed:.0%}** ({score.n_directed_correct}/{score.n_edges}) | {per_tree} | "
+        f"{score.undirected:.0%} |"
+    )
+    return row, score.directed
+
+
+def settings_for(name: str, k: int) -> list[tuple[str, dict[str, Any]]]:
+    settings: list[tuple[str, dict[str, Any]]] = [
+        ("ours: norm, K given", {"n_trees": k, "direction": "norm"}),
+        ("ours: norm, K auto", {"n_trees": "auto", "direction": "norm"}),
+        ("paper: λ=0.3, kurtosis falls, K given", {"n_trees": k, "direction": "falls", "lam": 0.3}),
+        ("paper: λ=0.3, kurtosis rises, K given", {"n_trees": k, "direction": "rises", "lam": 0.3}),
+    ]
+    if name in LORA_SPLITS:
+        settings += [
+            ("ours: norm, rank distance, K given", {"n_trees": k, "direction": "norm", "distance": "rank"}),
+            (
+                "ours: norm, distance auto, K auto",
+                {"n_trees": "auto", "direction": "norm", "distance": "auto"},
+            ),
+            (
+                "paper: λ=0.3, falls, rank distance, K given",
+                {"n_trees": k, "direction": "falls", "lam": 0.3, "distance": "rank"},
+            ),
+        ]
+    return settings
+
+
+def build_summary(graph: Path) -> list[str]:
+    """How the split was built: time, size on disk, what the fine-tunes reached, how far they moved."""
+    _, truth = _truth(graph)
+    state = json.loads((graph / STATE_FILE).read_text())["models"]
+    models = truth["models"]
+    tuned = [m for m in models.values() if m["parent"] is not None]
+    roots = [m for m in models.values() if m["parent"] is None]
+    seconds = sum(float(r.get("seconds", 0.0)) for r in state.values())
+    size_mb = sum(f.stat().st_size for f in graph.rglob("*") if f.is_file()) / 1e6
+    accuracy = [m["accuracy"] for m in tuned]
+    baseline = [m.get("chance") or m.get("majority") for m in tuned]
+    change = [m["relative_change_from_parent"] for m in tuned]
+    lines = [
+        f"{len(models)} models ({len(roots)} trees), {size_mb:.0f} MB on disk, trained in "
+        f"{seconds / 60:.0f} min of one core (sum of the models' training times).",
+        f"Fine-tunes: held-out accuracy median {statistics.median(accuracy):.2f} (min {min(accuracy):.2f}; "
+        f"chance or majority-class rate median {statistics.median(baseline):.2f}, max {max(baseline):.2f}); "
+        f"relative weight change from the parent ‖W_child − W_parent‖ / ‖W_parent‖ median "
+        f"{statistics.median(change):.4f} (range {min(change):.4f}–{max(change):.4f}).",
+    ]
+    scratch = [m for m in roots if "random init" in str(m.get("task"))]
+    if scratch:
+        reached = ", ".join(f"{m['accuracy']:.2f}" for m in scratch)
+        lines.append(
+            f"Roots pre-trained here from random inits: {len(scratch)}, {scratch[0]['steps']} steps each, "
+            f"held-out accuracy on their pre-training task {reached} ({scratch[0]['task']})."
+        )
+    return lines
+
+
+def trend_line(features: FeatureSet, truth: EdgeSet) -> str:
+    index = {m: i for i, m in enumerate(features.model_ids)}
+    kurtosis, norms = features.summed_kurtosis(), features.log_norms()
+    falls = sum(kurtosis[index[c]] < kurtosis[index[p]] for p, c in truth)
+    grows = sum(norms[index[c]] > norms[index[p]] for p, c in truth)
+    gaps = [abs(kurtosis[index[c]] - kurtosis[index[p]]) for p, c in truth]
+    return (
+        f"Along the {len(truth)} true edges the child's kurtosis (summed over {features.n_tensors} tensors) "
+        f"is lower than its parent's on **{falls}** ({falls / len(truth):.0%}; median |Δ| "
+        f"{statistics.median(gaps):.3g}); the weight norm grows on {grows} ({grows / len(truth):.0%})."
+    )
+
+
+def split_section(name: str, graph: Path) -> tuple[list[str], dict[str, float]]:
+    truth, raw = _truth(graph)
+    k = sum(1 for m in raw["models"].values() if m["parent"] is None)
+    features = _one_group(graph, ranks=name in LORA_SPLITS)
+    rows = [
+        *build_summary(graph),
+        "",
+        trend_line(features, truth),
+        "",
+        "| setting | trees found | clustering accuracy | directed accuracy | per tree | undirected |",
+        "|---|---|---|---|---|---|",
+    ]
+    accuracies = {}
+    for label, params in settings_for(name, k):
+        recovery = _fit(features, **params)
+        row, directed = _score_row(label, recovery, truth)
+        if label == "ours: norm, K given":
+            CONFIDENCES.extend((e.confidence, (e.parent, e.child) in truth) for e in recovery.edges_)
+        rows.append(row)
+        accuracies[label] = directed
+    if features.ranks is not None:
+        rows += ["", f"Low-rank share (`--distance auto` rule): {features.low_rank_share():.0%} of the cap."]
+    return rows, accuracies
+
+
+def variants_section(graph: Path, build_variant: Callable[..., Path], int8: bool) -> list[str]:
+    """Accuracy when every model of the split is pruned / cast to fp16 / quantised to int8."""
+    truth, raw = _truth(graph)
+    k = sum(1 for m in raw["models"].values() if m["parent"] is None)
+    variants = [f"prune:{level}" for level in PRUNING_LEVELS] + ["fp16"] + (["int8"] if int8 else [])
+    rows = [
+        "| variant | ours: norm, K given | ours: norm, K auto | paper: falls, K given "
+        "| clustering (K given) |",
+        "|---|---|---|---|---|",
+    ]
+    for variant in ["original", *variants]:
+        folder = graph
+        if variant != "original":
+            folder = build_variant(
+                graph, ZOO_DIR / "variants" / f"{graph.name}-{variant.replace(':', '-')}", variant
+            )
+        features = _one_group(folder, ranks=False)
+        cells = []
+        for params in (
+            {"n_trees": k, "direction": "norm"},
+            {"n_trees": "auto", "direction": "norm"},
+            {"n_trees": k, "direction": "falls", "lam": 0.3},
+        ):
+            recovery = _fit(features, **params)
+            score = score_edges({(e.parent, e.child) for e in recovery.edges_}, truth)
+            cells.append(f"{score.directed:.0%}")
+        given = _fit(features, n_trees=k, direction="norm")
+        clustering = clustering_accuracy(
+            dict(zip(given.model_ids_, given.labels_.tolist(), strict=True)), truth
+        )
+        rows.append(f"| {variant} | {' | '.join(cells)} | {clustering:.0%} |")
+    return rows
+
+
+def phases_section(
+    graphs: Sequence[Path], measure: Callable[[list[str]], tuple[float, float, str]], repeats: int
+) -> list[str]:
+    """Per-phase time and peak RSS of recovery, and the naive whole-model baseline, in the same run."""
+    python = sys.executable
+    rows = [
+        "| graph | models | read + features (s) | clustering (s) | tree step (s) | peak RSS (MiB) | "
+        "naive: wall (s) | naive: peak RSS (MiB) | ratio RSS | ratio wall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for graph in graphs:
+        _, raw = _truth(graph)
+        k = sum(1 for m in raw["models"].values() if m["parent"] is None)
+        ours, naive, phases = [], [], []
+        for _ in range(repeats):
+            wall, rss, out = measure([python, str(ROOT / "benchmarks" / "phases.py"), str(graph), str(k)])
+            ours.append((wall, rss))
+            phases.append(json.loads(out))
+            wall, rss, _ = measure([python, str(ROOT / "benchmarks" / "naive.py"), str(graph)])
+            naive.append((wall, rss))
+
+        def med(values: list[float]) -> float:
+            return float(statistics.median(values))
+
+        o_wall, o_rss = med([w for w, _ in ours]), med([r for _, r in ours])
+        n_wall, n_rss = med([w for w, _ in naive]), med([r for _, r in naive])
+        read_s, cluster_s, tree_s = (
+            med([p[key] for p in phases]) for key in ("read_s", "cluster_s", "tree_s")
+        )
+        after = " / ".join(f"{med([p[key] for p in phases]):.0f}" for key in PHASE_PEAKS)
+        rows.append(
+            f"| {graph.name} | {phases[0]['n_models']} | {read_s:.2f} | {cluster_s:.4f} | {tree_s:.4f} | "
+            f"{o_rss:.0f} ({after}) | {n_wall:.2f} | {n_rss:.0f} | {o_rss / n_rss:.0%} | "
+            f"{o_wall / n_wall:.0%} |"
+        )
+    return rows
