@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -150,6 +151,15 @@ def test_spec_file_errors_name_the_problem(tmp_path: Path) -> None:
 # --- real builds ----------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Roots pre-trained from scratch are cached between builds: never in the user's cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MOTHERTREE_CACHE", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="module")
 def vision_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)  # bit-identical rebuilds need the same thread count
@@ -157,7 +167,8 @@ def vision_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-def test_same_seed_same_weights(vision_graph: Path, tmp_path: Path) -> None:
+def test_same_seed_same_weights(vision_graph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOTHERTREE_CACHE", str(tmp_path / "fresh-cache"))  # the scratch root is trained again
     again = build_graph(TINY_VISION, tmp_path / "again", quiet=True).path
     first = json.loads((vision_graph / TRUTH_FILE).read_text())["models"]
     second = json.loads((again / TRUTH_FILE).read_text())["models"]
@@ -188,6 +199,21 @@ def test_truth_records_every_model_and_its_outcome(vision_graph: Path) -> None:
     scratch = next(p for p in plans if p.root == "scratch:7")
     assert "random init" in truth["models"][scratch.id]["task"]
     assert truth["models"][scratch.id]["steps"] == TINY_VISION.pretrain_steps
+
+
+@pytest.mark.slow
+def test_roots_pretrained_from_scratch_are_reused(
+    vision_graph: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_training(*args: object) -> None:
+        raise AssertionError("the cached root should have been copied, not trained again")
+
+    monkeypatch.setattr("mothertree.zoo.build._vision_root", no_training)
+    spec = replace(TINY_VISION, roots=("scratch:7",), seed=3)  # other fine-tunes, same root settings
+    graph = build_graph(spec, tmp_path / "other", quiet=True).path
+    root = next(p for p in plan_graph(spec) if p.parent is None)
+    first_root = next(p for p in plan_graph(TINY_VISION) if p.root == "scratch:7")
+    assert weights_digest(graph / root.id) == weights_digest(vision_graph / first_root.id)
 
 
 @pytest.mark.slow

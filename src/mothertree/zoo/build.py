@@ -104,6 +104,56 @@ def _read_state(out: Path, fingerprint: str, force: bool) -> dict[str, Any]:
 # --- roots ----------------------------------------------------------------------------------------------
 
 
+def pretrained_roots_dir() -> Path:
+    """Where roots pre-trained from scratch are kept between builds (several splits share them).
+
+    ``$MOTHERTREE_CACHE`` or ``$XDG_CACHE_HOME/mothertree`` or ``~/.cache/mothertree``, then ``roots``.
+    """
+    if os.environ.get("MOTHERTREE_CACHE"):
+        cache = Path(os.environ["MOTHERTREE_CACHE"]).expanduser()
+    elif os.environ.get("XDG_CACHE_HOME"):
+        cache = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "mothertree"
+    else:
+        cache = Path.home() / ".cache" / "mothertree"
+    return cache / "roots"
+
+
+def _scratch_root(spec: GraphSpec, plan: NodePlan, folder: Path) -> dict[str, Any]:
+    """Pre-train a ``scratch:`` root, or copy it from the cache when an identical one was trained before."""
+    settings = {
+        "version": _BUILD_VERSION,
+        "family": spec.family,
+        "root": plan.root,
+        "steps": spec.pretrain_steps,
+        "lr": spec.pretrain_lr,
+        **(
+            {"batch_size": spec.batch_size, "image_size": spec.image_size}
+            if spec.family == "vision"
+            else {"layers": spec.layers}
+        ),
+    }
+    cached = pretrained_roots_dir() / _fingerprint(settings)[:16]
+    if (cached / "record.json").is_file():
+        for file in cached.iterdir():
+            if file.name != "record.json":
+                shutil.copy2(file, folder / file.name)
+        record: dict[str, Any] = json.loads((cached / "record.json").read_text())
+        return record
+    if spec.family == "vision":
+        state, record = _vision_root(spec, plan)
+        _save_vision(state, folder, "bin")
+    else:
+        record = _text_root(spec, plan, folder)
+    partial = cached.with_name(f".{cached.name}.{os.getpid()}")
+    shutil.copytree(folder, partial, dirs_exist_ok=True)
+    (partial / "record.json").write_text(json.dumps(record, indent=2))
+    if not cached.exists():
+        os.replace(partial, cached)
+    else:  # another build finished the same root first
+        shutil.rmtree(partial)
+    return record
+
+
 def _hf_snapshot(source: str) -> Path:
     """The local folder of ``hf:<org>/<name>``: downloaded when online, from the cache when offline."""
     try:
@@ -378,7 +428,12 @@ def _build_one(
         "lora_rank": plan.lora_rank,
         "saved_as": plan.save or None,
     }
-    if spec.family == "vision":
+    if plan.parent is None and (plan.root or "").startswith("scratch:"):
+        outcome = _scratch_root(spec, plan, folder)
+        settings["saved_as"] = "bin" if spec.family == "vision" else "fp32"
+        if spec.family == "vision":
+            vision_weights[plan.id] = dict(load_state_dict(_vision_weights_file(folder)))
+    elif spec.family == "vision":
         if plan.parent is None:
             state, outcome = _vision_root(spec, plan)
             _save_vision(state, folder, "bin")
