@@ -351,3 +351,25 @@ def zoo_specs() -> None:
         spec = zoo_package.load_spec(path)
         sizes = ", ".join(f"{size} ({spec.sized(size).n_models} models)" for size in ["full", *spec.sizes])
         click.echo(f"{name:<14} {spec.family:<7} {spec.method:<6} {sizes}")
+
+
+@zoo.command("variant")
+@click.argument("graph", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("variant")
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="New folder to write."
+)
+@quiet_option
+@_report_errors
+def zoo_variant(graph: Path, variant: str, out: Path, quiet: bool) -> None:
+    """Write VARIANT of the built graph GRAPH into --out: `prune:<amount>`, `fp16` or `int8`.
+
+    Every model is pruned (torch l1_unstructured), cast, or quantised (bitsandbytes Linear8bitLt) and
+    saved as a user would; truth.json is copied with the variant recorded. GRAPH is never written to.
+    """
+    _setup_output(quiet)
+    _zoo_module()
+    from .zoo.variants import build_variant
+
+    logging.getLogger("mothertree.zoo").setLevel(LOG.level)
+    click.echo(str(build_variant(graph, out, variant, quiet=quiet)))

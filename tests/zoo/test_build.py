@@ -288,3 +288,18 @@ def test_cli_builds_a_spec_file(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, ["zoo", "build", str(spec_file), "--out", str(out), "--size", "huge"])
     assert bad.exit_code == 1
     assert "error: spec 'spec' has no size 'huge'" in bad.stderr
+
+
+@pytest.mark.slow
+def test_cli_writes_a_variant(vision_graph: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pruned"
+    result = CliRunner().invoke(
+        main, ["zoo", "variant", str(vision_graph), "prune:0.5", "--out", str(out), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    assert load_edges(out / TRUTH_FILE) == load_edges(vision_graph / TRUTH_FILE)
+    bad = CliRunner().invoke(
+        main, ["zoo", "variant", str(vision_graph), "prune:2", "--out", str(tmp_path / "x")]
+    )
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: ")

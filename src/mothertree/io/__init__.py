@@ -3,7 +3,8 @@
 ``discover`` finds models under a path (names and layout only), ``open_checkpoint`` opens one lazily and
 checks everything that can be checked without reading tensor data, ``Checkpoint.read`` reads one tensor
 as float32. A PEFT LoRA adapter is a model too, read as its base model plus the update (``PeftCheckpoint``);
-``match_base`` finds the base an adapter declares among the models discovered.
+``match_base`` finds the base an adapter declares among the models discovered. bitsandbytes int8 weights are
+read dequantised (dtype ``INT8_ROWWISE``); other integer-quantised checkpoints are refused (``quantized``).
 """
 
 from __future__ import annotations
@@ -38,10 +39,11 @@ from .peft_reader import (
 )
 from .safetensors_reader import SafetensorsCheckpoint
 from .torch_reader import TorchCheckpoint
-from .types import FLOAT_DTYPES, BrokenModel, Checkpoint, ModelRef, TensorInfo
+from .types import FLOAT_DTYPES, INT8_ROWWISE, BrokenModel, Checkpoint, ModelRef, TensorInfo
 
 __all__ = [
     "FLOAT_DTYPES",
+    "INT8_ROWWISE",
     "BrokenModel",
     "Checkpoint",
     "ModelRef",

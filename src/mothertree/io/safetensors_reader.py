@@ -30,6 +30,7 @@ from ._files import (
     shown,
 )
 from ._layout import locate_weights, tensors_by_shard
+from .quantized import dequantized_listing
 from .types import Checkpoint, TensorInfo
 
 # safetensors itself refuses headers above 100 MB; a length beyond that means the file is something else.
@@ -171,13 +172,20 @@ class SafetensorsCheckpoint(Checkpoint):
         index, shards, weight_map = _locate(self.path)
         self.shards: tuple[Path, ...] = tuple(shards)
 
-        self._tensors, self._entries = tensors_by_shard(self.shards, index, weight_map, _describe_shard)
+        stored, self._entries = tensors_by_shard(self.shards, index, weight_map, _describe_shard)
+        self._tensors, self._int8 = dequantized_listing(stored, self.path)
 
     @property
     def tensors(self) -> Mapping[str, TensorInfo]:
         return self._tensors
 
     def read(self, name: str) -> np.ndarray:
+        int8 = self._int8.get(name)
+        if int8 is not None:
+            return int8.read(self._read_stored, self.path)
+        return self._read_stored(name)
+
+    def _read_stored(self, name: str) -> np.ndarray:
         located = self._entries.get(name)
         if located is None:
             raise KeyError(f"{shown(self.path)} has no tensor `{name}`")

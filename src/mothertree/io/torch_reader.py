@@ -31,6 +31,7 @@ from ._files import (
     shown,
 )
 from ._layout import locate_weights, tensors_by_shard
+from .quantized import dequantized_listing
 from .types import Checkpoint, TensorInfo
 
 if TYPE_CHECKING:
@@ -140,15 +141,22 @@ class TorchCheckpoint(Checkpoint):
         self._loaded_shard: int | None = None
         index, self.shards, weight_map = _locate(self.path)
 
-        self._tensors, self._shard_of = tensors_by_shard(
+        stored, self._shard_of = tensors_by_shard(
             self.shards, index, weight_map, lambda shard: ((info, None) for info in _describe_tensors(shard))
         )
+        self._tensors, self._int8 = dequantized_listing(stored, self.path)
 
     @property
     def tensors(self) -> Mapping[str, TensorInfo]:
         return self._tensors
 
     def read(self, name: str) -> np.ndarray:
+        int8 = self._int8.get(name)
+        if int8 is not None:
+            return int8.read(self._read_stored, self.path)
+        return self._read_stored(name)
+
+    def _read_stored(self, name: str) -> np.ndarray:
         number, _ = self._shard_of.get(name, (None, None))
         if number is None:
             raise KeyError(f"{shown(self.path)} has no tensor `{name}`")

@@ -19,7 +19,8 @@ class TensorInfo:
     Attributes:
         name: the tensor's key in the checkpoint (e.g. ``encoder.layer.0.attention.self.query.weight``).
         shape: its shape.
-        dtype: safetensors' dtype name (``F32``, ``F16``, ``BF16``, ``I64``, ...), also for pickled tensors.
+        dtype: safetensors' dtype name (``F32``, ``F16``, ``BF16``, ``I64``, ...), also for pickled tensors;
+            ``I8_SCB`` (``INT8_ROWWISE``) for a bitsandbytes int8 weight, which is read dequantised.
     """
 
     name: str
@@ -35,7 +36,10 @@ class TensorInfo:
         return self.dtype in FLOAT_DTYPES
 
 
-FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
+# A bitsandbytes LLM.int8 weight (int8 values and per-row scales, see ``quantized``): stored as integers,
+# read as the float weight it stands for, so it counts as a float tensor.
+INT8_ROWWISE = "I8_SCB"
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", INT8_ROWWISE})
 
 
 @dataclass(frozen=True)

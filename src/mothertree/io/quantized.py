@@ -1,0 +1,156 @@
+"""Integer-quantised weights: bitsandbytes LLM.int8 read back as floats, every other scheme refused.
+
+bitsandbytes' ``Linear8bitLt`` (LLM.int8 with ``has_fp16_weights=False``, also what transformers'
+``load_in_8bit`` makes) saves a linear layer ``m`` as
+
+- ``m.weight``: int8, ``(out, in)``: each row of the float16 weight divided by its absolute maximum, times
+  127, rounded (bitsandbytes' ``int8_vectorwise_quant``);
+- ``m.SCB``: float32, ``(out,)``: each row's absolute maximum;
+- ``m.weight_format``: a uint8 scalar naming the layout; 0 is row-major, the only one bitsandbytes still
+  writes or loads;
+- ``m.bias``: as it was.
+
+Readers list such a weight under its own name with dtype ``I8_SCB`` (a float dtype to everything downstream)
+and read it as bitsandbytes' own ``int8_vectorwise_dequant`` computes it, in float32:
+``weight * SCB[:, None] * float32(1/127)``, equal to it bit for bit. ``SCB`` and ``weight_format`` are
+helpers, not model tensors, and are not listed.
+
+Other integer schemes store weights that cannot be compared as stored, and leaving them out would compare
+the model on whatever float tensors remain (its embeddings), so opening such a checkpoint fails with
+UnsupportedQuantizationError (a collection goes on without the model, which is reported as skipped):
+
+- bitsandbytes 4-bit: ``m.weight`` packed into uint8 next to ``m.weight.absmax``, ``m.weight.quant_map``,
+  ``m.weight.quant_state.bitsandbytes__nf4`` (or ``__fp4``), maybe ``m.weight.nested_absmax``;
+- GPTQ/AWQ packing: ``m.qweight``;
+- an int8 ``*.weight`` of two or more dimensions without ``SCB`` beside it (a scale of another name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from ..errors import InvalidCheckpointError, UnsupportedQuantizationError
+from ._files import shown
+from .types import FLOAT_DTYPES, INT8_ROWWISE, TensorInfo
+
+# bitsandbytes multiplies by the float32 reciprocal of 127 rather than dividing; so do we, to match it.
+_INV_127 = np.float32(1 / 127)
+# bitsandbytes' LINEAR_8BIT_WEIGHTS_FORMAT_MAPPING: 0 = "row"; col32/col_turing/col_ampere are GPU tilings
+# that no bitsandbytes since 0.45 can load.
+ROW_FORMAT = 0
+_WEIGHT = "weight"
+_SCALES = "SCB"
+_FORMAT = "weight_format"
+# What bitsandbytes' 4-bit QuantState adds after a weight's name.
+_FOUR_BIT_HELPERS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map")
+_FOUR_BIT_STATE = "quant_state.bitsandbytes__"
+_INTEGER_DTYPES = frozenset({"I8", "U8", "I16", "U16", "I32", "U32", "I64", "U64"})
+
+
+@dataclass(frozen=True)
+class Int8Weight:
+    """Where the parts of one bitsandbytes int8 weight are stored (tensor names in the checkpoint)."""
+
+    weight: str
+    scales: str
+    weight_format: str | None
+
+    def read(self, read_stored: Callable[[str], np.ndarray], path: Path) -> np.ndarray:
+        """The dequantised weight, float32; ``read_stored`` reads a stored tensor as float32."""
+        if self.weight_format is not None:
+            layout = read_stored(self.weight_format)
+            if layout.size != 1 or layout.reshape(-1)[0] != ROW_FORMAT:
+                raise UnsupportedQuantizationError(
+                    f"{shown(path)}: `{self.weight}` is int8 in a bitsandbytes GPU tile layout "
+                    f"(`{self.weight_format}` = {layout.reshape(-1).tolist()}), not row-major",
+                    hint="load the model with a current bitsandbytes and save it again (that writes rows)",
+                    path=path,
+                )
+        return dequantize_int8(read_stored(self.weight), read_stored(self.scales))
+
+
+def dequantize_int8(weight: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """``weight * scales[:, None] / 127`` in float32, as bitsandbytes' ``int8_vectorwise_dequant``.
+
+    ``weight`` holds the int8 values (any numeric dtype), ``scales`` each row's absolute maximum (``SCB``).
+    """
+    out = np.multiply(weight, np.asarray(scales, dtype=np.float32).reshape(-1, 1), dtype=np.float32)
+    out *= _INV_127
+    return out
+
+
+def dequantized_listing(
+    tensors: Mapping[str, TensorInfo], path: Path
+) -> tuple[Mapping[str, TensorInfo], dict[str, Int8Weight]]:
+    """What a checkpoint whose stored tensors are ``tensors`` lists, and how to read each int8 weight.
+
+    Int8 weights keep their name and place (storage order) with dtype ``I8_SCB``; their ``SCB`` and
+    ``weight_format`` are left out. Without any quantised tensor, ``tensors`` itself comes back.
+
+    Raises:
+        UnsupportedQuantizationError: another integer quantisation scheme (see the module's docstring).
+        InvalidCheckpointError: an int8 weight whose ``SCB`` does not fit it.
+    """
+    _refuse_other_schemes(tensors, path)
+    int8: dict[str, Int8Weight] = {}
+    helpers: set[str] = set()
+    for name, info in tensors.items():
+        if info.dtype != "I8" or not (name == _WEIGHT or name.endswith("." + _WEIGHT)):
+            continue
+        prefix = name[: -len(_WEIGHT)]  # the module's name with its trailing dot, or "" at the root
+        scales = tensors.get(prefix + _SCALES)
+        if scales is None:
+            if len(info.shape) >= 2:
+                raise UnsupportedQuantizationError(
+                    f"{shown(path)} holds `{name}` as int8 without the `{prefix}{_SCALES}` row scales that "
+                    "bitsandbytes saves beside it: an int8 scheme mothertree does not know",
+                    path=path,
+                )
+            continue  # a 1-D int8 tensor is no weight matrix; it is listed as it is and never compared
+        _check_scales(info, scales, path)
+        layout = prefix + _FORMAT
+        int8[name] = Int8Weight(name, scales.name, layout if layout in tensors else None)
+        helpers.update(part for part in (scales.name, layout) if part in tensors)
+    if not int8:
+        return tensors, {}
+    listed = {
+        name: TensorInfo(name, info.shape, INT8_ROWWISE) if name in int8 else info
+        for name, info in tensors.items()
+        if name not in helpers
+    }
+    return MappingProxyType(listed), int8
+
+
+def _check_scales(weight: TensorInfo, scales: TensorInfo, path: Path) -> None:
+    if len(weight.shape) != 2:
+        raise InvalidCheckpointError(
+            f"{shown(path)}: `{weight.name}` is int8 with `{scales.name}` row scales but has shape "
+            f"{list(weight.shape)}; bitsandbytes int8 weights are matrices",
+            path=path,
+        )
+    if scales.dtype not in FLOAT_DTYPES or scales.dtype == INT8_ROWWISE or scales.shape != weight.shape[:1]:
+        raise InvalidCheckpointError(
+            f"{shown(path)}: `{scales.name}` ({scales.dtype} {list(scales.shape)}) does not hold one float "
+            f"scale per row of the int8 `{weight.name}` {list(weight.shape)}",
+            path=path,
+        )
+
+
+def _refuse_other_schemes(tensors: Mapping[str, TensorInfo], path: Path) -> None:
+    for name, info in tensors.items():
+        owner, _, helper = name.rpartition(".")
+        if _FOUR_BIT_STATE in name or (helper in _FOUR_BIT_HELPERS and owner in tensors):
+            scheme = "bitsandbytes 4-bit (NF4/FP4)"
+        elif helper == "qweight" and info.dtype in _INTEGER_DTYPES:
+            scheme = "GPTQ/AWQ-packed"
+        else:
+            continue
+        raise UnsupportedQuantizationError(
+            f"{shown(path)} holds {scheme} weights (`{name}`), which mothertree cannot read back as floats",
+            path=path,
+        )
