@@ -3,6 +3,10 @@
 Tensor-major, as mergekit gathers one weight from every model before merging it: peak memory is about
 ``n_models x largest compared tensor`` plus a float64 chunk, never a whole model. A model whose tensor
 cannot be read, or holds NaN/inf, is dropped from then on and reported; the others go on.
+
+A tensor in which some model is sparse (magnitude-pruned: ``reductions.is_sparse``) is compared on the
+common support of each pair instead (``reductions.common_support_distances``), and each model's norm is
+kept per pair over that support; dense tensors take the plain path and numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .featureset import FeatureSet
 from .rank import DEFAULT_SKETCH_ROWS, sketched_ranks
-from .reductions import central_moments, pairwise_squared_distances
+from .reductions import central_moments, common_support_distances, is_sparse, pairwise_squared_distances
 
 LOG = logging.getLogger(__name__)
 
@@ -36,13 +40,17 @@ def extract_features(
 
     With ``ranks``, also the numerical rank of every pairwise difference of every tensor (2-D, or folded
     to 2-D), estimated through a ``sketch_rows`` random sketch (``features/rank.py``).
-    The returned FeatureSet holds only the models that were read completely and were finite.
+    The returned FeatureSet holds only the models that were read completely and were finite; its metadata
+    ``masked_tensors`` names the tensors compared on the common support, and ``support_norms`` is set when
+    there is any.
     """
     n_models, n_tensors = len(checkpoints), len(tensors)
     rms_distances = np.full((n_tensors, n_models, n_models), np.nan)
     moments = np.full((n_tensors, n_models, 4), np.nan)
     rank_matrices = np.full((n_tensors, n_models, n_models), -1, dtype=np.int64) if ranks else None
     rank_caps = np.zeros(n_tensors, dtype=np.int64) if ranks else None
+    support_norms = np.full((n_tensors, n_models, n_models), np.nan)
+    masked: list[str] = []
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
 
@@ -69,8 +77,17 @@ def extract_features(
             filled.append(i)
         values = stack[: len(filled)]
         index = np.asarray(filled)
-        rms_distances[t][np.ix_(index, index)] = np.sqrt(pairwise_squared_distances(values) / info.numel)
         moments[t, index] = central_moments(values)
+        pairs = np.ix_(index, index)
+        if is_sparse(values):
+            mean_squares, support_norms[t][pairs] = common_support_distances(values)
+            rms_distances[t][pairs] = np.sqrt(mean_squares)
+            masked.append(info.name)
+        else:
+            rms_distances[t][pairs] = np.sqrt(pairwise_squared_distances(values) / info.numel)
+            # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
+            squared_norms = (moments[t, index, 1] + moments[t, index, 0] ** 2) * info.numel
+            support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
         if rank_matrices is not None and rank_caps is not None:
             dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
             folded = (info.shape[0], info.numel // info.shape[0])
@@ -88,7 +105,12 @@ def extract_features(
         moments=moments[:, kept],
         ranks=rank_matrices[:, kept][:, :, kept] if rank_matrices is not None else None,
         rank_caps=rank_caps,
-        metadata={**(metadata or {}), "seconds": round(time.perf_counter() - started, 3)},
+        support_norms=support_norms[:, kept][:, :, kept] if masked else None,
+        metadata={
+            **(metadata or {}),
+            "masked_tensors": masked,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
     )
     broken = [BrokenModel(path=checkpoints[i].path, error=failed[i]) for i in sorted(failed)]
     return features, broken

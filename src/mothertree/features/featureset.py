@@ -18,7 +18,11 @@ import numpy.typing as npt
 from ..errors import InvalidFeatureSetError
 from .reductions import excess_kurtosis
 
-FORMAT_VERSION = 1
+# Format 2 adds the optional ``support_norms``. A file without them is written as format 1, which every
+# version reads alike; one with them is format 2, so that an older mothertree refuses it rather than
+# orienting a pruned collection by whole-tensor norms without saying so.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass
@@ -31,11 +35,16 @@ class FeatureSet:
         tensor_names: ``(n_tensors,)`` names of the compared tensors.
         numel: ``(n_tensors,)`` number of elements of each tensor.
         rms_distances: ``(n_tensors, n_models, n_models)`` per-tensor RMS of ``W_i - W_j``
-            (Frobenius norm over ``sqrt(numel)``).
+            (Frobenius norm over ``sqrt(numel)``). For a tensor named in ``metadata["masked_tensors"]``
+            (some model pruned), the RMS over the coordinates where both are nonzero, NaN where they share
+            none (``features/reductions.py``).
         moments: ``(n_tensors, n_models, 4)`` per-tensor mean and 2nd-4th central moments of each model.
         ranks: ``(n_tensors, n_models, n_models)`` numerical rank of each pairwise difference, or None when
             not extracted (``features/rank.py``).
         rank_caps: ``(n_tensors,)`` the largest rank each tensor's estimate can report (its sketch size).
+        support_norms: ``(n_tensors, n_models, n_models)``, ``[t, i, j]`` the squared norm of model i's tensor
+            t over the coordinates where both i and j are nonzero (for a dense tensor, all of them: model i's
+            squared norm for every j); None when no tensor is masked.
         metadata: free-form provenance (selection rule, reading time, ...).
     """
 
@@ -47,6 +56,7 @@ class FeatureSet:
     moments: npt.NDArray[np.float64]
     ranks: npt.NDArray[np.int64] | None = None
     rank_caps: npt.NDArray[np.int64] | None = None
+    support_norms: npt.NDArray[np.float64] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,8 +68,16 @@ class FeatureSet:
         return len(self.tensor_names)
 
     def distances(self) -> npt.NDArray[np.float64]:
-        """``(n_models, n_models)`` mean over tensors of the per-tensor RMS distance (the paper's)."""
-        return np.asarray(self.rms_distances.mean(axis=0), dtype=np.float64)
+        """``(n_models, n_models)`` mean over tensors of the per-tensor RMS distance (the paper's).
+
+        A pair that shares no nonzero coordinate of a masked tensor is averaged over its other tensors; one
+        that shares none in any tensor has nothing in common and is put as far as the farthest pair.
+        """
+        mean = _mean_over_tensors(self.rms_distances)
+        unshared = self._unshared_pairs()
+        if unshared.any():
+            mean[unshared] = mean[~unshared].max()  # the diagonal is always shared
+        return mean
 
     def rank_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` sum over tensors of the rank of ``W_i - W_j`` (the LoRA distance)."""
@@ -88,13 +106,25 @@ class FeatureSet:
     def relative_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.
 
-        Scale-free: about sqrt(2) for unrelated weights of one scale, a few percent for fine-tunes.
+        Scale-free: about sqrt(2) for unrelated weights of one scale, a few percent for fine-tunes. For a
+        masked tensor the RMS is over the pair's common support and the scale stays each whole tensor's
+        (zeros included): magnitude pruning cuts the smallest weights, so the scale drops little (to 0.88
+        at 70 % for Gaussian weights) and both sides of the 0.5 cut keep their margin.
         """
         mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
         scale = np.sqrt((mean_square[:, :, None] + mean_square[:, None, :]) / 2.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(scale > 0, self.rms_distances / scale, 0.0)
-        return np.asarray(ratio.mean(axis=0), dtype=np.float64)
+        mean = _mean_over_tensors(ratio)
+        # Sharing no nonzero weight anywhere is no sign of relation: the value of unrelated weights.
+        mean[self._unshared_pairs()] = np.sqrt(2.0)
+        return mean
+
+    def _unshared_pairs(self) -> npt.NDArray[np.bool_]:
+        """``(n_models, n_models)`` pairs that share no nonzero coordinate in any compared tensor."""
+        if not self.n_tensors:
+            return np.zeros((self.n_models, self.n_models), dtype=bool)
+        return np.asarray(np.isnan(self.rms_distances).all(axis=0))
 
     def kurtosis(self) -> npt.NDArray[np.float64]:
         """``(n_tensors, n_models)`` excess kurtosis of each tensor of each model."""
@@ -109,6 +139,19 @@ class FeatureSet:
         mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
         return np.asarray(np.log((mean_square * self.numel[:, None]).sum(axis=0)), dtype=np.float64)
 
+    def log_norm_pairs(self) -> npt.NDArray[np.float64]:
+        """``(n_models, n_models)``: ``[i, j]`` the log squared norm of model i over what it shares with j.
+
+        What the norm direction compares along an edge ``i - j``: ``[j, i] - [i, j]``. Pruning shrinks a
+        model's whole-tensor norm whatever its place in the tree; over the coordinates both models kept, a
+        fine-tuned child's norm still exceeds its parent's. Without masked tensors every row is constant,
+        ``log_norms()`` repeated, and the comparison is the per-model one.
+        """
+        if self.support_norms is None:
+            return np.repeat(self.log_norms()[:, None], self.n_models, axis=1)
+        with np.errstate(divide="ignore"):
+            return np.asarray(np.log(self.support_norms.sum(axis=0)), dtype=np.float64)
+
     def subset(self, indices: npt.ArrayLike) -> FeatureSet:
         """The FeatureSet of some of the models, in the order given."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -121,13 +164,14 @@ class FeatureSet:
             moments=self.moments[:, idx],
             ranks=self.ranks[:, idx][:, :, idx] if self.ranks is not None else None,
             rank_caps=None if self.rank_caps is None else self.rank_caps.copy(),
+            support_norms=None if self.support_norms is None else self.support_norms[:, idx][:, :, idx],
             metadata=dict(self.metadata),
         )
 
     def save(self, path: str | Path) -> None:
         """Write to a ``.npz`` file (arrays plus a JSON header)."""
         header = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.support_norms is not None else 1,
             "model_ids": self.model_ids,
             "model_paths": self.model_paths,
             "tensor_names": self.tensor_names,
@@ -136,6 +180,8 @@ class FeatureSet:
         optional: dict[str, Any] = {}
         if self.ranks is not None and self.rank_caps is not None:
             optional = {"ranks": self.ranks, "rank_caps": self.rank_caps}
+        if self.support_norms is not None:
+            optional["support_norms"] = self.support_norms
         with open(path, "wb") as handle:
             np.savez_compressed(
                 handle,
@@ -155,14 +201,15 @@ class FeatureSet:
                 arrays = {key: data[key] for key in ("numel", "rms_distances", "moments")}
                 ranks = data["ranks"] if "ranks" in data else None
                 rank_caps = data["rank_caps"] if "rank_caps" in data else None
+                support_norms = data["support_norms"] if "support_norms" in data else None
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidFeatureSetError(
                 f"`{path}` is not a mothertree FeatureSet: {exc}", path=path
             ) from exc
-        if header.get("format_version") != FORMAT_VERSION:
+        if header.get("format_version") not in READABLE_FORMATS:
             raise InvalidFeatureSetError(
                 f"`{path}` has FeatureSet format {header.get('format_version')}, this mothertree reads "
-                f"{FORMAT_VERSION}",
+                f"{', '.join(map(str, READABLE_FORMATS))}",
                 path=path,
             )
         return cls(
@@ -174,5 +221,19 @@ class FeatureSet:
             moments=arrays["moments"].astype(np.float64),
             ranks=None if ranks is None else ranks.astype(np.int64),
             rank_caps=None if rank_caps is None else rank_caps.astype(np.int64),
+            support_norms=None if support_norms is None else support_norms.astype(np.float64),
             metadata=dict(header.get("metadata", {})),
         )
+
+
+def _mean_over_tensors(per_tensor: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Mean over axis 0 skipping NaN (a pair without common support in a masked tensor); NaN if all are.
+
+    Without any NaN this is the plain mean, so dense features give exactly the numbers they always did.
+    """
+    if not np.isnan(per_tensor).any():
+        return np.asarray(per_tensor.mean(axis=0), dtype=np.float64)
+    counts = (~np.isnan(per_tensor)).sum(axis=0)
+    sums = np.nansum(per_tensor, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.where(counts > 0, sums / counts, np.nan), dtype=np.float64)

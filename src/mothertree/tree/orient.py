@@ -6,8 +6,12 @@ should move one way along training; the root is the one whose orientation agrees
 
 The statistic used here is the squared Frobenius norm of the compared weights: fine-tuning adds an update
 that is nearly orthogonal to the weights it starts from, so a child's norm is larger than its parent's
-(unless strong weight decay or pruning shrinks it). Evidence per edge is squashed with ``tanh`` after
-dividing by the median change along the tree, so that no single large step decides alone.
+(unless strong weight decay shrinks it). Evidence per edge is squashed with ``tanh`` after dividing by the
+median change along the tree, so that no single large step decides alone.
+
+A statistic is either one value per model or, pairwise, ``s[i, j]`` model i's value as compared with
+model j. Pruning needs the pairwise form: a pruned child's whole norm is smaller than its parent's, but
+over the weights both kept (``FeatureSet.log_norm_pairs``) it is larger, as for any fine-tune.
 """
 
 from __future__ import annotations
@@ -34,18 +38,43 @@ def undirected_spanning_tree(distances: npt.ArrayLike) -> Edges:
     return sorted((min(i, j), max(i, j)) for i, j in zip(tree.row.tolist(), tree.col.tolist(), strict=True))
 
 
+def pairwise_changes(statistic: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """``(n, n)`` change of a statistic from model i to model j, ``[i, j]``.
+
+    Per model, ``(n,)``: ``v[j] - v[i]``. Pairwise, ``(n, n)`` with ``s[i, j]`` model i's value as compared
+    with j: ``s[j, i] - s[i, j]``, both measured on the same footing (for a row-constant ``s``, the same).
+    """
+    s = np.asarray(statistic, dtype=np.float64)
+    if s.ndim == 1:
+        return np.asarray(s[None, :] - s[:, None], dtype=np.float64)
+    if s.ndim == 2 and s.shape[0] == s.shape[1]:
+        return np.asarray(s.T - s, dtype=np.float64)
+    raise ValueError(f"a statistic is (n,) or (n, n), got shape {s.shape}")
+
+
 def edge_evidence(
     values: npt.ArrayLike, edges: Sequence[tuple[int, int]], sign: float = 1.0
 ) -> dict[tuple[int, int], float]:
     """Evidence in [-1, 1] that each edge points ``i -> j``: ``tanh(sign * (v_j - v_i) / median |change|)``.
 
     The evidence for ``j -> i`` is the negative. ``sign=+1``: the statistic grows from parent to child.
+    ``values`` is per model or pairwise (``pairwise_changes``).
     """
-    v = np.asarray(values, dtype=np.float64)
-    changes = np.array([v[j] - v[i] for i, j in edges])
-    scale = float(np.median(np.abs(changes))) if changes.size else 1.0
+    return evidence_from_changes(pairwise_changes(values), edges, sign)
+
+
+def evidence_from_changes(
+    changes: npt.NDArray[np.float64], edges: Sequence[tuple[int, int]], sign: float = 1.0
+) -> dict[tuple[int, int], float]:
+    """``edge_evidence`` from the ``(n, n)`` changes of ``pairwise_changes``.
+
+    A non-finite change (a model with nothing to compare on) is no evidence either way.
+    """
+    along = {(i, j): float(changes[i, j]) if np.isfinite(changes[i, j]) else 0.0 for i, j in edges}
+    steps = np.abs(np.array(list(along.values())))
+    scale = float(np.median(steps)) if steps.size else 1.0
     scale = scale if scale > 0 else 1.0
-    return {(i, j): float(np.tanh(sign * (v[j] - v[i]) / scale)) for i, j in edges}
+    return {edge: float(np.tanh(sign * change / scale)) for edge, change in along.items()}
 
 
 def orient_from_root(n_nodes: int, edges: Sequence[tuple[int, int]], root: int) -> npt.NDArray[np.int64]:

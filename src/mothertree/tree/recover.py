@@ -25,8 +25,9 @@ from .costs import KurtosisTrend, directed_costs
 from .orient import (
     choose_root,
     direction_confidence,
-    edge_evidence,
+    evidence_from_changes,
     orient_from_root,
+    pairwise_changes,
     placement_confidence,
     root_scores,
     undirected_spanning_tree,
@@ -133,7 +134,7 @@ class TreeRecovery:
             features.rank_distances() if use_rank else features.distances(),
             features.summed_kurtosis(),
             features.model_ids,
-            log_norms=features.log_norms(),
+            log_norms=features.log_norm_pairs(),
             relative_distances=features.relative_distances(),
             known_parents=known_parents,
         )
@@ -150,13 +151,19 @@ class TreeRecovery:
         relative_distances: npt.ArrayLike | None = None,
         known_parents: Mapping[str, str] | None = None,
     ) -> TreeRecovery:
-        """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need)."""
+        """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need).
+
+        ``log_norms`` is ``(n,)`` per model, or ``(n, n)`` with ``[i, j]`` model i's log squared norm over
+        the weights it shares with j (``FeatureSet.log_norm_pairs``; pruned models need it).
+        """
         d = np.asarray(distances, dtype=np.float64)
         k = np.asarray(kurtosis, dtype=np.float64)
         n_models = len(model_ids)
         self._validate(d, k, n_models)
         if self.direction == "norm" and log_norms is None:
             raise InvalidParameterError("`direction='norm'` needs the models' weight norms (`log_norms`)")
+        if log_norms is not None and np.shape(log_norms) not in ((n_models,), (n_models, n_models)):
+            raise InvalidParameterError(f"`log_norms` {np.shape(log_norms)} do not match {n_models} models")
         if self.n_trees == "auto" and relative_distances is None:
             raise InvalidParameterError("`n_trees='auto'` needs the models' `relative_distances`")
 
@@ -173,20 +180,21 @@ class TreeRecovery:
             labels = split_unrelated(relative, self.unrelated_above)
         else:
             labels = cluster_trees(d, self.n_trees or 1)
-        # The statistic whose trend orients edges, and the sign of that trend.
-        statistic, sign = (
-            (np.asarray(log_norms), 1.0) if self.direction == "norm" else (k, DIRECTION_SIGN[self.direction])
-        )
+        # The change, along every pair, of the statistic whose trend orients edges, and that trend's sign
+        # (``log_norms`` is there for "norm", checked above).
+        statistic = log_norms if self.direction == "norm" and log_norms is not None else k
+        changes, sign = pairwise_changes(statistic), DIRECTION_SIGN[self.direction]
 
         parents = np.full(n_models, -1, dtype=np.int64)
         confidences = np.full(n_models, np.nan)
         for tree in range(int(labels.max()) + 1):
             members = np.flatnonzero(labels == tree)
             local_d = d[np.ix_(members, members)]
+            local_changes = changes[np.ix_(members, members)]
             local = {int(model): position for position, model in enumerate(members)}
             local_known = {local[c]: local[p] for c, p in known.items() if c in local and p in local}
             if self.direction == "norm":
-                local_parents = orient_by_statistic(local_d, statistic[members], sign, local_known)
+                local_parents = orient_by_statistic(local_d, local_changes, sign, local_known)
             else:
                 trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
                 costs = directed_costs(local_d, k[members], lam=self.lam, direction=trend)
@@ -197,7 +205,7 @@ class TreeRecovery:
                     costs[:, child] = np.inf
                     costs[parent, child] = forced
                 local_parents = minimum_spanning_arborescence(costs)
-            local_confidence = edge_confidences(local_d, statistic[members], sign, local_parents)
+            local_confidence = edge_confidences(local_d, local_changes, sign, local_parents)
             for child in local_known:
                 local_confidence[child] = 1.0
             for local_child, local_parent in enumerate(local_parents):
@@ -245,21 +253,23 @@ DIRECTION_SIGN = {"falls": -1.0, "rises": 1.0, "norm": 1.0}
 
 def orient_by_statistic(
     distances: npt.NDArray[np.float64],
-    statistic: npt.NDArray[np.float64],
+    changes: npt.NDArray[np.float64],
     sign: float,
     known_parents: Mapping[int, int] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Parents from the minimum spanning tree of ``distances``, hung from the root the statistic favours.
 
+    ``changes`` are the statistic's ``(n, n)`` changes between models (``tree.orient.pairwise_changes``).
+
     Known ``child -> parent`` pairs are forced into the tree (distance zero) and their direction outweighs
     all the evidence of the other edges together.
     """
-    n_models = len(statistic)
+    n_models = len(changes)
     d = distances.copy()
     for child, parent in (known_parents or {}).items():
         d[child, parent] = d[parent, child] = 0.0
     edges = undirected_spanning_tree(d)
-    evidence = edge_evidence(statistic, edges, sign)
+    evidence = evidence_from_changes(changes, edges, sign)
     for child, parent in (known_parents or {}).items():
         edge = (min(child, parent), max(child, parent))
         evidence[edge] = float(n_models) if edge == (parent, child) else -float(n_models)
@@ -269,11 +279,11 @@ def orient_by_statistic(
 
 def edge_confidences(
     distances: npt.NDArray[np.float64],
-    statistic: npt.NDArray[np.float64],
+    changes: npt.NDArray[np.float64],
     sign: float,
     parents: npt.NDArray[np.int64],
 ) -> npt.NDArray[np.float64]:
     """Confidence of each node's edge from its parent: min(placement, direction) margins (see ``Edge``)."""
     edges = [(min(int(p), c), max(int(p), c)) for c, p in enumerate(parents) if p >= 0]
-    scores = root_scores(len(parents), edges, edge_evidence(statistic, edges, sign))
+    scores = root_scores(len(parents), edges, evidence_from_changes(changes, edges, sign))
     return np.fmin(placement_confidence(distances, parents), direction_confidence(scores, parents))
