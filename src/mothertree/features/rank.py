@@ -19,7 +19,10 @@ import numpy as np
 import numpy.typing as npt
 
 # Unit roundoff of each storage dtype: the size of the error of storing one weight, relative to it.
-UNIT_ROUNDOFF = {"F64": 2.0**-53, "F32": 2.0**-24, "F16": 2.0**-11, "BF16": 2.0**-8}
+# bitsandbytes int8 (I8_SCB) rounds to steps of absmax/127 per row, not relative to each weight: its error
+# std is step/sqrt(12), about 2% of a row's RMS for rows whose absmax is ~8x their RMS; 2**-5 as the
+# equivalent relative roundoff keeps that noise out of the rank.
+UNIT_ROUNDOFF = {"F64": 2.0**-53, "F32": 2.0**-24, "F16": 2.0**-11, "BF16": 2.0**-8, "I8_SCB": 2.0**-5}
 # Singular values below SAFETY x the expected largest singular value of the rounding noise are noise.
 SAFETY = 2.0
 DEFAULT_SKETCH_ROWS = 128

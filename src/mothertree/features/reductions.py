@@ -24,7 +24,9 @@ MASKED_CHUNK_COLUMNS = CHUNK_COLUMNS // 4
 # A tensor is compared on the common support when some model has more than this share of exact zeros in it.
 # Trained dense float weights are continuous: an exact zero is a ~1e-7 event per entry (a zero-padding row
 # of an embedding is ~0.003 %), while magnitude pruning zeroes 10-90 %. One percent sits between the two
-# with a wide margin on both sides.
+# with a wide margin on both sides. Coarsely quantised checkpoints (fp8, int8 read dequantised) may round a
+# few percent of their smallest weights to zero and cross it too; leaving those coordinates out loses only
+# rounding noise.
 SPARSE_ZERO_SHARE = 0.01
 
 
