@@ -38,11 +38,13 @@ def test_json_output_contract(bert_family: Path):
     assert all(set(e) == {"parent", "child", "distance", "confidence"} for e in result["edges"])
     assert all(e["distance"] > 0 and 0 <= e["confidence"] <= 1 for e in result["edges"])
     assert len(result["edges"]) == 4 and len(result["roots"]) == 1
-    assert result["trees"] == [{"root": result["roots"][0], "models": sorted(ids)}]
+    [tree] = result["trees"]
+    assert tree["root"] == result["roots"][0] and tree["models"] == sorted(ids)
+    assert tree["cue"] in {"norm grows", "kurtosis falls", "kurtosis rises", "norm shrinks"}
     assert result["params"] == {
         "n_trees": "auto",
         "lam": 0.3,
-        "direction": "norm",
+        "direction": "auto",
         "distance": "l2",
         "distances_used": ["l2"],
         "layers": None,

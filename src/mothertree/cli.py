@@ -117,11 +117,12 @@ def main() -> None:
 @click.option(
     "--direction",
     type=click.Choice(DIRECTIONS),
-    default="norm",
+    default="auto",
     show_default=True,
-    help="norm: distance places edges, and each tree hangs from the root that makes weight norms grow. "
-    "falls/rises: the paper's method, with the kurtosis trend from parent to child (falls for fine-tuning, "
-    "rises for continued pre-training) as a cost penalty.",
+    help="auto: distance places edges, and each tree hangs from the root favoured by the cue it is most "
+    "consistent with (weight norm grows, kurtosis falls, kurtosis rises, norm shrinks). norm: the same "
+    "with the norm cue only. falls/rises: the paper's method, with the kurtosis trend from parent to child "
+    "(falls for fine-tuning, rises for continued pre-training) as a cost penalty.",
 )
 @click.option(
     "--distance",
@@ -249,7 +250,7 @@ def _score_text(score: Score) -> str:
 )
 @click.option("--force", is_flag=True, help="Rebuild the demo Model Graph even if cached.")
 @click.option("--lam", type=click.FloatRange(min=0), default=0.3, show_default=True)
-@click.option("--direction", type=click.Choice(DIRECTIONS), default="norm", show_default=True)
+@click.option("--direction", type=click.Choice(DIRECTIONS), default="auto", show_default=True)
 @quiet_option
 @_report_errors
 def demo(out: Path | None, force: bool, lam: float, direction: str, quiet: bool) -> None:
@@ -283,7 +284,8 @@ def side_by_side(result: RecoveryResult, truth: EdgeSet) -> str:
     marks = {child: "  ✓" if (parent, child) in truth else "  ✗" for parent, child in recovered_edges}
     method = result.params["direction"]
     left = [
-        f"recovered (direction={method}" + (f", lam={result.params['lam']})" if method != "norm" else ")")
+        f"recovered (direction={method}"
+        + (f", lam={result.params['lam']})" if method in ("falls", "rises") else ")")
     ]
     recovered_children = children_of(recovered_edges)
     for tree in result.trees:

@@ -39,6 +39,7 @@ class RecoveredModel:
 class RecoveredTree:
     root: str
     models: list[str]
+    cue: str | None = None  # what oriented the tree ("norm grows", "kurtosis falls", ...); None for one model
 
 
 @dataclass
@@ -67,7 +68,7 @@ class RecoveryResult:
                 for e in self.edges
             ],
             "roots": self.roots,
-            "trees": [{"root": t.root, "models": t.models} for t in self.trees],
+            "trees": [{"root": t.root, "models": t.models, "cue": t.cue} for t in self.trees],
             "skipped": [{"path": str(b.path), "error": str(b.error)} for b in self.broken],
             "params": self.params,
         }
@@ -158,7 +159,7 @@ def recover_trees(
     *,
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
-    direction: Direction = "norm",
+    direction: Direction = "auto",
     distance: Distance = "l2",
 ) -> RecoveryResult:
     """Model Trees of several architecture groups.
@@ -195,7 +196,7 @@ def recover_trees(
         for label in range(int(recovery.labels_.max()) + 1):
             members = [recovery.model_ids_[i] for i in np.flatnonzero(recovery.labels_ == label)]
             root = next(r for r in recovery.roots_ if r in members)
-            trees.append(RecoveredTree(root=root, models=members))
+            trees.append(RecoveredTree(root=root, models=members, cue=recovery.cues_[label]))
         for model_id, path, label in zip(
             features.model_ids, features.model_paths, recovery.labels_, strict=True
         ):
@@ -222,7 +223,7 @@ def recover(
     *,
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
-    direction: Direction = "norm",
+    direction: Direction = "auto",
     distance: Distance = "l2",
     layers: str | None = None,
     base: str | Path | None = None,

@@ -108,9 +108,9 @@ def test_a_pruned_leaf_is_as_close_to_its_parent_as_before_pruning(bert_family: 
 def test_whole_tensor_norms_would_orient_the_pruned_leaf_upwards(leaf_pruned: Path):
     """Why the norm direction compares on the common support: the per-model norm reverses the edge."""
     features = features_of(leaf_pruned)
-    by_common_support = recover_trees([features])
+    by_common_support = recover_trees([features], direction="norm")
     assert by_common_support.roots == ["root"]
-    whole = TreeRecovery(n_trees="auto").fit_matrices(
+    whole = TreeRecovery(n_trees="auto", direction="norm").fit_matrices(
         features.distances(),
         features.summed_kurtosis(),
         features.model_ids,

@@ -204,3 +204,33 @@ def _root_of(node: int, parents: npt.NDArray[np.int64]) -> int:
     while parents[node] >= 0:
         node = int(parents[node])
     return node
+
+
+def consistency(
+    n_nodes: int, edges: Sequence[tuple[int, int]], evidence: dict[tuple[int, int], float]
+) -> float:
+    """How well the best root explains a cue: its score over the total evidence, in [-1, 1].
+
+    1 when every edge agrees with the orientation from one root. Why this tells a cue's sign: in a fan (a
+    parent with several children) the wrong sign points every child at the parent, which no single root
+    can explain, so the wrong sign scores far lower. In a chain both signs explain everything (one root at
+    each end): there the sign is undecided by this cue alone.
+    """
+    total = sum(abs(value) for value in evidence.values())
+    if total == 0.0:
+        return 0.0
+    return float(root_scores(n_nodes, edges, evidence).max() / total)
+
+
+def choose_cue(
+    n_nodes: int, edges: Sequence[tuple[int, int]], cues: Sequence[tuple[npt.NDArray[np.float64], float]]
+) -> tuple[int, list[float]]:
+    """Index of the ``(changes, sign)`` cue the tree is most consistent with, and every cue's consistency.
+
+    Ties (within 1e-9) go to the cue listed first, so the order of ``cues`` is the prior.
+    """
+    scores = [
+        consistency(n_nodes, edges, evidence_from_changes(changes, edges, sign)) for changes, sign in cues
+    ]
+    best = max(range(len(cues)), key=lambda c: (round(scores[c], 9), -c))
+    return best, scores

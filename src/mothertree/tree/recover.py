@@ -23,6 +23,7 @@ from .arborescence import minimum_spanning_arborescence
 from .cluster import cluster_trees, split_unrelated
 from .costs import KurtosisTrend, directed_costs
 from .orient import (
+    choose_cue,
     choose_root,
     direction_confidence,
     evidence_from_changes,
@@ -35,8 +36,21 @@ from .orient import (
 
 Distance = Literal["l2", "rank", "auto"]
 DISTANCES: tuple[Distance, ...] = ("l2", "rank", "auto")
-Direction = Literal["norm", "falls", "rises"]
-DIRECTIONS: tuple[Direction, ...] = ("norm", "falls", "rises")
+Direction = Literal["auto", "norm", "falls", "rises"]
+DIRECTIONS: tuple[Direction, ...] = ("auto", "norm", "falls", "rises")
+
+# The cues ``direction="auto"`` chooses from, per tree: (statistic, sign of its change from parent to child).
+# The order is the prior that breaks ties (a chain is explained equally well by both signs of one cue):
+# fine-tuning adds an update nearly orthogonal to the weights, so the norm grows; the paper's kurtosis
+# falls for fine-tuning and rises for continued pre-training; a shrinking norm (strong weight decay) last.
+AUTO_CUES: tuple[tuple[str, float], ...] = (
+    ("norm", 1.0),
+    ("kurtosis", -1.0),
+    ("kurtosis", 1.0),
+    ("norm", -1.0),
+)
+CUE_NAMES = {("norm", 1.0): "norm grows", ("norm", -1.0): "norm shrinks"}
+CUE_NAMES |= {("kurtosis", -1.0): "kurtosis falls", ("kurtosis", 1.0): "kurtosis rises"}
 
 
 @dataclass(frozen=True)
@@ -65,12 +79,14 @@ class TreeRecovery:
         (the paper's way). ``None``: one tree.
     lam : float
         Weight λ of the kurtosis penalty, in units of the tree's mean distance (paper: 0.3).
-    direction : {"norm", "falls", "rises"}
-        ``"norm"`` (default): place edges by distance alone (minimum spanning tree), then orient each tree
-        by choosing the root that makes the weight norm grow along the most edges (``tree/orient.py``);
-        ``lam`` is unused. ``"falls"`` / ``"rises"``: the paper's method, the expected kurtosis trend from
-        parent to child (falls for fine-tuning, the paper's default; rises for continued pre-training) as a
-        penalty ``lam`` in the directed costs, then a minimum directed spanning tree.
+    direction : {"auto", "norm", "falls", "rises"}
+        ``"auto"`` (default): place edges by distance alone (minimum spanning tree), then orient each tree
+        by the cue it is most consistent with (``AUTO_CUES``: weight norm grows, kurtosis falls, kurtosis
+        rises, norm shrinks; ``tree.orient.choose_cue``) and the root that cue favours; ``lam`` is unused.
+        ``"norm"``: the same with the norm-grows cue only. ``"falls"`` / ``"rises"``: the paper's method,
+        the expected kurtosis trend from parent to child (falls for fine-tuning, the paper's default; rises
+        for continued pre-training) as a penalty ``lam`` in the directed costs, then a minimum directed
+        spanning tree.
     unrelated_above : float
         Relative distance above which two models are not related (used by ``n_trees="auto"``).
     distance : {"l2", "rank", "auto"}
@@ -95,6 +111,10 @@ class TreeRecovery:
     edges_ : list of Edge
     distance_ : str
         The distance used (``"l2"`` or ``"rank"``; ``"given"`` from ``fit_matrices``).
+    cues_ : list of str
+        Per tree (in label order), the cue that oriented it: ``"norm grows"``, ``"kurtosis falls"``, ...
+    cue_consistency_ : list of dict
+        Per tree, every candidate cue's consistency (``tree.orient.consistency``; auto and norm only).
     """
 
     def __init__(
@@ -102,7 +122,7 @@ class TreeRecovery:
         *,
         n_trees: int | Literal["auto"] | None = "auto",
         lam: float = 0.3,
-        direction: Direction = "norm",
+        direction: Direction = "auto",
         unrelated_above: float = 0.5,
         distance: Distance = "l2",
     ) -> None:
@@ -160,8 +180,10 @@ class TreeRecovery:
         k = np.asarray(kurtosis, dtype=np.float64)
         n_models = len(model_ids)
         self._validate(d, k, n_models)
-        if self.direction == "norm" and log_norms is None:
-            raise InvalidParameterError("`direction='norm'` needs the models' weight norms (`log_norms`)")
+        if self.direction in ("auto", "norm") and log_norms is None:
+            raise InvalidParameterError(
+                f"`direction='{self.direction}'` needs the models' weight norms (`log_norms`)"
+            )
         if log_norms is not None and np.shape(log_norms) not in ((n_models,), (n_models, n_models)):
             raise InvalidParameterError(f"`log_norms` {np.shape(log_norms)} do not match {n_models} models")
         if self.n_trees == "auto" and relative_distances is None:
@@ -180,22 +202,32 @@ class TreeRecovery:
             labels = split_unrelated(relative, self.unrelated_above)
         else:
             labels = cluster_trees(d, self.n_trees or 1)
-        # The change, along every pair, of the statistic whose trend orients edges, and that trend's sign
-        # (``log_norms`` is there for "norm", checked above).
-        statistic = log_norms if self.direction == "norm" and log_norms is not None else k
-        changes, sign = pairwise_changes(statistic), DIRECTION_SIGN[self.direction]
+        # The change along every pair of each statistic that can orient edges, with its expected sign.
+        changes = {"kurtosis": pairwise_changes(k)}
+        if log_norms is not None:
+            changes["norm"] = pairwise_changes(log_norms)
+        if self.direction == "auto":
+            cues = list(AUTO_CUES)
+        elif self.direction == "norm":
+            cues = [("norm", 1.0)]
+        else:
+            cues = [("kurtosis", DIRECTION_SIGN[self.direction])]
 
         parents = np.full(n_models, -1, dtype=np.int64)
         confidences = np.full(n_models, np.nan)
+        self.cues_: list[str] = []
+        self.cue_consistency_: list[dict[str, float]] = []
         for tree in range(int(labels.max()) + 1):
             members = np.flatnonzero(labels == tree)
             local_d = d[np.ix_(members, members)]
-            local_changes = changes[np.ix_(members, members)]
+            local_cues = [(changes[name][np.ix_(members, members)], sign) for name, sign in cues]
             local = {int(model): position for position, model in enumerate(members)}
             local_known = {local[c]: local[p] for c, p in known.items() if c in local and p in local}
-            if self.direction == "norm":
-                local_parents = orient_by_statistic(local_d, local_changes, sign, local_known)
+            if self.direction in ("auto", "norm"):
+                local_parents, chosen, scores = orient_by_cues(local_d, local_cues, local_known)
+                self.cue_consistency_.append({CUE_NAMES[c]: v for c, v in zip(cues, scores, strict=True)})
             else:
+                chosen = 0
                 trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
                 costs = directed_costs(local_d, k[members], lam=self.lam, direction=trend)
                 # A known edge costs less than all others together, so no optimum leaves it out (not even
@@ -205,7 +237,8 @@ class TreeRecovery:
                     costs[:, child] = np.inf
                     costs[parent, child] = forced
                 local_parents = minimum_spanning_arborescence(costs)
-            local_confidence = edge_confidences(local_d, local_changes, sign, local_parents)
+            self.cues_.append(CUE_NAMES[cues[chosen]])
+            local_confidence = edge_confidences(local_d, *local_cues[chosen], local_parents)
             for child in local_known:
                 local_confidence[child] = 1.0
             for local_child, local_parent in enumerate(local_parents):
@@ -264,17 +297,31 @@ def orient_by_statistic(
     Known ``child -> parent`` pairs are forced into the tree (distance zero) and their direction outweighs
     all the evidence of the other edges together.
     """
-    n_models = len(changes)
+    return orient_by_cues(distances, [(changes, sign)], known_parents)[0]
+
+
+def orient_by_cues(
+    distances: npt.NDArray[np.float64],
+    cues: Sequence[tuple[npt.NDArray[np.float64], float]],
+    known_parents: Mapping[int, int] | None = None,
+) -> tuple[npt.NDArray[np.int64], int, list[float]]:
+    """``orient_by_statistic`` with the cue the tree is most consistent with (``tree.orient.choose_cue``).
+
+    Returns the parents, the index of the chosen ``(changes, sign)`` cue and every cue's consistency.
+    """
+    n_models = len(distances)
     d = distances.copy()
     for child, parent in (known_parents or {}).items():
         d[child, parent] = d[parent, child] = 0.0
     edges = undirected_spanning_tree(d)
+    chosen, scores = choose_cue(n_models, edges, cues)
+    changes, sign = cues[chosen]
     evidence = evidence_from_changes(changes, edges, sign)
     for child, parent in (known_parents or {}).items():
         edge = (min(child, parent), max(child, parent))
         evidence[edge] = float(n_models) if edge == (parent, child) else -float(n_models)
     root, _ = choose_root(root_scores(n_models, edges, evidence))
-    return orient_from_root(n_models, edges, root)
+    return orient_from_root(n_models, edges, root), chosen, scores
 
 
 def edge_confidences(
