@@ -230,7 +230,7 @@ def main() -> None:
         zoo_bench.CONFIDENCES.clear()
         split_rows += [f"### {title} (`{name}`, size {size})", "", *rows, ""]
         values = list(accuracies.values())
-        summary.append(f"| {name} | " + " | ".join(f"{v:.0%}" for v in values[:4]) + " |")
+        summary.append(f"| {name} | " + " | ".join(f"{v:.0%}" for v in values[:6]) + " |")
 
     print("building / loading the demo graph ...", file=sys.stderr)
     demo = build_demo_graph()
