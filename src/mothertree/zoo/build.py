@@ -29,7 +29,7 @@ import torch
 
 from .._progress import progress, progress_enabled
 from ..errors import InvalidParameterError, MissingDependencyError
-from .demo import _atomic_write, _plain_state_dict, load_state_dict, relative_change
+from .demo import _atomic_write, _locked, _plain_state_dict, load_state_dict, relative_change
 from .mobilenet import MobileNetV2, load_imagenet_mobilenet_v2
 from .spec import GraphSpec, NodePlan, plan_graph
 from .tasks import get_task, mixture_task
@@ -364,8 +364,16 @@ def build_graph(spec: GraphSpec, out: Path, *, force: bool = False, quiet: bool 
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
-    fingerprint = _fingerprint({"version": _BUILD_VERSION, "spec": spec.to_json()})
     out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):  # two builds of one folder would train the same models twice
+        trained, reused = _build_locked(spec, plans, out, force=force, quiet=quiet)
+    return GraphBuild(out, tuple(trained), tuple(reused), time.perf_counter() - started)
+
+
+def _build_locked(
+    spec: GraphSpec, plans: list[NodePlan], out: Path, *, force: bool, quiet: bool
+) -> tuple[list[str], list[str]]:
+    fingerprint = _fingerprint({"version": _BUILD_VERSION, "spec": spec.to_json()})
     done = _read_state(out, fingerprint, force)
     records: dict[str, dict[str, Any]] = {}
     trained: list[str] = []
@@ -404,7 +412,7 @@ def build_graph(spec: GraphSpec, out: Path, *, force: bool = False, quiet: bool 
         "spec": spec.to_json(),
     }
     _write_json(out / TRUTH_FILE, truth)
-    return GraphBuild(out, tuple(trained), tuple(reused), time.perf_counter() - started)
+    return trained, reused
 
 
 def _build_one(
