@@ -260,7 +260,8 @@ def main() -> None:
         "Variants written by `mothertree.zoo.variants.build_variant` (magnitude pruning with "
         "`torch.nn.utils.prune.l1_unstructured`, fp16 casts, bitsandbytes int8) and read back by mothertree.",
         "",
-        f"`vision-ft` ({size}):",
+        f"`vision-ft` ({size}; no int8 row: bitsandbytes quantises `nn.Linear` layers; MobileNetV2's only "
+        "one is its task head, which differs in shape between tasks and is never compared):",
         "",
         *zoo_bench.variants_section(splits["vision-ft"], build_variant, int8=False),
         "",

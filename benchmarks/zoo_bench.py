@@ -140,6 +140,26 @@ def cue_lines(recovery: TreeRecovery, features: FeatureSet, truth: EdgeSet) -> l
     return lines
 
 
+def missing_root_line(features: FeatureSet, truth: EdgeSet) -> str:
+    """Delete each tree's root in turn: its models must stay apart from the other trees (K auto)."""
+    tree_of = {m: k for k, (_, edges) in enumerate(true_trees(truth)) for e in edges for m in e}
+    crossing, orphan_trees = 0, []
+    for root, _ in true_trees(truth):
+        keep = [i for i, m in enumerate(features.model_ids) if m != root]
+        recovery = TreeRecovery(n_trees="auto", direction="auto").fit(features.subset(keep))
+        crossing += sum(tree_of[e.parent] != tree_of[e.child] for e in recovery.edges_)
+        orphans = {
+            label
+            for m, label in zip(recovery.model_ids_, recovery.labels_, strict=True)
+            if tree_of[m] == tree_of[root]
+        }
+        orphan_trees.append(len(orphans))
+    return (
+        f"Each tree's root deleted in turn (K auto): its other models formed {orphan_trees} tree(s) of their "
+        f"own; edges joining them to an unrelated tree: {crossing}."
+    )
+
+
 def build_summary(graph: Path) -> list[str]:
     """How the split was built: time, size on disk, what the fine-tunes reached, how far they moved."""
     _, truth = _truth(graph)
@@ -208,6 +228,7 @@ def split_section(name: str, graph: Path) -> tuple[list[str], dict[str, float]]:
             row, directed = oracle_row(fitted[PAPER_FALLS], recovery, truth)
             rows.append(row)
             accuracies[PAPER_ORACLE] = directed
+    rows += ["", missing_root_line(features, truth)]
     rows += ["", "Direction cue per tree (`direction=auto`, K given):", ""]
     rows += cue_lines(fitted["ours: direction auto, K given"], features, truth)
     if features.ranks is not None:
