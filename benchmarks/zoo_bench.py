@@ -262,6 +262,8 @@ def variants_section(graph: Path, build_variant: Callable[..., Path], int8: bool
             recovery = _fit(features, **params)
             score = score_edges({(e.parent, e.child) for e in recovery.edges_}, truth)
             cells.append(f"{score.directed:.0%}")
+            if params == {"n_trees": "auto", "direction": "auto"} and variant != "original":
+                CONFIDENCES.extend((e.confidence, (e.parent, e.child) in truth) for e in recovery.edges_)
         given = _fit(features, n_trees=k, direction="auto")
         clustering = clustering_accuracy(
             dict(zip(given.model_ids_, given.labels_.tolist(), strict=True)), truth
