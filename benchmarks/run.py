@@ -238,6 +238,28 @@ def main() -> None:
         split_rows += [f"### {title} (`{name}`, size {size})", "", *rows, ""]
         values = list(accuracies.values())
         summary.append(f"| {name} | " + " | ".join(f"{v:.0%}" for v in values[:6]) + " |")
+    # A quick run also reports the full-size splits that happen to be built already (it builds none).
+    full_built = {
+        name: zoo_bench.split_dir(name, "full")
+        for name, _ in zoo_bench.SPLITS
+        if args.small and (zoo_bench.split_dir(name, "full") / "truth.json").is_file()
+    }
+    full_rows: list[str] = []
+    for name, title in zoo_bench.SPLITS:
+        if name in full_built:
+            rows, accuracies = zoo_bench.split_section(name, full_built[name])
+            CONFIDENCES.extend(zoo_bench.CONFIDENCES)
+            zoo_bench.CONFIDENCES.clear()
+            full_rows += [f"### {title} (`{name}`, full size)", "", *rows, ""]
+            values = list(accuracies.values())
+            summary.append(f"| {name} (full) | " + " | ".join(f"{v:.0%}" for v in values[:6]) + " |")
+    if full_built:
+        full_rows += [
+            "Per-phase time and memory at full size (one run each):",
+            "",
+            *zoo_bench.phases_section(list(full_built.values()), measure, 1),
+            "",
+        ]
 
     print("building / loading the demo graph ...", file=sys.stderr)
     demo = build_demo_graph()
@@ -262,6 +284,7 @@ def main() -> None:
         *summary,
         "",
         *split_rows,
+        *full_rows,
         "### Robustness: every model of a split pruned, cast to fp16, or quantised to int8",
         "",
         "Variants written by `mothertree.zoo.variants.build_variant` (magnitude pruning with "
