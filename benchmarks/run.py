@@ -231,13 +231,18 @@ def main() -> None:
         "| paper: falls, K given | paper: rises, K given | paper: oracle sign per tree, K given |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, title in zoo_bench.SPLITS:
-        rows, accuracies = zoo_bench.split_section(name, splits[name])
+
+    def report_split(name: str, title: str, graph: Path, size_label: str) -> list[str]:
+        rows, accuracies = zoo_bench.split_section(name, graph)
         CONFIDENCES.extend(zoo_bench.CONFIDENCES)
         zoo_bench.CONFIDENCES.clear()
-        split_rows += [f"### {title} (`{name}`, size {size})", "", *rows, ""]
         values = list(accuracies.values())
-        summary.append(f"| {name} | " + " | ".join(f"{v:.0%}" for v in values[:6]) + " |")
+        label = name if size_label == size else f"{name} ({size_label})"
+        summary.append(f"| {label} | " + " | ".join(f"{v:.0%}" for v in values[:6]) + " |")
+        return [f"### {title} (`{name}`, size {size_label})", "", *rows, ""]
+
+    for name, title in zoo_bench.SPLITS:
+        split_rows += report_split(name, title, splits[name], size)
     # A quick run also reports the full-size splits that happen to be built already (it builds none).
     full_built = {
         name: zoo_bench.split_dir(name, "full")
@@ -247,12 +252,7 @@ def main() -> None:
     full_rows: list[str] = []
     for name, title in zoo_bench.SPLITS:
         if name in full_built:
-            rows, accuracies = zoo_bench.split_section(name, full_built[name])
-            CONFIDENCES.extend(zoo_bench.CONFIDENCES)
-            zoo_bench.CONFIDENCES.clear()
-            full_rows += [f"### {title} (`{name}`, full size)", "", *rows, ""]
-            values = list(accuracies.values())
-            summary.append(f"| {name} (full) | " + " | ".join(f"{v:.0%}" for v in values[:6]) + " |")
+            full_rows += report_split(name, title, full_built[name], "full")
     if full_built:
         full_rows += [
             "Per-phase time and memory at full size (one run each):",

@@ -24,15 +24,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch
 import torch
 
 from .._progress import progress, progress_enabled
 from ..errors import InvalidParameterError, MissingDependencyError
-from .demo import _atomic_write, _locked, _plain_state_dict, load_state_dict, relative_change
+from .demo import (
+    _FILE_NAMES,
+    _atomic_write,
+    _locked,
+    _plain_state_dict,
+    _save_model,
+    cache_dir,
+    load_state_dict,
+    relative_change,
+)
 from .mobilenet import MobileNetV2, load_imagenet_mobilenet_v2
 from .spec import GraphSpec, NodePlan, plan_graph
 from .tasks import get_task, mixture_task
+from .train import TrainResult
 from .train import fine_tune as train_vision
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +49,6 @@ LOG = logging.getLogger(__name__)
 TRUTH_FILE = "truth.json"
 STATE_FILE = ".build-state.json"
 _BUILD_VERSION = 1
-_VISION_FILES = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}
 
 __all__ = ["GraphBuild", "build_graph", "weights_digest"]
 
@@ -105,17 +113,8 @@ def _read_state(out: Path, fingerprint: str, force: bool) -> dict[str, Any]:
 
 
 def pretrained_roots_dir() -> Path:
-    """Where roots pre-trained from scratch are kept between builds (several splits share them).
-
-    ``$MOTHERTREE_CACHE`` or ``$XDG_CACHE_HOME/mothertree`` or ``~/.cache/mothertree``, then ``roots``.
-    """
-    if os.environ.get("MOTHERTREE_CACHE"):
-        cache = Path(os.environ["MOTHERTREE_CACHE"]).expanduser()
-    elif os.environ.get("XDG_CACHE_HOME"):
-        cache = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "mothertree"
-    else:
-        cache = Path.home() / ".cache" / "mothertree"
-    return cache / "roots"
+    """Where roots pre-trained from scratch are kept between builds (several splits share them)."""
+    return cache_dir() / "roots"
 
 
 def _scratch_root(spec: GraphSpec, plan: NodePlan, folder: Path) -> dict[str, Any]:
@@ -166,7 +165,7 @@ def _hf_snapshot(source: str) -> Path:
 
 
 def _vision_weights_file(folder: Path) -> Path:
-    for name in (*_VISION_FILES.values(), "mobilenet_v2.pth"):
+    for name in (*_FILE_NAMES.values(), "mobilenet_v2.pth"):
         if (folder / name).is_file():
             return folder / name
     raise InvalidParameterError(
@@ -209,13 +208,19 @@ def _vision_root(spec: GraphSpec, plan: NodePlan) -> tuple[dict[str, torch.Tenso
         "task": f"pre-trained from random init (seed {seed}), {task.n_classes}-way mixture of all tasks",
         "steps": result.steps,
         "lr": spec.pretrain_lr,
+        **_outcome(result),
+    }
+    return _plain_state_dict(model), record
+
+
+def _outcome(result: TrainResult) -> dict[str, Any]:
+    return {
         "accuracy": result.accuracy,
         "chance": result.chance,
         "final_loss": result.final_loss,
         "initial_loss": result.initial_loss,
         "seconds": result.seconds,
     }
-    return _plain_state_dict(model), record
 
 
 def _text_root(spec: GraphSpec, plan: NodePlan, folder: Path) -> dict[str, Any]:
@@ -294,14 +299,7 @@ def _vision_child(
         progress=True,
         desc=plan.id,
     )
-    record = {
-        "accuracy": result.accuracy,
-        "chance": result.chance,
-        "final_loss": result.final_loss,
-        "initial_loss": result.initial_loss,
-        "seconds": result.seconds,
-    }
-    return _plain_state_dict(model), record
+    return _plain_state_dict(model), _outcome(result)
 
 
 def _text_child(spec: GraphSpec, plan: NodePlan, parent_folder: Path, folder: Path) -> dict[str, Any]:
@@ -340,11 +338,7 @@ def _text_child(spec: GraphSpec, plan: NodePlan, parent_folder: Path, folder: Pa
 
 
 def _save_vision(state: Mapping[str, torch.Tensor], folder: Path, save: str) -> None:
-    path = folder / _VISION_FILES[save]
-    if save == "safetensors":
-        _atomic_write(path, lambda tmp: tmp.write_bytes(safetensors.torch.save(dict(state))))
-    else:
-        _atomic_write(path, lambda tmp: torch.save(dict(state), tmp))
+    _save_model(state, folder, "safetensors" if save == "safetensors" else "bin")
 
 
 # --- the build ------------------------------------------------------------------------------------------

@@ -199,17 +199,21 @@ class DemoBuild:
     seconds: float
 
 
+def cache_dir() -> Path:
+    """``$MOTHERTREE_CACHE``, else ``$XDG_CACHE_HOME/mothertree``, else ``~/.cache/mothertree``."""
+    if os.environ.get("MOTHERTREE_CACHE"):
+        return Path(os.environ["MOTHERTREE_CACHE"]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "mothertree"
+    return Path.home() / ".cache" / "mothertree"
+
+
 def default_demo_dir(config: DemoConfig | None = None) -> Path:
-    """``$MOTHERTREE_CACHE`` or ``$XDG_CACHE_HOME/mothertree`` or ``~/.cache/mothertree``, then ``demo-v1``.
+    """``cache_dir() / "demo-v1"``.
 
     A non-default config gets its own sibling folder, so it never overwrites the cached default graph.
     """
-    if os.environ.get("MOTHERTREE_CACHE"):
-        cache = Path(os.environ["MOTHERTREE_CACHE"]).expanduser()
-    elif os.environ.get("XDG_CACHE_HOME"):
-        cache = Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "mothertree"
-    else:
-        cache = Path.home() / ".cache" / "mothertree"
+    cache = cache_dir()
     if config is None or config == DemoConfig():
         return cache / _CACHE_SUBDIR
     return cache / f"{_CACHE_SUBDIR}-{_fingerprint(config.to_json())[:10]}"
