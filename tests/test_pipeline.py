@@ -108,6 +108,19 @@ def test_auto_distance_picks_rank_for_lora_and_l2_for_full_fine_tunes(lora_famil
     assert recover([bert_family], distance="auto").params["distances_used"] == ["l2"]
 
 
+def test_auto_ranks_read_every_pair_only_for_low_rank_groups(lora_family: Path, bert_family: Path):
+    from mothertree.pipeline import read_features
+
+    (lora,), _ = read_features([lora_family], ranks="auto")
+    assert lora.metadata["ranks"] == "all" and lora.has_all_ranks
+    (full,), _ = read_features([bert_family], ranks="auto")
+    assert full.metadata["ranks"] == "nearest" and not full.has_all_ranks
+    assert full.ranks is not None and ((full.ranks >= 0).sum(axis=(1, 2)) < full.n_models**2).all()
+    (everything,), _ = read_features([bert_family], ranks=True)
+    assert full.low_rank_share() == pytest.approx(everything.low_rank_share())
+    assert recover([bert_family], distance="auto").params["distances_used"] == ["l2"]
+
+
 def test_peft_adapters_are_read_on_their_base_and_placed(mixed_family: Path):
     from mothertree.evaluation.metrics import score_edges
     from mothertree.evaluation.truth import load_edges

@@ -25,7 +25,7 @@ from .evaluation.truth import EdgeSet, edges_from_model_cards, load_edges
 from .features.featureset import FeatureSet
 from .io import discover
 from .io.types import BrokenModel
-from .pipeline import RecoveryResult, read_features, recover_trees
+from .pipeline import RecoveryResult, ranks_for, read_features, recover_trees
 from .render import children_of, draw_tree, to_dot, to_json, to_text
 from .tree.recover import DIRECTIONS, DISTANCES
 
@@ -130,7 +130,7 @@ def main() -> None:
     default="l2",
     show_default=True,
     help="l2: RMS of weight differences (full fine-tunes); rank: rank of weight differences (LoRA); "
-    "auto: rank where the differences are low-rank, else l2.",
+    "auto: rank where the differences to each model's nearest are low-rank, else l2.",
 )
 @click.option(
     "--base",
@@ -173,7 +173,7 @@ def recover(
     if feature_files:
         feature_sets = [FeatureSet.load(p) for p in feature_files]
     else:
-        feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2", base=base)
+        feature_sets, broken = read_features(paths, layers=layers, ranks=ranks_for(distance), base=base)  # type: ignore[arg-type]
     if save_features is not None:
         _save_feature_sets(feature_sets, save_features)
     result = recover_trees(

@@ -19,9 +19,10 @@ import numpy as np
 from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
+from .features.rank import LOW_RANK_FRACTION
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, match_base, open_checkpoint
-from .io.types import BrokenModel, Checkpoint, ModelRef
+from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
 from .tree.cluster import split_counts, tree_linkage
 from .tree.recover import Direction, Distance, Edge, TreeRecovery
 
@@ -78,10 +79,14 @@ def read_features(
     paths: Sequence[str | Path],
     *,
     layers: str | None = None,
-    ranks: bool = False,
+    ranks: bool | Literal["auto"] = False,
     base: str | Path | None = None,
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
     """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked).
+
+    ``ranks="auto"`` (for ``--distance auto``): first only each model's difference to its nearest model
+    (cheap: n ranks per tensor); a group whose differences turn out low-rank (``LOW_RANK_FRACTION``) is
+    read again with the rank of every pair, which the rank distance needs.
 
     A PEFT LoRA adapter is read as its base model plus the adapter's update: the base is the model of the
     collection its ``adapter_config.json`` names (``io.match_base``), else ``base``.
@@ -127,11 +132,10 @@ def read_features(
                 feature_sets.append(_lone_model(group[0]))
                 continue
             tensors = select_tensors([ckpt.tensors for _, ckpt in group], layers)
-            features, failed = extract_features(
-                [ckpt for _, ckpt in group],
-                [ref.id for ref, _ in group],
+            features, failed = _extract_group(
+                group,
                 tensors,
-                ranks=ranks,
+                ranks,
                 metadata={
                     "layers": layers,
                     "selection": "regex" if layers else "default",
@@ -152,6 +156,30 @@ def read_features(
             "are never related by fine-tuning",
         )
     return feature_sets, broken
+
+
+def _extract_group(
+    group: Sequence[tuple[ModelRef, Checkpoint]],
+    tensors: Sequence[TensorInfo],
+    ranks: bool | Literal["auto"],
+    metadata: dict[str, object],
+) -> tuple[FeatureSet, list[BrokenModel]]:
+    checkpoints, ids = [ckpt for _, ckpt in group], [ref.id for ref, _ in group]
+    if ranks != "auto":
+        return extract_features(checkpoints, ids, tensors, ranks=ranks, metadata=metadata)
+    features, failed = extract_features(checkpoints, ids, tensors, ranks="nearest", metadata=metadata)
+    if features.n_models < 2 or features.low_rank_share() > LOW_RANK_FRACTION:
+        return features, failed
+    LOG.info("differences are low-rank (LoRA-like): reading the group again for the rank of every pair")
+    readable = [(ref, ckpt) for ref, ckpt in group if ref.id in set(features.model_ids)]
+    again, more = extract_features(
+        [ckpt for _, ckpt in readable],
+        [ref.id for ref, _ in readable],
+        tensors,
+        ranks=True,
+        metadata=metadata,
+    )
+    return again, failed + more
 
 
 def recover_trees(
@@ -230,13 +258,19 @@ def recover(
 ) -> RecoveryResult:
     """Discover the models under ``paths``, read their features, and recover their Model Trees."""
     started = time.perf_counter()
-    feature_sets, broken = read_features(paths, layers=layers, ranks=distance != "l2", base=base)
+    feature_sets, broken = read_features(paths, layers=layers, ranks=ranks_for(distance), base=base)
     read_s = time.perf_counter() - started
     result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
     result.broken = broken
     result.params["layers"] = layers
     result.timings["features_s"] = read_s
     return result
+
+
+def ranks_for(distance: Distance) -> bool | Literal["auto"]:
+    """What ``read_features`` must extract for a distance: nothing for l2, every pair for rank."""
+    choices: dict[str, bool | Literal["auto"]] = {"l2": False, "rank": True, "auto": "auto"}
+    return choices[distance]
 
 
 def _lone_model(opened: tuple[ModelRef, Checkpoint]) -> FeatureSet:

@@ -4,7 +4,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from mothertree.features.rank import LOW_RANK_FRACTION, sketched_ranks
+from mothertree.features.rank import LOW_RANK_FRACTION, nearest_pairs, sketched_ranks
 
 ROWS, COLS = 300, 200
 STORAGE = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
@@ -79,3 +79,19 @@ def test_each_pair_is_judged_by_its_own_coarser_dtype():
     ranks, cap = sketched_ranks(stack, (ROWS, COLS), ["F32", "F32", "BF16"], seed=0)
     assert ranks[0, 1] == cap
     assert ranks[0, 2] < ranks[0, 1]  # a 0.3% update is under bf16's rounding
+
+
+def test_only_the_asked_pairs_are_computed():
+    # Synthetic weights (as above): a parent and LoRA children of ranks 4 and 8.
+    rng = np.random.default_rng(1)
+    stack = np.stack([m.ravel() for m in lora_family(rng, [4, 8])]).astype(np.float32)
+    full, _ = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0)
+    some, _ = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0, pairs=[(1, 0), (2, 0)])
+    assert some[0, 1] == some[1, 0] == full[0, 1] == 4 and some[0, 2] == full[0, 2] == 8
+    assert some[1, 2] == some[2, 1] == -1 and list(np.diag(some)) == [0, 0, 0]
+
+
+def test_nearest_pairs_are_each_models_closest_other():
+    d = np.array([[0.0, 1.0, 5.0], [1.0, 0.0, 2.0], [5.0, 2.0, 0.0]])
+    assert nearest_pairs(d) == [(0, 1), (1, 0), (2, 1)]
+    assert nearest_pairs(np.zeros((1, 1))) == []

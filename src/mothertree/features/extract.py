@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .featureset import FeatureSet
-from .rank import DEFAULT_SKETCH_ROWS, sketched_ranks
+from .rank import DEFAULT_SKETCH_ROWS, nearest_pairs, sketched_ranks
 from .reductions import central_moments, common_support_distances, is_sparse, pairwise_squared_distances
 
 LOG = logging.getLogger(__name__)
@@ -32,14 +33,16 @@ def extract_features(
     model_ids: Sequence[str],
     tensors: Sequence[TensorInfo],
     *,
-    ranks: bool = False,
+    ranks: bool | Literal["nearest"] = False,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     metadata: dict[str, object] | None = None,
 ) -> tuple[FeatureSet, list[BrokenModel]]:
     """Per-tensor distances and moments of ``checkpoints``, plus the models that failed on the way.
 
     With ``ranks``, also the numerical rank of every pairwise difference of every tensor (2-D, or folded
-    to 2-D), estimated through a ``sketch_rows`` random sketch (``features/rank.py``).
+    to 2-D), estimated through a ``sketch_rows`` random sketch (``features/rank.py``); with
+    ``ranks="nearest"`` only each model's difference to its nearest model in that tensor (n ranks per
+    tensor instead of n(n-1)/2: enough for ``FeatureSet.low_rank_share``; the others stay -1).
     The returned FeatureSet holds only the models that were read completely and were finite; its metadata
     ``masked_tensors`` names the tensors compared on the common support, and ``support_norms`` is set when
     there is any.
@@ -91,7 +94,10 @@ def extract_features(
         if rank_matrices is not None and rank_caps is not None:
             dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
             folded = (info.shape[0], info.numel // info.shape[0])
-            pair_ranks, rank_caps[t] = sketched_ranks(values, folded, dtypes, seed=t, sketch_rows=sketch_rows)
+            rank_pairs = nearest_pairs(rms_distances[t][pairs]) if ranks == "nearest" else None
+            pair_ranks, rank_caps[t] = sketched_ranks(
+                values, folded, dtypes, seed=t, sketch_rows=sketch_rows, pairs=rank_pairs
+            )
             rank_matrices[t][np.ix_(index, index)] = pair_ranks
         del stack, values
 
@@ -109,6 +115,7 @@ def extract_features(
         metadata={
             **(metadata or {}),
             "masked_tensors": masked,
+            "ranks": ("nearest" if ranks == "nearest" else "all") if ranks else None,
             "seconds": round(time.perf_counter() - started, 3),
         },
     )

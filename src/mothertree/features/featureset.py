@@ -79,29 +79,40 @@ class FeatureSet:
             mean[unshared] = mean[~unshared].max()  # the diagonal is always shared
         return mean
 
+    @property
+    def has_all_ranks(self) -> bool:
+        """Whether the rank of every pair's difference is here (not only each model's nearest)."""
+        return self.ranks is not None and bool((self.ranks >= 0).all())
+
     def rank_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` sum over tensors of the rank of ``W_i - W_j`` (the LoRA distance)."""
-        if self.ranks is None:
+        if self.ranks is None or not self.has_all_ranks:
             raise InvalidFeatureSetError(
-                "these features hold no ranks",
-                hint="extract them again with ranks (`--distance rank` or `auto`)",
+                "these features hold no ranks"
+                if self.ranks is None
+                else "these features hold only the "
+                "ranks of each model's difference to its nearest model, not of every pair",
+                hint="extract them again with ranks (`--distance rank`)",
             )
         return np.asarray(self.ranks.sum(axis=0), dtype=np.float64)
 
     def low_rank_share(self) -> float:
         """Median over models of the rank of its difference to its nearest model, as a share of the cap.
 
-        The nearest model is the one at the smallest l2 distance (the likely parent or child). About 1 for
-        full fine-tunes (their updates are dense), small for LoRA fine-tunes (a child differs from its parent
-        by the adapter's rank).
+        Per tensor, the nearest model is the one at the smallest RMS distance among the pairs whose rank is
+        known (the likely parent or child); the shares are averaged over tensors. About 1 for full
+        fine-tunes (their updates are dense), small for LoRA fine-tunes (a child differs from its parent by
+        the adapter's rank).
         """
         if self.ranks is None or self.rank_caps is None:
             raise InvalidFeatureSetError("these features hold no ranks")
-        share = (self.ranks / np.maximum(self.rank_caps, 1)[:, None, None]).mean(axis=0)
-        distances = self.distances()
-        np.fill_diagonal(distances, np.inf)
-        nearest = distances.argmin(axis=1)
-        return float(np.median(share[np.arange(self.n_models), nearest]))
+        d = np.where(self.ranks >= 0, self.rms_distances, np.inf)
+        d[:, np.arange(self.n_models), np.arange(self.n_models)] = np.inf
+        nearest = d.argmin(axis=2)  # (n_tensors, n_models)
+        tensors = np.arange(self.n_tensors)[:, None]
+        rank = self.ranks[tensors, np.arange(self.n_models)[None, :], nearest]
+        share = (rank / np.maximum(self.rank_caps, 1)[:, None]).mean(axis=0)
+        return float(np.median(share))
 
     def relative_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.

@@ -66,16 +66,31 @@ def noise_tolerance(sketch: npt.NDArray[np.float64], cols: int, rms_weight: floa
 
 
 def pairwise_ranks(
-    sketched: npt.NDArray[np.floating], tolerances: npt.NDArray[np.float64]
+    sketched: npt.NDArray[np.floating],
+    tolerances: npt.NDArray[np.float64],
+    pairs: Sequence[tuple[int, int]] | None = None,
 ) -> npt.NDArray[np.int64]:
-    """``(n, n)`` numerical ranks of ``sketched[i] - sketched[j]``: singular values over ``tolerances``."""
+    """``(n, n)`` numerical ranks of ``sketched[i] - sketched[j]``: singular values over ``tolerances``.
+
+    Only ``pairs`` (default: all) are computed; the others stay -1 (the diagonal is 0).
+    """
     n_models = sketched.shape[0]
-    ranks = np.zeros((n_models, n_models), dtype=np.int64)
-    for i in range(n_models):
-        for j in range(i + 1, n_models):
+    ranks = np.full((n_models, n_models), -1, dtype=np.int64)
+    np.fill_diagonal(ranks, 0)
+    if pairs is None:
+        pairs = [(i, j) for i in range(n_models) for j in range(i + 1, n_models)]
+    for i, j in pairs:
+        if ranks[i, j] < 0:
             singular_values = np.linalg.svd(sketched[i] - sketched[j], compute_uv=False)
             ranks[i, j] = ranks[j, i] = int((singular_values > tolerances[i, j]).sum())
     return ranks
+
+
+def nearest_pairs(distances: npt.NDArray[np.float64]) -> list[tuple[int, int]]:
+    """Each model with its nearest other model (the likely parent or child), as ``(i, j)`` pairs."""
+    d = np.array(distances, dtype=np.float64)
+    np.fill_diagonal(d, np.inf)
+    return [(i, int(j)) for i, j in enumerate(d.argmin(axis=1))] if len(d) > 1 else []
 
 
 def sketched_ranks(
@@ -84,11 +99,13 @@ def sketched_ranks(
     dtypes: Sequence[str],
     seed: int,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    pairs: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[npt.NDArray[np.int64], int]:
     """Pairwise ranks of the differences of one 2-D tensor read from every model, and the rank cap.
 
     ``stack`` is ``(n_models, rows * cols)`` as the feature loop holds it; ``dtypes`` are the models'
-    storage dtypes: each pair is judged against the rounding of the coarser of its two.
+    storage dtypes: each pair is judged against the rounding of the coarser of its two. ``pairs``: only
+    those (``pairwise_ranks``).
     """
     rows, cols = shape
     sketch = make_sketch(rows, sketch_rows, seed)
@@ -99,4 +116,4 @@ def sketched_ranks(
     per_dtype = {dtype: noise_tolerance(sketch, cols, rms_weight, dtype) for dtype in set(dtypes)}
     tolerance = np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
     cap = min(sketch.shape[0], cols)
-    return pairwise_ranks(sketched, tolerance), cap
+    return pairwise_ranks(sketched, tolerance, pairs), cap

@@ -93,7 +93,7 @@ class TreeRecovery:
         Which distance places edges (``fit`` only): ``"l2"``, the mean per-tensor RMS of ``W_i - W_j`` (full
         fine-tunes); ``"rank"``, the summed rank of ``W_i - W_j`` (LoRA fine-tunes); ``"auto"``, rank when
         the models' differences are low-rank (``FeatureSet.low_rank_share() <= LOW_RANK_FRACTION``) and the
-        features hold ranks, else l2.
+        features hold the rank of every pair, else l2.
 
     Attributes
     ----------
@@ -147,7 +147,7 @@ class TreeRecovery:
             )
         use_rank = self.distance == "rank" or (
             self.distance == "auto"
-            and features.ranks is not None
+            and features.has_all_ranks
             and features.low_rank_share() <= LOW_RANK_FRACTION
         )
         self.fit_matrices(
