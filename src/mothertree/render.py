@@ -39,6 +39,8 @@ def to_text(result: RecoveryResult) -> str:
     blocks = []
     for k, tree in enumerate(result.trees):
         header = f"tree {k}: {len(tree.models)} model{'s' if len(tree.models) != 1 else ''}"
+        if tree.cue:
+            header += f", oriented by: {tree.cue}"
         blocks.append("\n".join([header, *draw_tree(tree.root, children, distance)]))
     return "\n\n".join(blocks) + "\n"
 
