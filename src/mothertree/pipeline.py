@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
+from .features.align import align_names
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.rank import LOW_RANK_FRACTION
@@ -123,6 +124,9 @@ def read_features(
         if len(opened) < 2:
             raise TooFewModelsError(_too_few_message(paths, len(opened), broken))
 
+        # Names that differ only by a wrapper prefix (`bert.` of a task model) are compared as one.
+        aligned = align_names([ckpt for _, ckpt in opened])
+        opened = [(ref, ckpt) for (ref, _), ckpt in zip(opened, aligned, strict=True)]
         groups = group_by_architecture([weight_signature(ckpt.tensors) for _, ckpt in opened])
         LOG.info("%d models in %d architecture group(s)", len(opened), len(groups))
         feature_sets = []

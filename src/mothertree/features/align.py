@@ -1,0 +1,87 @@
+"""Aligning tensor names that differ by a wrapper prefix, so fine-tunes saved by different classes compare.
+
+``BertForSequenceClassification.save_pretrained`` writes ``bert.encoder.layer.0...``; ``BertModel``
+writes ``encoder.layer.0...`` for the same weights. A model whose weight matrices nearly all sit under
+one first name component (``bert.``, ``model.``, ``transformer.``) has that component stripped when the
+stripped names match another model of the collection better than its own names do.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from ..io.types import Checkpoint, TensorInfo
+
+# Share of a model's weight matrices that must sit under one first component for it to be a wrapper.
+DOMINANT_SHARE = 0.9
+
+
+def _matrix_names(tensors: Mapping[str, TensorInfo]) -> set[str]:
+    return {name for name, info in tensors.items() if info.is_float and len(info.shape) >= 2}
+
+
+def dominant_prefix(names: set[str]) -> str | None:
+    """The first name component (with its dot) that at least ``DOMINANT_SHARE`` of ``names`` start with."""
+    firsts = Counter(name.split(".", 1)[0] + "." for name in names if "." in name)
+    if not firsts:
+        return None
+    prefix, count = firsts.most_common(1)[0]
+    return prefix if count >= DOMINANT_SHARE * len(names) else None
+
+
+def prefixes_to_strip(tensors_per_model: Sequence[Mapping[str, TensorInfo]]) -> list[str]:
+    """For each model, the prefix to strip from its names ("" for none).
+
+    Stripped when, against some other model of the collection, the stripped names share more weight
+    matrices than the names as stored do.
+    """
+    names = [_matrix_names(tensors) for tensors in tensors_per_model]
+    strip = []
+    for i, own in enumerate(names):
+        prefix = dominant_prefix(own)
+        if prefix is None:
+            strip.append("")
+            continue
+        bare = {name.removeprefix(prefix) for name in own}
+        gain = any(len(bare & other) > len(own & other) for j, other in enumerate(names) if j != i)
+        strip.append(prefix if gain else "")
+    return strip
+
+
+class StrippedCheckpoint(Checkpoint):
+    """A view of ``inner`` whose tensors starting with ``prefix`` are named without it."""
+
+    def __init__(self, inner: Checkpoint, prefix: str) -> None:
+        self.inner, self.prefix, self.path = inner, prefix, inner.path
+        renamed: dict[str, TensorInfo] = {}
+        self._stored: dict[str, str] = {}
+        for name, info in inner.tensors.items():
+            if name.startswith(prefix):
+                short = name.removeprefix(prefix)
+                renamed[short] = replace(info, name=short)
+                self._stored[short] = name
+        for name, info in inner.tensors.items():  # unprefixed tensors keep their names unless taken
+            if not name.startswith(prefix) and name not in renamed:
+                renamed[name] = info
+                self._stored[name] = name
+        self._tensors = renamed
+
+    @property
+    def tensors(self) -> Mapping[str, TensorInfo]:
+        return self._tensors
+
+    def read(self, name: str) -> np.ndarray:
+        return self.inner.read(self._stored[name])
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def align_names(checkpoints: Sequence[Checkpoint]) -> list[Checkpoint]:
+    """``checkpoints``, each wrapped in a ``StrippedCheckpoint`` where ``prefixes_to_strip`` says so."""
+    prefixes = prefixes_to_strip([c.tensors for c in checkpoints])
+    return [StrippedCheckpoint(c, p) if p else c for c, p in zip(checkpoints, prefixes, strict=True)]
