@@ -472,10 +472,3 @@ def _log(plan: NodePlan, record: Mapping[str, Any]) -> None:
         record.get("relative_change_from_parent", float("nan")),
         record.get("seconds", 0.0),
     )
-
-
-def threads_from_env() -> None:
-    """Honour ``MOTHERTREE_THREADS`` for training (builds run best with one thread beside other work)."""
-    threads = os.environ.get("MOTHERTREE_THREADS")
-    if threads:
-        torch.set_num_threads(int(threads))
