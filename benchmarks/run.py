@@ -285,7 +285,7 @@ def main() -> None:
         "the low-rank fraction of `--distance auto` (0.25), the sparsity share that switches to the "
         "common-support distance (1 %) and the cue order of `--direction auto` were all fixed before the zoo "
         "existed, on the graphs of (a2) and on unit examples. The `--direction auto` method itself (choose "
-        "the cue per tree) was written after seeing the small `text-ft` split, where the norm grew along only "
+        "the cue per tree) was written after seeing the small `text-ft` split, where the norm grew on only "
         "7 of 18 edges; it has no tuned parameter, and the other splits were measured after it.",
         "",
         *(
