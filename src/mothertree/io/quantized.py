@@ -27,6 +27,7 @@ UnsupportedQuantizationError (a collection goes on without the model, which is r
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 
 from ..errors import InvalidCheckpointError, UnsupportedQuantizationError
 from ._files import shown
-from .types import FLOAT_DTYPES, INT8_ROWWISE, TensorInfo
+from .types import FLOAT_DTYPES, INT8_ROWWISE, Checkpoint, TensorInfo
 
 # bitsandbytes multiplies by the float32 reciprocal of 127 rather than dividing; so do we, to match it.
 _INV_127 = np.float32(1 / 127)
@@ -154,3 +155,32 @@ def _refuse_other_schemes(tensors: Mapping[str, TensorInfo], path: Path) -> None
             f"{shown(path)} holds {scheme} weights (`{name}`), which mothertree cannot read back as floats",
             path=path,
         )
+
+
+class StoredTensorsCheckpoint(Checkpoint):
+    """A reader of stored tensors whose int8 weights read back dequantised.
+
+    Subclasses call ``_list_tensors`` once with what their files store and implement ``_read_stored``;
+    listing and reading (int8 through ``Int8Weight``, the rest as stored) are the same for every format.
+    """
+
+    path: Path
+    _tensors: Mapping[str, TensorInfo]
+    _int8: Mapping[str, Int8Weight]
+
+    def _list_tensors(self, stored: Mapping[str, TensorInfo]) -> None:
+        self._tensors, self._int8 = dequantized_listing(stored, self.path)
+
+    @property
+    def tensors(self) -> Mapping[str, TensorInfo]:
+        return self._tensors
+
+    def read(self, name: str) -> np.ndarray:
+        int8 = self._int8.get(name)
+        if int8 is not None:
+            return int8.read(self._read_stored, self.path)
+        return self._read_stored(name)
+
+    @abstractmethod
+    def _read_stored(self, name: str) -> np.ndarray:
+        """One tensor as stored in the files, as a float32 array."""

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -30,8 +29,8 @@ from ._files import (
     shown,
 )
 from ._layout import locate_weights, tensors_by_shard
-from .quantized import dequantized_listing
-from .types import Checkpoint, TensorInfo
+from .quantized import StoredTensorsCheckpoint
+from .types import TensorInfo
 
 # safetensors itself refuses headers above 100 MB; a length beyond that means the file is something else.
 _MAX_HEADER_BYTES = 100_000_000
@@ -149,7 +148,7 @@ def read_header(path: Path) -> list[HeaderEntry]:
     return entries
 
 
-class SafetensorsCheckpoint(Checkpoint):
+class SafetensorsCheckpoint(StoredTensorsCheckpoint):
     """A safetensors checkpoint, opened lazily.
 
     ``path`` may be a ``.safetensors`` file, a ``*.safetensors.index.json`` shard index, or a folder holding
@@ -173,17 +172,7 @@ class SafetensorsCheckpoint(Checkpoint):
         self.shards: tuple[Path, ...] = tuple(shards)
 
         stored, self._entries = tensors_by_shard(self.shards, index, weight_map, _describe_shard)
-        self._tensors, self._int8 = dequantized_listing(stored, self.path)
-
-    @property
-    def tensors(self) -> Mapping[str, TensorInfo]:
-        return self._tensors
-
-    def read(self, name: str) -> np.ndarray:
-        int8 = self._int8.get(name)
-        if int8 is not None:
-            return int8.read(self._read_stored, self.path)
-        return self._read_stored(name)
+        self._list_tensors(stored)
 
     def _read_stored(self, name: str) -> np.ndarray:
         located = self._entries.get(name)

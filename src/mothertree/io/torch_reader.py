@@ -35,8 +35,8 @@ from ._files import (
     shown,
 )
 from ._layout import locate_weights, tensors_by_shard
-from .quantized import dequantized_listing
-from .types import Checkpoint, TensorInfo
+from .quantized import StoredTensorsCheckpoint
+from .types import TensorInfo
 
 if TYPE_CHECKING:
     import torch
@@ -126,7 +126,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-class TorchCheckpoint(Checkpoint):
+class TorchCheckpoint(StoredTensorsCheckpoint):
     """A pickled PyTorch checkpoint, opened lazily.
 
     ``path`` may be a ``.bin``/``.pt``/``.pth`` file, a ``*.bin.index.json`` shard index, or a folder holding
@@ -149,17 +149,7 @@ class TorchCheckpoint(Checkpoint):
         stored, self._shard_of = tensors_by_shard(
             self.shards, index, weight_map, lambda shard: ((info, None) for info in _describe_tensors(shard))
         )
-        self._tensors, self._int8 = dequantized_listing(stored, self.path)
-
-    @property
-    def tensors(self) -> Mapping[str, TensorInfo]:
-        return self._tensors
-
-    def read(self, name: str) -> np.ndarray:
-        int8 = self._int8.get(name)
-        if int8 is not None:
-            return int8.read(self._read_stored, self.path)
-        return self._read_stored(name)
+        self._list_tensors(stored)
 
     def _read_stored(self, name: str) -> np.ndarray:
         number, _ = self._shard_of.get(name, (None, None))
