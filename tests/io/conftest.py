@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_bert import TINY_BERT, train_tiny
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -49,21 +50,6 @@ class Saved:
     state_bf16: dict[str, np.ndarray]  # the bfloat16 model's values, widened to float32
 
 
-def _train(model: Any, steps: int = 5) -> None:
-    # A toy objective: pull the pooled output towards a fixed vector. Enough to move every weight off init.
-    generator = torch.Generator().manual_seed(1)
-    ids = torch.randint(0, model.config.vocab_size, (4, 12), generator=generator)
-    target = torch.randn(4, model.config.hidden_size, generator=generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = torch.nn.functional.mse_loss(model(input_ids=ids).pooler_output, target)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-
-
 def _save_sharded_bin(state_dict: dict[str, Any], folder: Path, n_shards: int) -> None:
     # transformers 5 no longer writes .bin checkpoints; this writes what transformers 4 wrote with
     # safe_serialization=False and a max_shard_size.
@@ -83,17 +69,8 @@ def _save_sharded_bin(state_dict: dict[str, Any], folder: Path, n_shards: int) -
 @pytest.fixture(scope="session")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Saved:
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=100,
-        max_position_embeddings=64,
-        type_vocab_size=2,
-    )
-    model = transformers.BertModel(config)
-    _train(model)
+    model = transformers.BertModel(transformers.BertConfig(**TINY_BERT))
+    train_tiny(model)
     base = tmp_path_factory.mktemp("saved")
 
     single = base / "bert-single"

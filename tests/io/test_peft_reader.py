@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_bert import TINY_BERT
 
 from mothertree.errors import (
     CheckpointNotFoundError,
@@ -42,15 +43,7 @@ peft = pytest.importorskip("peft")
 safetensors_torch = pytest.importorskip("safetensors.torch")
 
 MERGE_HINT = "merge it into its base model (peft `merge_and_unload()`) and save that"
-BERT = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    vocab_size=100,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-)
+BERT = TINY_BERT
 
 
 @dataclass(frozen=True)

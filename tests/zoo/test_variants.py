@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_bert import TINY_BERT, train_tiny
 
 from mothertree.errors import CheckpointNotFoundError, InvalidParameterError, UnsupportedFormatError
 from mothertree.io import INT8_ROWWISE, open_checkpoint
@@ -54,19 +55,6 @@ def _digest(folder: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-def _train(model: Any, seed: int, steps: int = 5) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.config.vocab_size, (4, 12), generator=generator)
-    target = torch.randn(4, model.config.hidden_size, generator=generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        optimizer.zero_grad()
-        torch.nn.functional.mse_loss(model(input_ids=ids).pooler_output, target).backward()
-        optimizer.step()
-    model.eval()
-
-
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory: pytest.TempPathFactory) -> Source:
     from safetensors.torch import save_file
@@ -75,20 +63,12 @@ def graph(tmp_path_factory: pytest.TempPathFactory) -> Source:
 
     out = tmp_path_factory.mktemp("source") / "graph"
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=100,
-        max_position_embeddings=64,
-    )
-    root = transformers.BertModel(config)
-    _train(root, seed=1)
+    root = transformers.BertModel(transformers.BertConfig(**TINY_BERT))
+    train_tiny(root, seed=1)
     root.save_pretrained(out / "bert-root")
     (out / "bert-root" / "README.md").write_text("# tiny bert\n")
     child = transformers.BertModel.from_pretrained(out / "bert-root")
-    _train(child, seed=2)
+    train_tiny(child, seed=2)
     child.to(torch.bfloat16).save_pretrained(out / "bert-child", max_shard_size="20KB")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # peft 0.21 on transformers 5
