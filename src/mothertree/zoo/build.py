@@ -13,6 +13,7 @@ saved as ``adapter``, PEFT adapter folders naming their parent as base. Text fin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -226,7 +227,7 @@ def _outcome(result: TrainResult) -> dict[str, Any]:
 def _text_root(spec: GraphSpec, plan: NodePlan, folder: Path) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModel
 
-    from .text import CONTINUED_PRETRAINING, Node, continue_pretraining, minilm_path
+    from .text import CONTINUED_PRETRAINING, Node, continue_pretraining, keep_layers, minilm_path
 
     source = plan.root or ""
     layers = spec.layers
@@ -258,26 +259,21 @@ def _text_root(spec: GraphSpec, plan: NodePlan, folder: Path) -> dict[str, Any]:
         return {"task": what}
     encoder = AutoModel.from_pretrained(snapshot, dtype=torch.float32)
     if layers is not None:
-        if first + layers > len(encoder.encoder.layer):
-            raise InvalidParameterError(f"root {source!r} has fewer than {first + layers} layers")
-        encoder.encoder.layer = encoder.encoder.layer[first : first + layers]
-        encoder.config.num_hidden_layers = layers
+        try:
+            keep_layers(encoder, first, layers)
+        except ValueError as exc:
+            raise InvalidParameterError(f"root {source!r}: {exc}") from None
     encoder.save_pretrained(folder)
     return {"task": what}
 
 
-_TOKENIZER: Any = None
-
-
+@functools.cache
 def _tokenizer() -> Any:
-    global _TOKENIZER
-    if _TOKENIZER is None:
-        from transformers import AutoTokenizer
+    from transformers import AutoTokenizer
 
-        from .text import minilm_path
+    from .text import minilm_path
 
-        _TOKENIZER = AutoTokenizer.from_pretrained(minilm_path())
-    return _TOKENIZER
+    return AutoTokenizer.from_pretrained(minilm_path())
 
 
 # --- fine-tunes -----------------------------------------------------------------------------------------

