@@ -45,7 +45,7 @@ def test_json_output_contract(bert_family: Path):
         "n_trees": "auto",
         "lam": 0.3,
         "direction": "auto",
-        "distance": "l2",
+        "distance": "auto",
         "distances_used": ["l2"],
         "layers": None,
     }

@@ -117,7 +117,7 @@ def test_auto_ranks_read_every_pair_only_for_low_rank_groups(lora_family: Path, 
     assert full.metadata["ranks"] == "nearest" and not full.has_all_ranks
     assert full.ranks is not None and ((full.ranks >= 0).sum(axis=(1, 2)) < full.n_models**2).all()
     (everything,), _ = read_features([bert_family], ranks=True)
-    assert full.low_rank_share() == pytest.approx(everything.low_rank_share())
+    assert not full.low_rank_pairs().any() and not everything.low_rank_pairs().any()
     assert recover([bert_family], distance="auto").params["distances_used"] == ["l2"]
 
 
@@ -145,3 +145,43 @@ def test_an_adapter_without_its_base_is_skipped_with_a_hint(mixed_family: Path, 
     assert [b.path.name for b in result.broken] == ["x3"]
     assert "is a LoRA adapter of" in str(result.broken[0].error)
     assert "which is not in this collection" in str(result.broken[0].error)
+
+
+def test_auto_distance_joins_lora_relations_by_rank_and_the_rest_by_l2(mixed_family: Path):
+    from family import MIXED_TREE
+
+    from mothertree.evaluation.metrics import score_edges
+    from mothertree.evaluation.truth import load_edges
+    from mothertree.pipeline import read_features
+
+    (features,), _ = read_features([mixed_family], ranks="auto")
+    assert features.has_all_ranks  # some nearest difference was low-rank: every pair was read
+    # Two models differ by a low-rank update when the path between them in the tree is made of LoRA edges
+    # only (a full fine-tune on the way makes it dense): x2-x4-x1 and x0-x3 here.
+    lora_parent = {n.id: n.parent for n in MIXED_TREE if n.lora_rank}
+
+    def lora_ancestors(model: str) -> set[str]:
+        chain = {model}
+        while model in lora_parent:
+            model = lora_parent[model]
+            chain.add(model)
+        return chain
+
+    expected = {
+        frozenset((a, b))
+        for a in features.model_ids
+        for b in features.model_ids
+        if a != b and lora_ancestors(a) & lora_ancestors(b)  # they meet climbing LoRA edges only
+    }
+    low = features.low_rank_pairs()
+    found = {
+        frozenset((a, b))
+        for i, a in enumerate(features.model_ids)
+        for j, b in enumerate(features.model_ids)
+        if low[i, j]
+    }
+    assert found == expected
+    result = recover([mixed_family], distance="auto", direction="auto")
+    assert result.params["distances_used"] == ["rank+l2"]
+    score = score_edges({(e.parent, e.child) for e in result.edges}, load_edges(mixed_family / "truth.json"))
+    assert score.directed == 1.0

@@ -127,10 +127,11 @@ def main() -> None:
 @click.option(
     "--distance",
     type=click.Choice(DISTANCES),
-    default="l2",
+    default="auto",
     show_default=True,
     help="l2: RMS of weight differences (full fine-tunes); rank: rank of weight differences (LoRA); "
-    "auto: rank where the differences to each model's nearest are low-rank, else l2.",
+    "auto: pairs whose difference is clearly low-rank (a LoRA update) are joined first, by rank; "
+    "every other pair is placed by l2.",
 )
 @click.option(
     "--base",

@@ -20,7 +20,6 @@ from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import align_names
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
-from .features.rank import LOW_RANK_FRACTION
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, match_base, open_checkpoint
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
@@ -86,8 +85,8 @@ def read_features(
     """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked).
 
     ``ranks="auto"`` (for ``--distance auto``): first only each model's difference to its nearest model
-    (cheap: n ranks per tensor); a group whose differences turn out low-rank (``LOW_RANK_FRACTION``) is
-    read again with the rank of every pair, which the rank distance needs.
+    (cheap: n ranks per tensor); a group where any of them is clearly low-rank
+    (``FeatureSet.has_low_rank_differences``) is read again with the rank of every pair.
 
     A PEFT LoRA adapter is read as its base model plus the adapter's update: the base is the model of the
     collection its ``adapter_config.json`` names (``io.match_base``), else ``base``.
@@ -172,7 +171,7 @@ def _extract_group(
     if ranks != "auto":
         return extract_features(checkpoints, ids, tensors, ranks=ranks, metadata=metadata)
     features, failed = extract_features(checkpoints, ids, tensors, ranks="nearest", metadata=metadata)
-    if features.n_models < 2 or features.low_rank_share() > LOW_RANK_FRACTION:
+    if features.n_models < 2 or not features.has_low_rank_differences():
         return features, failed
     LOG.info("differences are low-rank (LoRA-like): reading the group again for the rank of every pair")
     readable = [(ref, ckpt) for ref, ckpt in group if ref.id in set(features.model_ids)]
@@ -192,7 +191,7 @@ def recover_trees(
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
     direction: Direction = "auto",
-    distance: Distance = "l2",
+    distance: Distance = "auto",
 ) -> RecoveryResult:
     """Model Trees of several architecture groups.
 
@@ -256,7 +255,7 @@ def recover(
     n_trees: int | Literal["auto"] | None = "auto",
     lam: float = 0.3,
     direction: Direction = "auto",
-    distance: Distance = "l2",
+    distance: Distance = "auto",
     layers: str | None = None,
     base: str | Path | None = None,
 ) -> RecoveryResult:

@@ -42,7 +42,7 @@ def extract_features(
     With ``ranks``, also the numerical rank of every pairwise difference of every tensor (2-D, or folded
     to 2-D), estimated through a ``sketch_rows`` random sketch (``features/rank.py``); with
     ``ranks="nearest"`` only each model's difference to its nearest model in that tensor (n ranks per
-    tensor instead of n(n-1)/2: enough for ``FeatureSet.low_rank_share``; the others stay -1).
+    tensor instead of n(n-1)/2: enough to see whether any difference is low-rank; the others stay -1).
     The returned FeatureSet holds only the models that were read completely and were finite; its metadata
     ``masked_tensors`` names the tensors compared on the common support, and ``support_norms`` is set when
     there is any.
@@ -51,6 +51,7 @@ def extract_features(
     rms_distances = np.full((n_tensors, n_models, n_models), np.nan)
     moments = np.full((n_tensors, n_models, 4), np.nan)
     rank_matrices = np.full((n_tensors, n_models, n_models), -1, dtype=np.int64) if ranks else None
+    firm_ranks = np.full((n_tensors, n_models, n_models), -1, dtype=np.int64) if ranks else None
     rank_caps = np.zeros(n_tensors, dtype=np.int64) if ranks else None
     support_norms = np.full((n_tensors, n_models, n_models), np.nan)
     masked: list[str] = []
@@ -91,14 +92,14 @@ def extract_features(
             # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
             squared_norms = (moments[t, index, 1] + moments[t, index, 0] ** 2) * info.numel
             support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
-        if rank_matrices is not None and rank_caps is not None:
+        if rank_matrices is not None and firm_ranks is not None and rank_caps is not None:
             dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
             folded = (info.shape[0], info.numel // info.shape[0])
             rank_pairs = nearest_pairs(rms_distances[t][pairs]) if ranks == "nearest" else None
-            pair_ranks, rank_caps[t] = sketched_ranks(
+            estimate = sketched_ranks(
                 values, folded, dtypes, seed=t, sketch_rows=sketch_rows, pairs=rank_pairs
             )
-            rank_matrices[t][np.ix_(index, index)] = pair_ranks
+            rank_matrices[t][pairs], firm_ranks[t][pairs], rank_caps[t] = estimate
         del stack, values
 
     kept = [i for i in range(n_models) if i not in failed]
@@ -110,6 +111,7 @@ def extract_features(
         rms_distances=rms_distances[:, kept][:, :, kept],
         moments=moments[:, kept],
         ranks=rank_matrices[:, kept][:, :, kept] if rank_matrices is not None else None,
+        firm_ranks=firm_ranks[:, kept][:, :, kept] if firm_ranks is not None else None,
         rank_caps=rank_caps,
         support_norms=support_norms[:, kept][:, :, kept] if masked else None,
         metadata={

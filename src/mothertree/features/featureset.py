@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidFeatureSetError
+from .rank import clearly_low_rank, is_clearly_low_rank
 from .reductions import excess_kurtosis
 
 # Format 2 adds the optional ``support_norms``. A file without them is written as format 1, which every
@@ -42,6 +43,9 @@ class FeatureSet:
         ranks: ``(n_tensors, n_models, n_models)`` numerical rank of each pairwise difference, or None when
             not extracted (``features/rank.py``).
         rank_caps: ``(n_tensors,)`` the largest rank each tensor's estimate can report (its sketch size).
+        firm_ranks: like ``ranks``, counted at twice the noise tolerance (``features/rank.py``: a LoRA
+            update's count does not move, a dense one cut by rounding noise does); None in files written
+            before they existed.
         support_norms: ``(n_tensors, n_models, n_models)``, ``[t, i, j]`` the squared norm of model i's tensor
             t over the coordinates where both i and j are nonzero (for a dense tensor, all of them: model i's
             squared norm for every j); None when no tensor is masked.
@@ -56,6 +60,7 @@ class FeatureSet:
     moments: npt.NDArray[np.float64]
     ranks: npt.NDArray[np.int64] | None = None
     rank_caps: npt.NDArray[np.int64] | None = None
+    firm_ranks: npt.NDArray[np.int64] | None = None
     support_norms: npt.NDArray[np.float64] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -96,23 +101,33 @@ class FeatureSet:
             )
         return np.asarray(self.ranks.sum(axis=0), dtype=np.float64)
 
-    def low_rank_share(self) -> float:
-        """Median over models of the rank of its difference to its nearest model, as a share of the cap.
-
-        Per tensor, the nearest model is the one at the smallest RMS distance among the pairs whose rank is
-        known (the likely parent or child); the shares are averaged over tensors. About 1 for full
-        fine-tunes (their updates are dense), small for LoRA fine-tunes (a child differs from its parent by
-        the adapter's rank).
-        """
+    def rank_shares(self) -> npt.NDArray[np.float64]:
+        """``(n_models, n_models)`` summed rank of ``W_i - W_j`` over the summed caps; NaN where not known."""
         if self.ranks is None or self.rank_caps is None:
-            raise InvalidFeatureSetError("these features hold no ranks")
-        d = np.where(self.ranks >= 0, self.rms_distances, np.inf)
-        d[:, np.arange(self.n_models), np.arange(self.n_models)] = np.inf
-        nearest = d.argmin(axis=2)  # (n_tensors, n_models)
-        tensors = np.arange(self.n_tensors)[:, None]
-        rank = self.ranks[tensors, np.arange(self.n_models)[None, :], nearest]
-        share = (rank / np.maximum(self.rank_caps, 1)[:, None]).mean(axis=0)
-        return float(np.median(share))
+            raise InvalidFeatureSetError("these features hold no ranks", hint="extract them with ranks")
+        known = (self.ranks >= 0).all(axis=0)
+        shares = self.ranks.sum(axis=0) / max(int(self.rank_caps.sum()), 1)
+        return np.where(known, shares, np.nan)
+
+    def low_rank_pairs(self) -> npt.NDArray[np.bool_]:
+        """``(n_models, n_models)`` pairs whose difference is clearly low-rank in every tensor (LoRA-like).
+
+        See ``features.rank.is_clearly_low_rank``; False everywhere when no firm ranks were extracted.
+        """
+        if self.ranks is None or self.firm_ranks is None or self.rank_caps is None:
+            return np.zeros((self.n_models, self.n_models), dtype=bool)
+        return is_clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps)
+
+    def has_low_rank_differences(self) -> bool:
+        """Whether any computed difference of any tensor is clearly low-rank and not zero.
+
+        With ranks of only each model's nearest model (which differs between tensors), this is the cheap
+        sign that the rank of every pair is worth computing.
+        """
+        if self.ranks is None or self.firm_ranks is None or self.rank_caps is None:
+            return False
+        clear = clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps)
+        return bool((clear & (self.ranks > 0)).any())
 
     def relative_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.
@@ -174,6 +189,7 @@ class FeatureSet:
             rms_distances=self.rms_distances[:, idx][:, :, idx],
             moments=self.moments[:, idx],
             ranks=self.ranks[:, idx][:, :, idx] if self.ranks is not None else None,
+            firm_ranks=self.firm_ranks[:, idx][:, :, idx] if self.firm_ranks is not None else None,
             rank_caps=None if self.rank_caps is None else self.rank_caps.copy(),
             support_norms=None if self.support_norms is None else self.support_norms[:, idx][:, :, idx],
             metadata=dict(self.metadata),
@@ -191,6 +207,8 @@ class FeatureSet:
         optional: dict[str, Any] = {}
         if self.ranks is not None and self.rank_caps is not None:
             optional = {"ranks": self.ranks, "rank_caps": self.rank_caps}
+            if self.firm_ranks is not None:
+                optional["firm_ranks"] = self.firm_ranks
         if self.support_norms is not None:
             optional["support_norms"] = self.support_norms
         with open(path, "wb") as handle:
@@ -212,6 +230,7 @@ class FeatureSet:
                 arrays = {key: data[key] for key in ("numel", "rms_distances", "moments")}
                 ranks = data["ranks"] if "ranks" in data else None
                 rank_caps = data["rank_caps"] if "rank_caps" in data else None
+                firm_ranks = data["firm_ranks"] if "firm_ranks" in data else None
                 support_norms = data["support_norms"] if "support_norms" in data else None
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidFeatureSetError(
@@ -232,6 +251,7 @@ class FeatureSet:
             moments=arrays["moments"].astype(np.float64),
             ranks=None if ranks is None else ranks.astype(np.int64),
             rank_caps=None if rank_caps is None else rank_caps.astype(np.int64),
+            firm_ranks=None if firm_ranks is None else firm_ranks.astype(np.int64),
             support_norms=None if support_norms is None else support_norms.astype(np.float64),
             metadata=dict(header.get("metadata", {})),
         )

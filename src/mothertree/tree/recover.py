@@ -18,10 +18,9 @@ import numpy.typing as npt
 
 from ..errors import InvalidParameterError, TooFewModelsError
 from ..features.featureset import FeatureSet
-from ..features.rank import LOW_RANK_FRACTION
 from .arborescence import minimum_spanning_arborescence
 from .cluster import cluster_trees, split_unrelated
-from .costs import KurtosisTrend, directed_costs
+from .costs import KurtosisTrend, directed_costs, tiered_distances
 from .orient import (
     choose_cue,
     choose_root,
@@ -91,9 +90,9 @@ class TreeRecovery:
         Relative distance above which two models are not related (used by ``n_trees="auto"``).
     distance : {"l2", "rank", "auto"}
         Which distance places edges (``fit`` only): ``"l2"``, the mean per-tensor RMS of ``W_i - W_j`` (full
-        fine-tunes); ``"rank"``, the summed rank of ``W_i - W_j`` (LoRA fine-tunes); ``"auto"``, rank when
-        the models' differences are low-rank (``FeatureSet.low_rank_share() <= LOW_RANK_FRACTION``) and the
-        features hold the rank of every pair, else l2.
+        fine-tunes); ``"rank"``, the summed rank of ``W_i - W_j`` (LoRA fine-tunes); ``"auto"``, per pair:
+        the pairs whose difference is clearly low-rank (``FeatureSet.low_rank_pairs``) are joined first, by
+        rank, and every other pair is placed by l2 (``tree.costs.tiered_distances``).
 
     Attributes
     ----------
@@ -110,7 +109,10 @@ class TreeRecovery:
         One root per tree, in tree order.
     edges_ : list of Edge
     distance_ : str
-        The distance used (``"l2"`` or ``"rank"``; ``"given"`` from ``fit_matrices``).
+        The distance used: ``"l2"``, ``"rank"``, ``"rank+l2"`` (``auto`` with both kinds of pairs), or
+        ``"given"`` from ``fit_matrices``.
+    low_rank_pairs_ : int or None
+        With ``distance="auto"``, how many pairs were judged clearly low-rank (None otherwise).
     cues_ : list of str
         Per tree (in label order), the cue that oriented it: ``"norm grows"``, ``"kurtosis falls"``, ...
     cue_consistency_ : list of dict
@@ -124,7 +126,7 @@ class TreeRecovery:
         lam: float = 0.3,
         direction: Direction = "auto",
         unrelated_above: float = 0.5,
-        distance: Distance = "l2",
+        distance: Distance = "auto",
     ) -> None:
         self.n_trees = n_trees
         self.lam = lam
@@ -145,20 +147,24 @@ class TreeRecovery:
             raise InvalidParameterError(
                 f"unknown distance `{self.distance}`", hint=f"use one of: {', '.join(DISTANCES)}"
             )
-        use_rank = self.distance == "rank" or (
-            self.distance == "auto"
-            and features.has_all_ranks
-            and features.low_rank_share() <= LOW_RANK_FRACTION
-        )
+        low_rank = features.low_rank_pairs() if self.distance == "auto" else None
+        if self.distance == "rank":
+            distances, used = features.rank_distances(), "rank"
+        elif low_rank is not None and low_rank.any():
+            distances = tiered_distances(features.distances(), features.rank_shares(), low_rank)
+            used = "rank+l2" if (~low_rank).sum() > len(low_rank) else "rank"
+        else:
+            distances, used = features.distances(), "l2"
         self.fit_matrices(
-            features.rank_distances() if use_rank else features.distances(),
+            distances,
             features.summed_kurtosis(),
             features.model_ids,
             log_norms=features.log_norm_pairs(),
             relative_distances=features.relative_distances(),
             known_parents=known_parents,
         )
-        self.distance_ = "rank" if use_rank else "l2"
+        self.distance_ = used
+        self.low_rank_pairs_: int | None = int(np.triu(low_rank).sum()) if low_rank is not None else None
         return self
 
     def fit_matrices(
@@ -248,6 +254,7 @@ class TreeRecovery:
 
         self.model_ids_ = list(model_ids)
         self.distance_ = "given"
+        self.low_rank_pairs_ = None
         self.distances_ = d
         self.kurtosis_ = k
         self.labels_ = labels
