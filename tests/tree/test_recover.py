@@ -124,13 +124,20 @@ def test_a_model_with_no_relative_is_a_root_of_its_own():
     assert len(recovery.edges_) == n - 2
 
 
-def test_confidence_is_low_for_a_near_tie():
-    #  a and b are almost equally close to c: c's placement is a coin flip
-    d = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.001], [1.0, 1.001, 0.0]])
+@pytest.mark.parametrize("far", [1.001, 2.0])
+def test_confidence_is_low_for_a_near_tie_and_high_for_a_clear_parent(far):
+    #  a and b are almost equally close to c (far=1.001): c's placement is a coin flip; with far=2, a is
+    # clearly c's parent. The norm grows a -> b and a -> c by 3 units: the direction is clear.
+    d = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, far], [1.0, far, 0.0]])
     recovery = TreeRecovery(n_trees=None, direction="norm").fit_matrices(
-        d, np.zeros(3), ["a", "b", "c"], log_norms=[0.0, 1.0, 1.0]
+        d, np.zeros(3), ["a", "b", "c"], log_norms=[0.0, 3.0, 3.0]
     )
-    assert all(e.confidence < 0.01 for e in recovery.edges_)
+    edges = {(e.parent, e.child): e.confidence for e in recovery.edges_}
+    assert set(edges) == {("a", "b"), ("a", "c")}
+    if far > 1.5:
+        assert min(edges.values()) > 0.99
+    else:
+        assert max(edges.values()) < 0.6  # about a coin flip
 
 
 @pytest.mark.parametrize("direction", ["norm", "falls"])

@@ -19,6 +19,7 @@ import numpy.typing as npt
 from ..errors import InvalidParameterError, TooFewModelsError
 from ..features.featureset import FeatureSet
 from .arborescence import minimum_spanning_arborescence
+from .calibration import edge_confidence
 from .cluster import cluster_trees, split_unrelated
 from .costs import KurtosisTrend, directed_costs, tiered_distances
 from .orient import (
@@ -56,9 +57,10 @@ CUE_NAMES |= {("kurtosis", -1.0): "kurtosis falls", ("kurtosis", 1.0): "kurtosis
 class Edge:
     """A recovered fine-tuning relation: ``child`` was trained from ``parent``.
 
-    ``confidence`` in [0, 1] is the smaller of two margins (``tree/orient.py``): placement, 1 - d(parent,
-    child) / d(nearest other model, child); and direction, tanh(half the evidence, in edges, that would
-    have to flip to reverse the edge). It ranks edges; it is not yet a calibrated probability.
+    ``confidence`` in [0, 1] is the estimated probability that the edge is right, placement and direction
+    (``tree/calibration.py``), computed from the smaller of two margins (``tree/orient.py``): placement,
+    1 - d(parent, child) / d(nearest other model, child); and direction, tanh(half the evidence, in edges,
+    that would have to flip to reverse the edge). It was fit on zoo graphs and checked on held-out ones.
     """
 
     parent: str
@@ -104,7 +106,11 @@ class TreeRecovery:
     parents_ : ndarray of shape (n_models,)
         Index of each model's parent, -1 for a root.
     confidences_ : ndarray of shape (n_models,)
-        Confidence of each model's edge from its parent (NaN for roots).
+        Confidence of each model's edge from its parent: the estimated probability that it is right
+        (``tree.calibration``); NaN for roots, 1 for known edges.
+    placement_margins_, direction_margins_ : ndarray of shape (n_models,)
+        The margins the confidence is computed from (``tree.orient.placement_confidence`` and
+        ``direction_confidence``); NaN for roots.
     roots_ : list of str
         One root per tree, in tree order.
     edges_ : list of Edge
@@ -220,7 +226,8 @@ class TreeRecovery:
             cues = [("kurtosis", DIRECTION_SIGN[self.direction])]
 
         parents = np.full(n_models, -1, dtype=np.int64)
-        confidences = np.full(n_models, np.nan)
+        placement = np.full(n_models, np.nan)
+        direction = np.full(n_models, np.nan)
         self.cues_: list[str] = []
         self.cue_consistency_: list[dict[str, float]] = []
         for tree in range(int(labels.max()) + 1):
@@ -244,13 +251,14 @@ class TreeRecovery:
                     costs[parent, child] = forced
                 local_parents = minimum_spanning_arborescence(costs)
             self.cues_.append(CUE_NAMES[cues[chosen]])
-            local_confidence = edge_confidences(local_d, *local_cues[chosen], local_parents)
-            for child in local_known:
-                local_confidence[child] = 1.0
+            local_placement, local_direction = edge_margins(local_d, *local_cues[chosen], local_parents)
             for local_child, local_parent in enumerate(local_parents):
                 if local_parent >= 0:
                     parents[members[local_child]] = members[local_parent]
-                    confidences[members[local_child]] = local_confidence[local_child]
+                    placement[members[local_child]] = local_placement[local_child]
+                    direction[members[local_child]] = local_direction[local_child]
+        confidences = edge_confidence(placement, direction)
+        confidences[list(known)] = 1.0  # structural: an adapter and the base it was read on
 
         self.model_ids_ = list(model_ids)
         self.distance_ = "given"
@@ -259,6 +267,8 @@ class TreeRecovery:
         self.kurtosis_ = k
         self.labels_ = labels
         self.parents_ = parents
+        self.placement_margins_ = placement
+        self.direction_margins_ = direction
         self.confidences_ = confidences
         self.roots_ = [self.model_ids_[i] for i in np.flatnonzero(parents < 0)]
         self.edges_ = [
@@ -331,13 +341,13 @@ def orient_by_cues(
     return orient_from_root(n_models, edges, root), chosen, scores
 
 
-def edge_confidences(
+def edge_margins(
     distances: npt.NDArray[np.float64],
     changes: npt.NDArray[np.float64],
     sign: float,
     parents: npt.NDArray[np.int64],
-) -> npt.NDArray[np.float64]:
-    """Confidence of each node's edge from its parent: min(placement, direction) margins (see ``Edge``)."""
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Each node's placement and direction margins (``tree.orient``), NaN for roots."""
     edges = [(min(int(p), c), max(int(p), c)) for c, p in enumerate(parents) if p >= 0]
     scores = root_scores(len(parents), edges, evidence_from_changes(changes, edges, sign))
-    return np.fmin(placement_confidence(distances, parents), direction_confidence(scores, parents))
+    return placement_confidence(distances, parents), direction_confidence(scores, parents)
