@@ -16,7 +16,7 @@ from scipy.optimize import minimize
 from mothertree.tree.calibration import MARGIN_FLOOR
 
 # Upper edges of the confidence bins of the reliability table (the last bin ends at 1).
-BIN_EDGES = (0.9, 0.97, 0.99)
+BIN_EDGES = (0.9, 0.98)
 
 
 def fit(margins: Sequence[float], correct: Sequence[bool]) -> tuple[float, float]:

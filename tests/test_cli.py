@@ -72,6 +72,8 @@ def test_text_and_dot_output(bert_family: Path):
         "kurtosis rises",
     }
     assert "└── " in out
+    assert out.splitlines()[1].endswith("(root: no parent in this collection)")
+    assert out.count("confidence 0.") + out.count("confidence 1.000") == 4
     code, out, _ = run("recover", str(bert_family), "--format", "dot", "--quiet")
     assert code == 0 and out.startswith("digraph model_trees {") and out.count("->") == 4
 

@@ -35,13 +35,14 @@ def draw_tree(
 
 def to_text(result: RecoveryResult) -> str:
     children = children_of((e.parent, e.child) for e in result.edges)
-    distance = {e.child: f"  (d={e.distance:.3g}, confidence {e.confidence:.2f})" for e in result.edges}
+    label = {e.child: f"  (d={e.distance:.3g}, confidence {e.confidence:.3f})" for e in result.edges}
     blocks = []
     for k, tree in enumerate(result.trees):
+        label[tree.root] = "  (root: no parent in this collection)"
         header = f"tree {k}: {len(tree.models)} model{'s' if len(tree.models) != 1 else ''}"
         if tree.cue:
             header += f", oriented by: {tree.cue}"
-        blocks.append("\n".join([header, *draw_tree(tree.root, children, distance)]))
+        blocks.append("\n".join([header, *draw_tree(tree.root, children, label)]))
     return "\n\n".join(blocks) + "\n"
 
 

@@ -221,7 +221,9 @@ def test_log_norm_pairs_sum_the_support_norms_over_tensors():
 
 def test_a_pair_unshared_in_one_tensor_is_averaged_over_the_others():
     features = features_with_support()
-    expected = features.rms_distances[[0, 2], 0, 1].mean()
+    features.numel = np.array([100, 400, 2500][: features.n_tensors], dtype=np.int64)
+    weights = np.sqrt(features.numel[[0, 2]].astype(float))
+    expected = (features.rms_distances[[0, 2], 0, 1] * weights).sum() / weights.sum()
     features.rms_distances[1, 0, 1] = features.rms_distances[1, 1, 0] = np.nan
     assert features.distances()[0, 1] == pytest.approx(expected)
     assert np.isfinite(features.relative_distances()).all()
@@ -237,9 +239,16 @@ def test_a_pair_unshared_everywhere_is_as_far_as_the_farthest_and_unrelated():
     assert features.relative_distances()[0, 1] == pytest.approx(np.sqrt(2.0))
 
 
-def test_dense_distances_are_the_plain_mean_bit_for_bit():
+def test_dense_distances_are_the_sqrt_numel_weighted_mean():
+    # = the sum of per-tensor Frobenius distances over the sum of sqrt(numel)
     features = features_with_support()
-    np.testing.assert_array_equal(features.distances(), features.rms_distances.mean(axis=0))
+    features.numel = np.array([100, 400, 2500][: features.n_tensors], dtype=np.int64)
+    assert not np.allclose(features.distances(), features.rms_distances.mean(axis=0))
+    frobenius = features.rms_distances * np.sqrt(features.numel.astype(float))[:, None, None]
+    expected = frobenius.sum(axis=0) / np.sqrt(features.numel.astype(float)).sum()
+    np.testing.assert_allclose(features.distances(), expected, rtol=1e-12)
+    features.numel[:] = 7  # tensors of one size: the paper's plain mean
+    np.testing.assert_allclose(features.distances(), features.rms_distances.mean(axis=0), rtol=1e-12)
 
 
 def test_dense_real_weights_take_the_plain_path_with_the_same_numbers(bert_family: Path):
