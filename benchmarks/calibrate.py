@@ -51,4 +51,9 @@ def reliability_rows(confidence: Sequence[float], correct: Sequence[bool]) -> li
             f"| {low:.2f}-{high:.2f} | {int(inside.sum())} | {c[inside].mean():.3f} | "
             f"{y[inside].mean():.1%} | {int((~y[inside]).sum())} |"
         )
+    if c.size:
+        rows.append(
+            f"| all | {c.size} | {c.mean():.3f} | {y.mean():.1%} | {int((~y).sum())} "
+            f"(expected from the confidences: {float((1.0 - c).sum()):.1f}) |"
+        )
     return rows

@@ -155,7 +155,7 @@ def calibration_section() -> list[str]:
         "",
         *table(tuning),
         "",
-        f"Held-out edges (never used to fit anything), from: {graphs(heldout)}.",
+        f"Edges the fit never saw, from: {graphs(heldout)}.",
         "",
         *table(heldout),
     ]

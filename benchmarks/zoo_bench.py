@@ -41,8 +41,17 @@ PAPER_FALLS = "paper: λ=0.3, kurtosis falls, K given"
 PAPER_RISES = "paper: λ=0.3, kurtosis rises, K given"
 PAPER_ORACLE = "paper: λ=0.3, sign set right per tree by hand (oracle), K given"
 # Every edge recovered with the default settings, for the calibration tables: its graph, whether that
-# graph is held out, its two margins, its confidence, and whether it is right.
+# graph was left out of the confidence fit, its two margins, its confidence, and whether it is right.
 EDGE_RECORDS: list[dict[str, Any]] = []
+# The graphs whose edges fit `mothertree.tree.calibration` (its docstring): the small splits, their
+# variants, the full vision split and the MiniLM graphs of section (a2).
+FIT_GRAPHS = {f"{name}-small" for name, _ in SPLITS} | {"vision-ft-full", "minilm-graph", "minilm-lora-graph"}
+
+
+def used_in_fit(graph: Path) -> bool:
+    return graph.name in FIT_GRAPHS or graph.name.startswith(("vision-ft-small-", "text-ft-small-"))
+
+
 PHASE_PEAKS = ("imports_peak_mib", "read_peak_mib", "cluster_peak_mib", "tree_peak_mib")
 
 
@@ -64,7 +73,7 @@ def record_edges(recovery: TreeRecovery, truth: EdgeSet, graph: Path) -> None:
         EDGE_RECORDS.append(
             {
                 "graph": graph.name,
-                "heldout": "heldout" in graph.name,
+                "heldout": not used_in_fit(graph),
                 "placement": float(recovery.placement_margins_[child]),
                 "direction": float(recovery.direction_margins_[child]),
                 "confidence": edge.confidence,

@@ -185,3 +185,22 @@ def test_auto_distance_joins_lora_relations_by_rank_and_the_rest_by_l2(mixed_fam
     assert result.params["distances_used"] == ["rank+l2"]
     score = score_edges({(e.parent, e.child) for e in result.edges}, load_edges(mixed_family / "truth.json"))
     assert score.directed == 1.0
+
+
+def test_ranks_can_be_read_for_chosen_pairs_only(lora_family: Path):
+    from mothertree.features.extract import extract_features
+    from mothertree.features.select import select_tensors
+    from mothertree.io import discover, open_checkpoint
+
+    refs, _ = discover(lora_family)
+    checkpoints = [open_checkpoint(ref) for ref in refs]
+    tensors = select_tensors([c.tensors for c in checkpoints])
+    features, _ = extract_features(
+        checkpoints, [r.id for r in refs], tensors, ranks=True, rank_pairs=[(0, 1)]
+    )
+    for checkpoint in checkpoints:
+        checkpoint.close()
+    assert features.metadata["ranks"] == "pairs" and not features.has_all_ranks
+    assert features.ranks is not None and (features.ranks[:, 0, 1] >= 0).all()
+    assert (features.ranks[:, 0, 2] == -1).all() and (features.ranks[:, 2, 3] == -1).all()
+    assert not features.low_rank_pairs()[0, 2]  # unknown is never low-rank

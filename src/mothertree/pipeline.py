@@ -20,6 +20,7 @@ from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import align_names
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
+from .features.rank import neighbour_pairs
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, match_base, open_checkpoint
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
@@ -86,7 +87,8 @@ def read_features(
 
     ``ranks="auto"`` (for ``--distance auto``): first only each model's difference to its nearest model
     (cheap: n ranks per tensor); a group where any of them is clearly low-rank
-    (``FeatureSet.has_low_rank_differences``) is read again with the rank of every pair.
+    (``FeatureSet.has_low_rank_differences``) is read again with the ranks of each model's
+    ``features.rank.NEIGHBOURS`` nearest models in l2 (all pairs in groups that small).
 
     A PEFT LoRA adapter is read as its base model plus the adapter's update: the base is the model of the
     collection its ``adapter_config.json`` names (``io.match_base``), else ``base``.
@@ -173,13 +175,17 @@ def _extract_group(
     features, failed = extract_features(checkpoints, ids, tensors, ranks="nearest", metadata=metadata)
     if features.n_models < 2 or not features.has_low_rank_differences():
         return features, failed
-    LOG.info("differences are low-rank (LoRA-like): reading the group again for the rank of every pair")
-    readable = [(ref, ckpt) for ref, ckpt in group if ref.id in set(features.model_ids)]
+    # Rank is needed only where an edge could be: each model's nearest models in l2 (not all n^2 pairs).
+    pairs = neighbour_pairs(features.distances())
+    LOG.info("some differences are low-rank (LoRA-like): reading again for the ranks of %d pairs", len(pairs))
+    kept = set(features.model_ids)
+    readable = [(ref, ckpt) for ref, ckpt in group if ref.id in kept]  # in the order of features.model_ids
     again, more = extract_features(
         [ckpt for _, ckpt in readable],
         [ref.id for ref, _ in readable],
         tensors,
         ranks=True,
+        rank_pairs=pairs,
         metadata=metadata,
     )
     return again, failed + more

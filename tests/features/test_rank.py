@@ -4,7 +4,13 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from mothertree.features.rank import clearly_low_rank, is_clearly_low_rank, nearest_pairs, sketched_ranks
+from mothertree.features.rank import (
+    clearly_low_rank,
+    is_clearly_low_rank,
+    nearest_pairs,
+    neighbour_pairs,
+    sketched_ranks,
+)
 
 ROWS, COLS = 300, 200
 STORAGE = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
@@ -140,3 +146,12 @@ def test_a_pair_is_low_rank_only_if_every_tensor_is():
     firm[0, 1, 2] = firm[0, 2, 1] = 3  # pair (1, 2) loses 5 of 8 when the tolerance doubles: not firm
     clear = is_clearly_low_rank(ranks, firm, np.array([16, 8, 8]))
     assert clear.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
+
+
+def test_neighbour_pairs_join_each_model_to_its_k_nearest():
+    # Points on a line at 0, 1, 3, 7, 15: each one's nearest is its left or right neighbour.
+    x = np.array([0.0, 1.0, 3.0, 7.0, 15.0])
+    d = np.abs(x[:, None] - x[None, :])
+    assert neighbour_pairs(d, k=1) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert (0, 2) in neighbour_pairs(d, k=2) and (0, 4) not in neighbour_pairs(d, k=2)
+    assert len(neighbour_pairs(d, k=10)) == 10  # k beyond n: every pair once

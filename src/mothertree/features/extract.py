@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
@@ -34,6 +35,7 @@ def extract_features(
     tensors: Sequence[TensorInfo],
     *,
     ranks: bool | Literal["nearest"] = False,
+    rank_pairs: Sequence[tuple[int, int]] | None = None,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     metadata: dict[str, object] | None = None,
 ) -> tuple[FeatureSet, list[BrokenModel]]:
@@ -43,6 +45,7 @@ def extract_features(
     to 2-D), estimated through a ``sketch_rows`` random sketch (``features/rank.py``); with
     ``ranks="nearest"`` only each model's difference to its nearest model in that tensor (n ranks per
     tensor instead of n(n-1)/2: enough to see whether any difference is low-rank; the others stay -1).
+    ``rank_pairs`` (with ``ranks=True``): only these pairs of models (indices into ``checkpoints``).
     The returned FeatureSet holds only the models that were read completely and were finite; its metadata
     ``masked_tensors`` names the tensors compared on the common support, and ``support_norms`` is set when
     there is any.
@@ -95,9 +98,13 @@ def extract_features(
         if rank_matrices is not None and firm_ranks is not None and rank_caps is not None:
             dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
             folded = (info.shape[0], info.numel // info.shape[0])
-            rank_pairs = nearest_pairs(rms_distances[t][pairs]) if ranks == "nearest" else None
             estimate = sketched_ranks(
-                values, folded, dtypes, seed=t, sketch_rows=sketch_rows, pairs=rank_pairs
+                values,
+                folded,
+                dtypes,
+                seed=t,
+                sketch_rows=sketch_rows,
+                pairs=_pairs_to_rank(ranks, rank_pairs, rms_distances[t][pairs], filled),
             )
             rank_matrices[t][pairs], firm_ranks[t][pairs], rank_caps[t] = estimate
         del stack, values
@@ -117,9 +124,35 @@ def extract_features(
         metadata={
             **(metadata or {}),
             "masked_tensors": masked,
-            "ranks": ("nearest" if ranks == "nearest" else "all") if ranks else None,
+            "ranks": _ranks_kind(ranks, rank_pairs, n_models),
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
     broken = [BrokenModel(path=checkpoints[i].path, error=failed[i]) for i in sorted(failed)]
     return features, broken
+
+
+def _pairs_to_rank(
+    ranks: bool | Literal["nearest"],
+    rank_pairs: Sequence[tuple[int, int]] | None,
+    distances: npt.NDArray[np.float64],
+    filled: list[int],
+) -> list[tuple[int, int]] | None:
+    """The pairs (positions among the models read for this tensor) whose rank to compute; None: all."""
+    if ranks == "nearest":
+        return nearest_pairs(distances)
+    if rank_pairs is None:
+        return None
+    position = {model: k for k, model in enumerate(filled)}
+    return [(position[i], position[j]) for i, j in rank_pairs if i in position and j in position]
+
+
+def _ranks_kind(
+    ranks: bool | Literal["nearest"], rank_pairs: Sequence[tuple[int, int]] | None, n_models: int
+) -> str | None:
+    if not ranks:
+        return None
+    if ranks == "nearest":
+        return "nearest"
+    covered = {frozenset((i, j)) for i, j in rank_pairs or () if i != j}
+    return "all" if rank_pairs is None or len(covered) >= n_models * (n_models - 1) // 2 else "pairs"

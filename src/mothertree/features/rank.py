@@ -129,6 +129,20 @@ def is_clearly_low_rank(
     return clear
 
 
+# A model's parent is among its NEIGHBOURS nearest models in l2 unless more of its own descendants (or
+# their siblings) are nearer than its parent: a LoRA child with a large update and many close
+# children. The zoo's trees have up to 4 children per model.
+NEIGHBOURS = 10
+
+
+def neighbour_pairs(distances: npt.NDArray[np.float64], k: int = NEIGHBOURS) -> list[tuple[int, int]]:
+    """Every model with each of its ``k`` nearest others, as ``(i, j)`` pairs with ``i < j``, no repeats."""
+    d = np.array(distances, dtype=np.float64)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1, kind="stable")[:, : min(k, len(d) - 1)]
+    return sorted({(min(i, int(j)), max(i, int(j))) for i, row in enumerate(nearest) for j in row})
+
+
 def nearest_pairs(distances: npt.NDArray[np.float64]) -> list[tuple[int, int]]:
     """Each model with its nearest other model (the likely parent or child), as ``(i, j)`` pairs."""
     d = np.array(distances, dtype=np.float64)
