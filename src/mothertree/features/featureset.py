@@ -43,8 +43,8 @@ class FeatureSet:
         ranks: ``(n_tensors, n_models, n_models)`` numerical rank of each pairwise difference, or None when
             not extracted (``features/rank.py``).
         rank_caps: ``(n_tensors,)`` the largest rank each tensor's estimate can report (its sketch size).
-        firm_ranks: like ``ranks``, counted at twice the noise tolerance (``features/rank.py``: a LoRA
-            update's count does not move, a dense one cut by rounding noise does); None in files written
+        firm_ranks: like ``ranks``, counted at ``CLIFF`` (4) times the noise tolerance (``features/rank.py``:
+            a LoRA update's count barely moves, a dense one cut by rounding noise does); None in files written
             before they existed.
         support_norms: ``(n_tensors, n_models, n_models)``, ``[t, i, j]`` the squared norm of model i's tensor
             t over the coordinates where both i and j are nonzero (for a dense tensor, all of them: model i's
@@ -123,7 +123,7 @@ class FeatureSet:
         """
         if self.ranks is None or self.firm_ranks is None or self.rank_caps is None:
             return np.zeros((self.n_models, self.n_models), dtype=bool)
-        return is_clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps)
+        return is_clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps, self._equal_tensors())
 
     def has_low_rank_differences(self) -> bool:
         """Whether any computed difference of any tensor is clearly low-rank and not zero.
@@ -133,8 +133,18 @@ class FeatureSet:
         """
         if self.ranks is None or self.firm_ranks is None or self.rank_caps is None:
             return False
-        clear = clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps)
+        clear = clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps, self._equal_tensors())
         return bool((clear & (self.ranks > 0)).any())
+
+    def _equal_tensors(self) -> npt.NDArray[np.bool_]:
+        """``(n_tensors, n, n)`` pairs whose tensors are equal: RMS difference under 1e-6 of the weights'.
+
+        Not exactly 0: distances come from float64 Gram pieces, exact to about 1e-8 for equal tensors; a
+        change as small as one fp32 rounding per weight is 6e-8, a real update 1e-4 or more.
+        """
+        mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
+        scale = np.sqrt((mean_square[:, :, None] + mean_square[:, None, :]) / 2.0)
+        return np.asarray(np.nan_to_num(self.rms_distances, nan=np.inf) <= 1e-6 * scale, dtype=bool)
 
     def relative_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.
