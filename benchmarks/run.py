@@ -303,6 +303,9 @@ def main() -> None:
         "## (a) The zoo: the paper's experiments on our own Model Graphs",
         "",
         "Directed accuracy is the paper's metric: a true edge counts when placement and direction are right. "
+        "The `paper` rows are the paper's method throughout: the plain mean of per-tensor RMS distances "
+        "(or the rank distance where said), a kurtosis penalty λ = 0.3 and a minimum directed spanning "
+        "tree. "
         "Splits are built by `mothertree zoo build <spec>` from the specs in `src/mothertree/zoo/specs/` "
         f"(size `{size}`). K given = the number of roots; clustering accuracy = share of models in the "
         "right tree after matching found trees to true ones. Per tree: directed accuracy of each true tree.",
@@ -377,6 +380,9 @@ def main() -> None:
         *zoo_bench.variants_section(heldout["text-ft"], build_variant, int8=True),
         "",
         "## (a2) Earlier, smaller graphs (1 → 3 → 6)",
+        "",
+        "Every row here places edges with mothertree's default distance (l2 weighted by sqrt(numel), "
+        "low-rank pairs first); the λ rows change only the direction step to the paper's.",
         "",
         f"### Demo graph: ImageNet MobileNetV2, 1 → 3 → 6 (`mothertree demo`, built in `{demo}`)",
         "",
