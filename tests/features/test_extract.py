@@ -69,3 +69,19 @@ def test_featureset_load_errors(tmp_path: Path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(InvalidFeatureSetError, match="is not a mothertree FeatureSet"):
         FeatureSet.load(bad)
+
+
+def test_ranks_and_firm_ranks_survive_save_and_subset(bert_family: Path, tmp_path: Path):
+    refs, _ = discover(bert_family)
+    checkpoints = [open_checkpoint(ref) for ref in refs]
+    tensors = select_tensors([c.tensors for c in checkpoints])
+    features, _ = extract_features(checkpoints, [r.id for r in refs], tensors, ranks=True)
+    for checkpoint in checkpoints:
+        checkpoint.close()
+    assert features.firm_ranks is not None and (features.firm_ranks <= features.ranks).all()
+    features.save(tmp_path / "f.npz")
+    loaded = FeatureSet.load(tmp_path / "f.npz")
+    np.testing.assert_array_equal(loaded.firm_ranks, features.firm_ranks)
+    np.testing.assert_array_equal(loaded.low_rank_pairs(), features.low_rank_pairs())
+    part = features.subset([2, 0])
+    np.testing.assert_array_equal(part.firm_ranks, features.firm_ranks[:, [2, 0]][:, :, [2, 0]])
