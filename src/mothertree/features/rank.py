@@ -12,8 +12,8 @@ high probability while the rank is below ``sketch_rows``, and the pairwise SVDs 
 
 A count below the cap is not yet evidence of a low-rank update: a dense update stored in bf16 loses every
 singular value under the rounding noise, and its count (20-40 of 128 on our MiniLM fine-tunes) depends on
-where the tolerance falls. A LoRA update stored finely enough drops off a cliff instead, so its count does
-barely move when the tolerance grows. ``firm`` ranks are counted at ``CLIFF`` times the tolerance, and
+where the tolerance falls. A LoRA update stored finely enough drops off a cliff instead, so its count
+barely moves when the tolerance grows. ``firm`` ranks are counted at ``CLIFF`` times the tolerance, and
 ``is_clearly_low_rank`` asks for both: below the cap, and firm.
 """
 
