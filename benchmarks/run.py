@@ -376,8 +376,10 @@ def main() -> None:
         "",
         "Built from the same specs at their `heldout` size (`mothertree zoo build SPEC --size heldout`): "
         "3 trees x 7 models like `small`, but another seed, another subset of the tasks, and other "
-        "learning rates (and LoRA ranks) than any split above. Nothing was set or fit on them: not the "
-        "thresholds, not the cue order, not the confidence calibration.",
+        "learning rates (and LoRA ranks) than any split above. Nothing was fit on them (not the thresholds, "
+        "the cue order or the confidence calibration), with one exception: the `text-lora-v` held-out split "
+        "broke the first version of the `--distance auto` rule, which was then revised (see (a)); its "
+        "`auto` row is therefore not a held-out figure.",
         "",
         *heldout_summary,
         "",
