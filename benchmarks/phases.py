@@ -29,7 +29,7 @@ def main(graph: str, n_trees: int, method: str) -> None:
 
     report: dict[str, float] = {"imports_peak_mib": peak_mib()}
     started = time.perf_counter()
-    feature_sets, _ = read_features([Path(graph)])
+    feature_sets, _ = read_features([Path(graph)], ranks="auto")  # what `recover` reads by default
     features = max(feature_sets, key=lambda f: f.n_models)
     report |= {"read_s": time.perf_counter() - started, "read_peak_mib": peak_mib()}
 
