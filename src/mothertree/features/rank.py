@@ -184,7 +184,9 @@ def sketched_ranks(
     matrices = stack.reshape(len(stack), rows, cols)
     # One model at a time, so that the float64 copy is one sketched matrix, not the whole stack.
     sketched = np.stack([sketch @ matrix.astype(np.float64) for matrix in matrices])
-    rms_weight = float(np.sqrt(np.mean(np.square(matrices, dtype=np.float64))))
+    # Model by model: a float64 square of the whole stack would be the largest array of the feature loop.
+    squares = sum(float(np.square(matrix, dtype=np.float64).sum()) for matrix in matrices)
+    rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
     per_dtype = {dtype: noise_tolerance(sketch, cols, rms_weight, dtype) for dtype in set(dtypes)}
     tolerance = np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
     ranks, firm = pairwise_ranks(sketched, tolerance, pairs)
