@@ -102,8 +102,8 @@ class FeatureSet:
             raise InvalidFeatureSetError(
                 "these features hold no ranks"
                 if self.ranks is None
-                else "these features hold only the "
-                "ranks of each model's difference to its nearest model, not of every pair",
+                else "these features hold the ranks of only some pairs "
+                f"({self.metadata.get('ranks', 'nearest')}), not of every pair",
                 hint="extract them again with ranks (`--distance rank`)",
             )
         return np.asarray(self.ranks.sum(axis=0), dtype=np.float64)
@@ -142,8 +142,7 @@ class FeatureSet:
         Not exactly 0: distances come from float64 Gram pieces, exact to about 1e-8 for equal tensors; a
         change as small as one fp32 rounding per weight is 6e-8, a real update 1e-4 or more.
         """
-        mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
-        scale = np.sqrt((mean_square[:, :, None] + mean_square[:, None, :]) / 2.0)
+        scale = self._pair_scales()
         return np.asarray(np.nan_to_num(self.rms_distances, nan=np.inf) <= 1e-6 * scale, dtype=bool)
 
     def relative_distances(self) -> npt.NDArray[np.float64]:
@@ -154,14 +153,24 @@ class FeatureSet:
         (zeros included): magnitude pruning cuts the smallest weights, so the scale drops little (to 0.88
         at 70 % for Gaussian weights) and both sides of the 0.5 cut keep their margin.
         """
-        mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
-        scale = np.sqrt((mean_square[:, :, None] + mean_square[:, None, :]) / 2.0)
+        scale = self._pair_scales()
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(scale > 0, self.rms_distances / scale, 0.0)
         mean = _mean_over_tensors(ratio)
         # Sharing no nonzero weight anywhere is no sign of relation: the value of unrelated weights.
         mean[self._unshared_pairs()] = np.sqrt(2.0)
         return mean
+
+    def _mean_squares(self) -> npt.NDArray[np.float64]:
+        """``(n_tensors, n_models)`` mean of the squared weights of each tensor of each model."""
+        return np.asarray(self.moments[..., 1] + self.moments[..., 0] ** 2, dtype=np.float64)
+
+    def _pair_scales(self) -> npt.NDArray[np.float64]:
+        """``(n_tensors, n_models, n_models)`` RMS of the two models' weights, per tensor and pair."""
+        mean_square = self._mean_squares()
+        return np.asarray(
+            np.sqrt((mean_square[:, :, None] + mean_square[:, None, :]) / 2.0), dtype=np.float64
+        )
 
     def _unshared_pairs(self) -> npt.NDArray[np.bool_]:
         """``(n_models, n_models)`` pairs that share no nonzero coordinate in any compared tensor."""
@@ -179,8 +188,8 @@ class FeatureSet:
 
     def log_norms(self) -> npt.NDArray[np.float64]:
         """``(n_models,)`` log of the squared Frobenius norm of all compared tensors together."""
-        mean_square = self.moments[..., 1] + self.moments[..., 0] ** 2
-        return np.asarray(np.log((mean_square * self.numel[:, None]).sum(axis=0)), dtype=np.float64)
+        squared_norms = self._mean_squares() * self.numel[:, None]
+        return np.asarray(np.log(squared_norms.sum(axis=0)), dtype=np.float64)
 
     def log_norm_pairs(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)``: ``[i, j]`` the log squared norm of model i over what it shares with j.
