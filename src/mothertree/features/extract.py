@@ -105,6 +105,8 @@ def extract_features(
                 seed=t,
                 sketch_rows=sketch_rows,
                 pairs=_pairs_to_rank(ranks, rank_pairs, rms_distances[t][pairs], filled),
+                # The moments already hold every model's mean square: no second pass over the stack.
+                rms_weight=float(np.sqrt(np.mean(moments[t, index, 1] + moments[t, index, 0] ** 2))),
             )
             rank_matrices[t][pairs], firm_ranks[t][pairs], rank_caps[t] = estimate
         del stack, values

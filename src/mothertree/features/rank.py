@@ -172,21 +172,24 @@ def sketched_ranks(
     seed: int,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
     pairs: Sequence[tuple[int, int]] | None = None,
+    rms_weight: float | None = None,
 ) -> RankEstimate:
     """Pairwise ranks of the differences of one 2-D tensor read from every model.
 
     ``stack`` is ``(n_models, rows * cols)`` as the feature loop holds it; ``dtypes`` are the models'
     storage dtypes: each pair is judged against the rounding of the coarser of its two. ``pairs``: only
-    those (``pairwise_ranks``).
+    those (``pairwise_ranks``). ``rms_weight``: the RMS of the whole stack, when the caller has it already
+    (the feature loop's moments); computed here otherwise.
     """
     rows, cols = shape
     sketch = make_sketch(rows, sketch_rows, seed)
     matrices = stack.reshape(len(stack), rows, cols)
     # One model at a time, so that the float64 copy is one sketched matrix, not the whole stack.
     sketched = np.stack([sketch @ matrix.astype(np.float64) for matrix in matrices])
-    # Model by model: a float64 square of the whole stack would be the largest array of the feature loop.
-    squares = sum(float(np.square(matrix, dtype=np.float64).sum()) for matrix in matrices)
-    rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
+    if rms_weight is None:
+        # Model by model: a float64 square of the whole stack would be the largest array of the loop.
+        squares = sum(float(np.square(matrix, dtype=np.float64).sum()) for matrix in matrices)
+        rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
     per_dtype = {dtype: noise_tolerance(sketch, cols, rms_weight, dtype) for dtype in set(dtypes)}
     tolerance = np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
     ranks, firm = pairwise_ranks(sketched, tolerance, pairs)
