@@ -31,6 +31,7 @@ import zoo_bench  # noqa: E402
 from mothertree.evaluation.metrics import score_edges  # noqa: E402
 from mothertree.evaluation.truth import load_edges  # noqa: E402
 from mothertree.features.extract import extract_features  # noqa: E402
+from mothertree.features.low_rank import LowRankRule  # noqa: E402
 from mothertree.features.rank import DEFAULT_SKETCH_ROWS  # noqa: E402
 from mothertree.features.select import select_tensors  # noqa: E402
 from mothertree.io import discover, open_checkpoint  # noqa: E402
@@ -106,7 +107,7 @@ def accuracy_table(graph: Path, *, ranks: bool = False) -> list[str]:
         n_pairs = features.n_models * (features.n_models - 1) // 2
         rows[0] += (
             f" Pairs judged clearly low-rank by `--distance auto` (the default): "
-            f"{int(features.low_rank_pairs().sum()) // 2} of {n_pairs}."
+            f"{int(LowRankRule().pairs(features).sum()) // 2} of {n_pairs}."
         )
         settings = SETTINGS + [
             ("direction=auto, distance=l2", {"direction": "auto", "distance": "l2"}),

@@ -18,6 +18,7 @@ import numpy as np
 from mothertree.evaluation.metrics import clustering_accuracy, score_edges, true_trees
 from mothertree.evaluation.truth import EdgeSet, load_edges
 from mothertree.features.featureset import FeatureSet
+from mothertree.features.low_rank import LowRankRule
 from mothertree.pipeline import read_features
 from mothertree.tree.recover import TreeRecovery
 from mothertree.zoo.build import STATE_FILE, build_graph
@@ -108,7 +109,7 @@ def _fit(features: FeatureSet, *, paper_l2: bool = False, **params: Any) -> Tree
         features.model_ids,
         log_norms=features.log_norm_pairs(),
         relative_distances=features.relative_distances(),
-        known_parents=features.metadata.get("known_parents", {}),
+        known_parents=features.known_parents,
     )
 
 
@@ -290,7 +291,7 @@ def split_section(name: str, graph: Path) -> tuple[list[str], dict[str, float]]:
 
 def distance_line(recovery: TreeRecovery, features: FeatureSet, truth: EdgeSet) -> str:
     """What `--distance auto` saw: the pairs it judged clearly low-rank, and the true edges among them."""
-    low = features.low_rank_pairs()
+    low = LowRankRule().pairs(features)
     index = {m: i for i, m in enumerate(features.model_ids)}
     on_edges = sum(bool(low[index[p], index[c]]) for p, c in truth)
     return (

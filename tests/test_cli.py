@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import load_file, save_file
 
+import mothertree
 from mothertree.cli import main
 
 
@@ -31,11 +32,22 @@ def test_json_output_contract(bert_family: Path):
     code, out, _ = run("recover", str(bert_family), "--format", "json", "--quiet")
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"models", "edges", "roots", "trees", "skipped", "params"}
+    assert set(result) == {
+        "format",
+        "mothertree_version",
+        "models",
+        "edges",
+        "roots",
+        "trees",
+        "skipped",
+        "params",
+    }
+    assert result["format"] == 1 and result["mothertree_version"] == mothertree.__version__
     ids = {m["id"] for m in result["models"]}
     assert ids == {"root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"}
     assert all(set(m) == {"id", "path", "tree"} for m in result["models"])
-    assert all(set(e) == {"parent", "child", "distance", "confidence"} for e in result["edges"])
+    assert all(set(e) == {"parent", "child", "distance", "confidence", "known"} for e in result["edges"])
+    assert not any(e["known"] for e in result["edges"])  # no adapters: every edge was inferred
     assert all(e["distance"] > 0 and 0 <= e["confidence"] <= 1 for e in result["edges"])
     assert len(result["edges"]) == 4 and len(result["roots"]) == 1
     [tree] = result["trees"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mothertree.features.low_rank import LowRankRule
 from mothertree.pipeline import recover
 
 
@@ -117,7 +118,7 @@ def test_auto_ranks_read_every_pair_only_for_low_rank_groups(lora_family: Path, 
     assert full.metadata["ranks"] == "nearest" and not full.has_all_ranks
     assert full.ranks is not None and ((full.ranks >= 0).sum(axis=(1, 2)) < full.n_models**2).all()
     (everything,), _ = read_features([bert_family], ranks=True)
-    assert not full.low_rank_pairs().any() and not everything.low_rank_pairs().any()
+    assert not LowRankRule().pairs(full).any() and not LowRankRule().pairs(everything).any()
     assert recover([bert_family], distance="auto").params["distances_used"] == ["l2"]
 
 
@@ -131,7 +132,7 @@ def test_peft_adapters_are_read_on_their_base_and_placed(mixed_family: Path):
 
     (features,), broken = read_features([mixed_family])
     assert broken == []
-    assert features.metadata["known_parents"] == {"x3": "x0", "x1": "x4"}
+    assert features.known_parents == {"x3": "x0", "x1": "x4"}
     result = recover([mixed_family])
     score = score_edges({(e.parent, e.child) for e in result.edges}, load_edges(mixed_family / "truth.json"))
     assert score.directed == 1.0
@@ -173,7 +174,7 @@ def test_auto_distance_joins_lora_relations_by_rank_and_the_rest_by_l2(mixed_fam
         for b in features.model_ids
         if a != b and lora_ancestors(a) & lora_ancestors(b)  # they meet climbing LoRA edges only
     }
-    low = features.low_rank_pairs()
+    low = LowRankRule().pairs(features)
     found = {
         frozenset((a, b))
         for i, a in enumerate(features.model_ids)
@@ -203,4 +204,4 @@ def test_ranks_can_be_read_for_chosen_pairs_only(lora_family: Path):
     assert features.metadata["ranks"] == "pairs" and not features.has_all_ranks
     assert features.ranks is not None and (features.ranks[:, 0, 1] >= 0).all()
     assert (features.ranks[:, 0, 2] == -1).all() and (features.ranks[:, 2, 3] == -1).all()
-    assert not features.low_rank_pairs()[0, 2]  # unknown is never low-rank
+    assert not LowRankRule().pairs(features)[0, 2]  # unknown is never low-rank

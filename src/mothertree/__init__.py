@@ -4,10 +4,12 @@ An implementation of MoTHer (Horwitz, Shul & Hoshen, *Unsupervised Model Tree He
 ICLR 2025) that streams checkpoints tensor by tensor.
 """
 
+from ._version import __version__
 from .errors import MotherTreeError
 from .evaluation.metrics import Score, score_edges
 from .features.featureset import FeatureSet
-from .pipeline import RecoveryResult, read_features, recover, recover_trees
+from .pipeline import read_features, recover, recover_trees
+from .result import RecoveryResult
 from .tree.recover import Edge, TreeRecovery
 
 __all__ = [
@@ -17,9 +19,9 @@ __all__ = [
     "RecoveryResult",
     "Score",
     "TreeRecovery",
+    "__version__",
     "read_features",
     "recover",
     "recover_trees",
     "score_edges",
 ]
-__version__ = "0.1.0"

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import click
 
@@ -22,12 +22,14 @@ from . import _progress
 from .errors import InvalidTruthError, MissingDependencyError, MotherTreeError
 from .evaluation.metrics import Score, score_edges
 from .evaluation.truth import EdgeSet, edges_from_model_cards, load_edges
-from .features.featureset import FeatureSet
 from .io import discover
 from .io.types import BrokenModel
-from .pipeline import RecoveryResult, ranks_for, read_features, recover_trees
-from .render import children_of, draw_tree, to_dot, to_json, to_text
-from .tree.recover import DIRECTIONS, DISTANCES
+from .pipeline import read_features, recover_trees
+from .pipeline import recover as recover_models
+from .render import RENDERERS, method_scores, score_text, side_by_side
+from .tree.cluster import UNRELATED_ABOVE
+from .tree.costs import DEFAULT_LAM
+from .tree.recover import DIRECTIONS, DISTANCES, Direction, Distance
 
 LOG = logging.getLogger("mothertree")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -76,7 +78,9 @@ class TreeCount(click.ParamType):
 
     name = "auto|K"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | Literal["auto"]:
         if value == "auto" or isinstance(value, int):
             return value
         try:
@@ -105,12 +109,13 @@ def main() -> None:
     type=TreeCount(),
     default="auto",
     show_default=True,
-    help="Number of Model Trees, or `auto`: unrelated models (relative distance > 0.5) are separate trees.",
+    help="Number of Model Trees, or `auto`: unrelated models (relative distance > "
+    f"{UNRELATED_ABOVE}) are separate trees.",
 )
 @click.option(
     "--lam",
     type=click.FloatRange(min=0),
-    default=0.3,
+    default=DEFAULT_LAM,
     show_default=True,
     help="Weight of the kurtosis penalty (`--direction falls|rises` only).",
 )
@@ -151,10 +156,10 @@ def main() -> None:
 @_report_errors
 def recover(
     paths: tuple[Path, ...],
-    n_trees: int | str,
+    n_trees: int | Literal["auto"],
     lam: float,
-    direction: str,
-    distance: str,
+    direction: Direction,
+    distance: Distance,
     base: Path | None,
     layers: str | None,
     fmt: str,
@@ -167,36 +172,18 @@ def recover(
     FeatureSet files (.npz) written by --save-features.
     """
     _setup_output(quiet)
-    feature_files = [p for p in paths if p.suffix == ".npz"]
-    if feature_files and len(feature_files) != len(paths):
-        raise click.UsageError("give either model folders or FeatureSet (.npz) files, not both")
-    broken: list[BrokenModel] = []
-    if feature_files:
-        feature_sets = [FeatureSet.load(p) for p in feature_files]
-    else:
-        feature_sets, broken = read_features(paths, layers=layers, ranks=ranks_for(distance), base=base)  # type: ignore[arg-type]
-    if save_features is not None:
-        _save_feature_sets(feature_sets, save_features)
-    result = recover_trees(
-        feature_sets,
-        n_trees=n_trees,  # type: ignore[arg-type]
+    result = recover_models(
+        paths,
+        n_trees=n_trees,
         lam=lam,
-        direction=direction,  # type: ignore[arg-type]
-        distance=distance,  # type: ignore[arg-type]
+        direction=direction,
+        distance=distance,
+        layers=layers,
+        base=base,
+        save_features=save_features,
     )
-    result.broken = broken
-    result.params["layers"] = layers
-    renderers: dict[str, Callable[[RecoveryResult], str]] = {"text": to_text, "json": to_json, "dot": to_dot}
-    click.echo(renderers[fmt](result), nl=False)
-    _report_skipped(broken)
-
-
-def _save_feature_sets(feature_sets: Sequence[FeatureSet], path: Path) -> None:
-    comparable = [f for f in feature_sets if f.n_models > 1]
-    for k, features in enumerate(comparable):
-        target = path if len(comparable) == 1 else path.with_name(f"{path.stem}-group{k}{path.suffix}")
-        features.save(target)
-        LOG.info("features of %d models written to `%s`", features.n_models, target)
+    click.echo(RENDERERS[fmt](result), nl=False)
+    _report_skipped(result.broken)
 
 
 @main.command()
@@ -215,7 +202,7 @@ def evaluate(result: Path, truth: Path, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(score.to_dict(), indent=2))
     else:
-        click.echo(_score_text(score))
+        click.echo(score_text(score))
 
 
 def declared_edges(folder: Path) -> EdgeSet:
@@ -232,29 +219,16 @@ def declared_edges(folder: Path) -> EdgeSet:
     return edges
 
 
-def _score_text(score: Score) -> str:
-    lines = [
-        f"directed accuracy:   {score.directed:.1%} ({score.n_directed_correct}/{score.n_edges} edges)",
-        f"undirected accuracy: {score.undirected:.1%} ({score.n_undirected_correct}/{score.n_edges} edges)",
-    ]
-    if len(score.per_tree) > 1:
-        for tree in score.per_tree:
-            lines.append(
-                f"  tree of {tree.root}: directed {tree.directed:.1%}, undirected {tree.undirected:.1%}"
-            )
-    return "\n".join(lines)
-
-
 @main.command()
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Where to build (default: cache)."
 )
 @click.option("--force", is_flag=True, help="Rebuild the demo Model Graph even if cached.")
-@click.option("--lam", type=click.FloatRange(min=0), default=0.3, show_default=True)
+@click.option("--lam", type=click.FloatRange(min=0), default=DEFAULT_LAM, show_default=True)
 @click.option("--direction", type=click.Choice(DIRECTIONS), default="auto", show_default=True)
 @quiet_option
 @_report_errors
-def demo(out: Path | None, force: bool, lam: float, direction: str, quiet: bool) -> None:
+def demo(out: Path | None, force: bool, lam: float, direction: Direction, quiet: bool) -> None:
     """Build a small Model Graph by really fine-tuning ImageNet MobileNetV2 (once), then recover it."""
     _setup_output(quiet)
     try:
@@ -266,41 +240,16 @@ def demo(out: Path | None, force: bool, lam: float, direction: str, quiet: bool)
     graph_dir = build_demo_graph(out, quiet=quiet, force=force)
     feature_sets, broken = read_features([graph_dir])
     truth = load_edges(graph_dir / "truth.json")
-    result = recover_trees(feature_sets, lam=lam, direction=direction)  # type: ignore[arg-type]
+    result = recover_trees(feature_sets, lam=lam, direction=direction, broken=broken)
     click.echo(side_by_side(result, truth))
     click.echo("")
-    click.echo(_score_text(score_edges({(e.parent, e.child) for e in result.edges}, truth)))
-    click.echo("\nevery direction method on this graph:")
+    click.echo(score_text(score_edges({(e.parent, e.child) for e in result.edges}, truth)))
+    scores: dict[str, Score] = {}
     for method in DIRECTIONS:
         other = recover_trees(feature_sets, lam=lam, direction=method)
-        score = score_edges({(e.parent, e.child) for e in other.edges}, truth)
-        scores = f"directed {score.directed:6.1%}   undirected {score.undirected:6.1%}"
-        click.echo(f"  --direction {method:<6} {scores}")
-    _report_skipped(broken)
-
-
-def side_by_side(result: RecoveryResult, truth: EdgeSet) -> str:
-    """The recovered trees (each edge marked right or wrong) beside the true ones."""
-    recovered_edges = {(e.parent, e.child) for e in result.edges}
-    marks = {child: "  ✓" if (parent, child) in truth else "  ✗" for parent, child in recovered_edges}
-    method = result.params["direction"]
-    left = [
-        f"recovered (direction={method}"
-        + (f", lam={result.params['lam']})" if method in ("falls", "rises") else ")")
-    ]
-    recovered_children = children_of(recovered_edges)
-    for tree in result.trees:
-        left += draw_tree(tree.root, recovered_children, marks)
-    right = ["truth"]
-    true_children = children_of(truth)
-    roots = sorted({p for p, _ in truth} - {c for _, c in truth})
-    for root in roots:
-        right += draw_tree(root, true_children)
-    width = max(len(line) for line in left) + 4
-    rows = max(len(left), len(right))
-    left += [""] * (rows - len(left))
-    right += [""] * (rows - len(right))
-    return "\n".join(f"{a.ljust(width)}{b}".rstrip() for a, b in zip(left, right, strict=True))
+        scores[method] = score_edges({(e.parent, e.child) for e in other.edges}, truth)
+    click.echo("\n" + method_scores(scores))
+    _report_skipped(result.broken)
 
 
 @main.group()

@@ -87,11 +87,17 @@ class InvalidTruthError(MotherTreeError, ValueError):
 class InvalidFeatureSetError(MotherTreeError, ValueError):
     """A saved FeatureSet file cannot be read."""
 
-    default_hint = "extract the features again with `mothertree features`"
+    default_hint = "write them again with `mothertree recover MODELS --save-features FILE.npz`"
 
 
 class InvalidParameterError(MotherTreeError, ValueError):
     """A parameter value is out of range or inconsistent with the data."""
+
+
+class NotFittedError(MotherTreeError, AttributeError):
+    """A result attribute (``edges_``, ...) was read before ``fit``."""
+
+    default_hint = "call `fit(features)` (or `fit_matrices(...)`) first"
 
 
 class UnsupportedQuantizationError(UnsupportedFormatError):

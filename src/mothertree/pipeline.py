@@ -1,97 +1,131 @@
 """From a folder on disk to Model Trees: discover, open, group, read features, recover.
 
-This is the library call behind ``mothertree recover``; every step is also usable on its own
+    recover(paths)  =  read_features(paths)  ->  recover_trees(feature_sets)
+                       discover -> open -> align names -> group by architecture -> extract_features
+
+``recover`` is the library call behind ``mothertree recover``; every step is also usable on its own
 (``mothertree.io``, ``mothertree.features``, ``mothertree.tree``).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
+from .errors import InvalidParameterError, MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import align_names
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
-from .features.rank import neighbour_pairs
+from .features.low_rank import LowRankRule
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, match_base, open_checkpoint
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
+from .result import RecoveredModel, RecoveredTree, RecoveryResult
 from .tree.cluster import split_counts, tree_linkage
-from .tree.recover import Direction, Distance, Edge, TreeRecovery
+from .tree.costs import DEFAULT_LAM
+from .tree.recover import Direction, Distance, Edge, TreeCount, TreeRecovery
 
 LOG = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RecoveredModel:
-    id: str
-    path: str
-    tree: int
+FEATURES_SUFFIX = ".npz"
+RankRequest = bool | Literal["auto"]
 
 
-@dataclass(frozen=True)
-class RecoveredTree:
-    root: str
-    models: list[str]
-    cue: str | None = None  # what oriented the tree ("norm grows", "kurtosis falls", ...); None for one model
+def recover(
+    paths: Sequence[str | Path],
+    *,
+    n_trees: TreeCount = "auto",
+    lam: float = DEFAULT_LAM,
+    direction: Direction = "auto",
+    distance: Distance = "auto",
+    layers: str | None = None,
+    base: str | Path | None = None,
+    save_features: str | Path | None = None,
+) -> RecoveryResult:
+    """The Model Trees of the models under ``paths``, or of FeatureSet files (``.npz``) written before.
 
-
-@dataclass
-class RecoveryResult:
-    """The Model Trees of a collection, and the models that could not be used.
-
-    ``to_json`` gives the stable JSON contract of ``mothertree recover --format json``.
+    ``layers`` (a regex of tensor names) and ``base`` (the base of LoRA adapters whose declared base is
+    not in the collection) apply when weights are read. ``save_features`` also writes the features read
+    (one file per architecture group: ``save_feature_sets``). See ``recover_trees`` for the rest.
     """
+    feature_sets, broken = load_features(paths, layers=layers, base=base, ranks=ranks_for(distance))
+    if save_features is not None:
+        save_feature_sets(feature_sets, save_features)
+    return recover_trees(
+        feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance, broken=broken
+    )
 
-    models: list[RecoveredModel]
-    edges: list[Edge]
-    trees: list[RecoveredTree]
-    broken: list[BrokenModel] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def roots(self) -> list[str]:
-        return [tree.root for tree in self.trees]
+def load_features(
+    paths: Sequence[str | Path],
+    *,
+    layers: str | None = None,
+    base: str | Path | None = None,
+    ranks: RankRequest = False,
+) -> tuple[list[FeatureSet], list[BrokenModel]]:
+    """``FeatureSet.load`` of each path when all are ``.npz`` files, else ``read_features(paths)``."""
+    feature_files = [Path(p) for p in paths if Path(p).suffix == FEATURES_SUFFIX]
+    if not feature_files:
+        return read_features(paths, layers=layers, ranks=ranks, base=base)
+    if len(feature_files) != len(paths):
+        raise InvalidParameterError(
+            "give either model folders or FeatureSet (.npz) files, not both",
+            hint="recover the models with `--save-features FILE.npz` first, or give only the folders",
+        )
+    if layers is not None or base is not None:
+        raise InvalidParameterError(
+            "`--layers` and `--base` apply when weights are read; FeatureSet files hold features "
+            "read already",
+            hint="read the models again with these options (and `--save-features` to keep them)",
+        )
+    return [FeatureSet.load(p) for p in feature_files], []
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "models": [{"id": m.id, "path": m.path, "tree": m.tree} for m in self.models],
-            "edges": [
-                {"parent": e.parent, "child": e.child, "distance": e.distance, "confidence": e.confidence}
-                for e in self.edges
-            ],
-            "roots": self.roots,
-            "trees": [{"root": t.root, "models": t.models, "cue": t.cue} for t in self.trees],
-            "skipped": [{"path": str(b.path), "error": str(b.error)} for b in self.broken],
-            "params": self.params,
-        }
+
+def save_feature_sets(feature_sets: Sequence[FeatureSet], path: str | Path) -> list[Path]:
+    """Write each group of comparable models to ``path`` (``stem-group<k>.npz`` when there are several)."""
+    path = Path(path)
+    comparable = [f for f in feature_sets if f.n_models > 1]
+    written = []
+    for k, features in enumerate(comparable):
+        target = path if len(comparable) == 1 else path.with_name(f"{path.stem}-group{k}{path.suffix}")
+        features.save(target)
+        LOG.info("features of %d models written to `%s`", features.n_models, target)
+        written.append(target)
+    return written
+
+
+def ranks_for(distance: Distance) -> RankRequest:
+    """What ``read_features`` must extract for a distance: nothing for l2, every pair for rank."""
+    choices: dict[str, RankRequest] = {"l2": False, "rank": True, "auto": "auto"}
+    return choices[distance]
+
+
+@dataclass(frozen=True)
+class _OpenModel:
+    ref: ModelRef
+    checkpoint: Checkpoint
+    known_parent: str | None  # the id of the base an adapter was read on, when it is in the collection
 
 
 def read_features(
     paths: Sequence[str | Path],
     *,
     layers: str | None = None,
-    ranks: bool | Literal["auto"] = False,
+    ranks: RankRequest = False,
     base: str | Path | None = None,
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
     """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked).
 
-    ``ranks="auto"`` (for ``--distance auto``): first only each model's difference to its nearest model
-    (cheap: n ranks per tensor); a group where any of them is clearly low-rank
-    (``FeatureSet.has_low_rank_differences``) is read again with the ranks of each model's
-    ``features.rank.NEIGHBOURS`` nearest models in l2 (all pairs in groups that small).
-
-    A PEFT LoRA adapter is read as its base model plus the adapter's update: the base is the model of the
-    collection its ``adapter_config.json`` names (``io.match_base``), else ``base``.
+    ``ranks="auto"`` (for ``--distance auto``) reads ranks only where the ``LowRankRule`` needs them
+    (``features/low_rank.py``). A PEFT LoRA adapter is read as its base model plus the adapter's update:
+    the base is the model of the collection its ``adapter_config.json`` names (``io.match_base``; that
+    edge becomes one of the group's ``known_parents``), else ``base``.
     """
     refs: list[ModelRef] = []
     broken: list[BrokenModel] = []
@@ -100,57 +134,28 @@ def read_features(
         refs.extend(found)
         broken.extend(failed)
 
-    # An adapter read on a base of the collection is known to be that base's child.
-    known_parents: dict[str, str] = {}
-
-    def base_resolver(adapter: ModelRef) -> Callable[[str], Checkpoint | None]:
-        def resolve(name: str) -> Checkpoint | None:
-            found = match_base(name, refs) if name else None
-            if found is not None:
-                known_parents[adapter.id] = found.id
-                return open_checkpoint(found)
-            return open_checkpoint(Path(base)) if base is not None else None
-
-        return resolve
-
     with ExitStack() as stack:
-        opened: list[tuple[ModelRef, Checkpoint]] = []
+        opened: list[_OpenModel] = []
         for ref in refs:
             try:
-                checkpoint = open_checkpoint(ref, resolve_base=base_resolver(ref))
-                opened.append((ref, stack.enter_context(checkpoint)))
+                model = _open_model(ref, refs, base)
             except MotherTreeError as exc:
                 LOG.warning("skipping `%s`: %s", ref.path, exc)
                 broken.append(BrokenModel(path=ref.path, error=exc))
+                continue
+            stack.enter_context(model.checkpoint)
+            opened.append(model)
         if len(opened) < 2:
             raise TooFewModelsError(_too_few_message(paths, len(opened), broken))
 
         # Names that differ only by a wrapper prefix (`bert.` of a task model) are compared as one.
-        aligned = align_names([ckpt for _, ckpt in opened])
-        opened = [(ref, ckpt) for (ref, _), ckpt in zip(opened, aligned, strict=True)]
-        groups = group_by_architecture([weight_signature(ckpt.tensors) for _, ckpt in opened])
+        aligned = align_names([model.checkpoint for model in opened])
+        groups = group_by_architecture([weight_signature(ckpt.tensors) for ckpt in aligned])
         LOG.info("%d models in %d architecture group(s)", len(opened), len(groups))
         feature_sets = []
         for members in groups:
-            group = [opened[i] for i in members]
-            if len(group) == 1:
-                feature_sets.append(_lone_model(group[0]))
-                continue
-            tensors = select_tensors([ckpt.tensors for _, ckpt in group], layers)
-            features, failed = _extract_group(
-                group,
-                tensors,
-                ranks,
-                metadata={
-                    "layers": layers,
-                    "selection": "regex" if layers else "default",
-                    "known_parents": {
-                        child: parent
-                        for child, parent in known_parents.items()
-                        if child in {r.id for r, _ in group} and parent in {r.id for r, _ in group}
-                    },
-                },
-            )
+            group = [(opened[i], aligned[i]) for i in members]
+            features, failed = _group_features(group, layers, ranks)
             broken.extend(failed)
             if features.n_models:
                 feature_sets.append(features)
@@ -163,26 +168,61 @@ def read_features(
     return feature_sets, broken
 
 
-def _extract_group(
-    group: Sequence[tuple[ModelRef, Checkpoint]],
+def _open_model(ref: ModelRef, refs: Sequence[ModelRef], base: str | Path | None) -> _OpenModel:
+    """Open ``ref``; an adapter on the base it declares among ``refs``, else on ``base``."""
+    declared = match_base(ref.adapter_base, refs) if ref.adapter_base else None
+
+    def resolve_base(_name: str) -> Checkpoint | None:
+        if declared is not None:
+            return open_checkpoint(declared)
+        return open_checkpoint(Path(base)) if base is not None else None
+
+    checkpoint = open_checkpoint(ref, resolve_base=resolve_base)
+    return _OpenModel(ref, checkpoint, declared.id if declared is not None else None)
+
+
+def _group_features(
+    group: Sequence[tuple[_OpenModel, Checkpoint]], layers: str | None, ranks: RankRequest
+) -> tuple[FeatureSet, list[BrokenModel]]:
+    """The FeatureSet of one architecture group (``aligned`` checkpoints beside their models)."""
+    if len(group) == 1:
+        return _lone_model(group[0][0]), []
+    ids = {model.ref.id for model, _ in group}
+    known_parents = {
+        model.ref.id: model.known_parent
+        for model, _ in group
+        if model.known_parent is not None and model.known_parent in ids
+    }
+    tensors = select_tensors([ckpt.tensors for _, ckpt in group], layers)
+    metadata: dict[str, object] = {"layers": layers, "selection": "regex" if layers else "default"}
+    features, failed = _extract(
+        [ckpt for _, ckpt in group], [model.ref.id for model, _ in group], tensors, ranks, metadata
+    )
+    read = set(features.model_ids)
+    features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read}
+    return features, failed
+
+
+def _extract(
+    checkpoints: Sequence[Checkpoint],
+    ids: Sequence[str],
     tensors: Sequence[TensorInfo],
-    ranks: bool | Literal["auto"],
+    ranks: RankRequest,
     metadata: dict[str, object],
 ) -> tuple[FeatureSet, list[BrokenModel]]:
-    checkpoints, ids = [ckpt for _, ckpt in group], [ref.id for ref, _ in group]
     if ranks != "auto":
         return extract_features(checkpoints, ids, tensors, ranks=ranks, metadata=metadata)
+    rule = LowRankRule()
     features, failed = extract_features(checkpoints, ids, tensors, ranks="nearest", metadata=metadata)
-    if features.n_models < 2 or not features.has_low_rank_differences():
+    if features.n_models < 2 or not rule.needs_pair_ranks(features):
         return features, failed
-    # Rank is needed only where an edge could be: each model's nearest models in l2 (not all n^2 pairs).
-    pairs = neighbour_pairs(features.distances())
+    pairs = rule.pairs_to_rank(features)
     LOG.info("some differences are low-rank (LoRA-like): reading again for the ranks of %d pairs", len(pairs))
-    kept = set(features.model_ids)
-    readable = [(ref, ckpt) for ref, ckpt in group if ref.id in kept]  # in the order of features.model_ids
+    position = {model_id: i for i, model_id in enumerate(ids)}
+    kept = [position[model_id] for model_id in features.model_ids]  # the models read completely
     again, more = extract_features(
-        [ckpt for _, ckpt in readable],
-        [ref.id for ref, _ in readable],
+        [checkpoints[i] for i in kept],
+        [ids[i] for i in kept],
         tensors,
         ranks=True,
         rank_pairs=pairs,
@@ -194,39 +234,30 @@ def _extract_group(
 def recover_trees(
     feature_sets: Sequence[FeatureSet],
     *,
-    n_trees: int | Literal["auto"] | None = "auto",
-    lam: float = 0.3,
+    n_trees: TreeCount = "auto",
+    lam: float = DEFAULT_LAM,
     direction: Direction = "auto",
     distance: Distance = "auto",
+    broken: Sequence[BrokenModel] = (),
 ) -> RecoveryResult:
-    """Model Trees of several architecture groups.
+    """Model Trees of several architecture groups; ``broken`` lists the models that could not be read.
 
     ``n_trees``: ``"auto"`` splits each group where models are unrelated; an int counts the trees of all
     groups together (each group is at least one); ``None`` makes one tree per group.
     """
-    started = time.perf_counter()
     comparable = [f for f in feature_sets if f.n_models > 1]
-    counts: list[int | Literal["auto"] | None]
-    if n_trees is None or n_trees == "auto":
-        counts = [n_trees] * len(comparable)
-    else:
-        lone = len(feature_sets) - len(comparable)
-        linkages = [tree_linkage(f.distances()) for f in comparable]
-        scales = [float(np.median(f.distances()[np.triu_indices(f.n_models, 1)])) for f in comparable]
-        counts = list(split_counts(linkages, scales, n_trees - lone))
-
+    counts = dict(zip(map(id, comparable), _tree_counts(feature_sets, comparable, n_trees), strict=True))
     models: list[RecoveredModel] = []
     edges: list[Edge] = []
     trees: list[RecoveredTree] = []
     distances_used: list[str] = []
-    count_of = dict(zip(map(id, comparable), counts, strict=True))
     for features in feature_sets:
         if features.n_models == 1:
             trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
             models.append(RecoveredModel(features.model_ids[0], features.model_paths[0], len(trees) - 1))
             continue
         recovery = TreeRecovery(
-            n_trees=count_of[id(features)], lam=lam, direction=direction, distance=distance
+            n_trees=counts[id(features)], lam=lam, direction=direction, distance=distance
         ).fit(features)
         distances_used.append(recovery.distance_)
         first_tree = len(trees)
@@ -245,48 +276,27 @@ def recover_trees(
         "direction": direction,
         "distance": distance,
         "distances_used": distances_used,
+        "layers": next((f.metadata["layers"] for f in comparable if "layers" in f.metadata), None),
     }
-    return RecoveryResult(
-        models=models,
-        edges=edges,
-        trees=trees,
-        params=params,
-        timings={"trees_s": time.perf_counter() - started},
-    )
+    return RecoveryResult(models=models, edges=edges, trees=trees, broken=list(broken), params=params)
 
 
-def recover(
-    paths: Sequence[str | Path],
-    *,
-    n_trees: int | Literal["auto"] | None = "auto",
-    lam: float = 0.3,
-    direction: Direction = "auto",
-    distance: Distance = "auto",
-    layers: str | None = None,
-    base: str | Path | None = None,
-) -> RecoveryResult:
-    """Discover the models under ``paths``, read their features, and recover their Model Trees."""
-    started = time.perf_counter()
-    feature_sets, broken = read_features(paths, layers=layers, ranks=ranks_for(distance), base=base)
-    read_s = time.perf_counter() - started
-    result = recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
-    result.broken = broken
-    result.params["layers"] = layers
-    result.timings["features_s"] = read_s
-    return result
+def _tree_counts(
+    feature_sets: Sequence[FeatureSet], comparable: Sequence[FeatureSet], n_trees: TreeCount
+) -> list[TreeCount]:
+    """The ``n_trees`` of each comparable group: a given total is shared out by ``split_counts``."""
+    if n_trees is None or n_trees == "auto":
+        return [n_trees] * len(comparable)
+    lone = len(feature_sets) - len(comparable)
+    linkages = [tree_linkage(f.distances()) for f in comparable]
+    scales = [float(np.median(f.distances()[np.triu_indices(f.n_models, 1)])) for f in comparable]
+    return list(split_counts(linkages, scales, n_trees - lone))
 
 
-def ranks_for(distance: Distance) -> bool | Literal["auto"]:
-    """What ``read_features`` must extract for a distance: nothing for l2, every pair for rank."""
-    choices: dict[str, bool | Literal["auto"]] = {"l2": False, "rank": True, "auto": "auto"}
-    return choices[distance]
-
-
-def _lone_model(opened: tuple[ModelRef, Checkpoint]) -> FeatureSet:
-    ref, ckpt = opened
+def _lone_model(model: _OpenModel) -> FeatureSet:
     return FeatureSet(
-        model_ids=[ref.id],
-        model_paths=[str(ckpt.path)],
+        model_ids=[model.ref.id],
+        model_paths=[str(model.checkpoint.path)],
         tensor_names=[],
         numel=np.zeros(0, dtype=np.int64),
         rms_distances=np.zeros((0, 1, 1)),

@@ -1,11 +1,13 @@
-"""Drawing a recovered Model Graph: a terminal tree, Graphviz DOT, or JSON (``RecoveryResult.to_json``)."""
+"""Showing results: a terminal tree, Graphviz DOT, JSON (``RecoveryResult.to_json``), scores, the demo."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from .pipeline import RecoveryResult
+from .evaluation.metrics import Score
+from .evaluation.truth import EdgeSet
+from .result import RecoveryResult
 
 
 def children_of(edges: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -63,3 +65,53 @@ def to_dot(result: RecoveryResult) -> str:
 
 def to_json(result: RecoveryResult) -> str:
     return json.dumps(result.to_json(), indent=2) + "\n"
+
+
+RENDERERS: dict[str, Callable[[RecoveryResult], str]] = {"text": to_text, "json": to_json, "dot": to_dot}
+
+
+def score_text(score: Score) -> str:
+    """Directed and undirected accuracy, per tree when there are several."""
+    lines = [
+        f"directed accuracy:   {score.directed:.1%} ({score.n_directed_correct}/{score.n_edges} edges)",
+        f"undirected accuracy: {score.undirected:.1%} ({score.n_undirected_correct}/{score.n_edges} edges)",
+    ]
+    if len(score.per_tree) > 1:
+        for tree in score.per_tree:
+            lines.append(
+                f"  tree of {tree.root}: directed {tree.directed:.1%}, undirected {tree.undirected:.1%}"
+            )
+    return "\n".join(lines)
+
+
+def method_scores(scores: Mapping[str, Score]) -> str:
+    """One line per direction method: its directed and undirected accuracy."""
+    lines = ["every direction method on this graph:"]
+    for method, score in scores.items():
+        numbers = f"directed {score.directed:6.1%}   undirected {score.undirected:6.1%}"
+        lines.append(f"  --direction {method:<6} {numbers}")
+    return "\n".join(lines)
+
+
+def side_by_side(result: RecoveryResult, truth: EdgeSet) -> str:
+    """The recovered trees (each edge marked right or wrong) beside the true ones."""
+    recovered_edges = {(e.parent, e.child) for e in result.edges}
+    marks = {child: "  ✓" if (parent, child) in truth else "  ✗" for parent, child in recovered_edges}
+    method = result.params["direction"]
+    left = [
+        f"recovered (direction={method}"
+        + (f", lam={result.params['lam']})" if method in ("falls", "rises") else ")")
+    ]
+    recovered_children = children_of(recovered_edges)
+    for tree in result.trees:
+        left += draw_tree(tree.root, recovered_children, marks)
+    right = ["truth"]
+    true_children = children_of(truth)
+    roots = sorted({p for p, _ in truth} - {c for _, c in truth})
+    for root in roots:
+        right += draw_tree(root, true_children)
+    width = max(len(line) for line in left) + 4
+    rows = max(len(left), len(right))
+    left += [""] * (rows - len(left))
+    right += [""] * (rows - len(right))
+    return "\n".join(f"{a.ljust(width)}{b}".rstrip() for a, b in zip(left, right, strict=True))

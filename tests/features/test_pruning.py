@@ -155,21 +155,23 @@ def features_with_support(n_models: int = 4, n_tensors: int = 3, seed: int = 0) 
         numel=np.full(n_tensors, 100, dtype=np.int64),
         rms_distances=rms,
         moments=np.abs(rng.normal(size=(n_tensors, n_models, 4))),
-        support_norms=rng.uniform(1.0, 2.0, size=(n_tensors, n_models, n_models)),
+        common_support_norms=rng.uniform(1.0, 2.0, size=(n_tensors, n_models, n_models)),
         metadata={"masked_tensors": ["t1"]},
     )
 
 
-def test_subset_and_save_load_carry_the_support_norms(tmp_path: Path):
+def test_subset_and_save_load_carry_the_common_support_norms(tmp_path: Path):
     features = features_with_support()
-    assert features.support_norms is not None
+    assert features.common_support_norms is not None
     part = features.subset([3, 1])
-    assert part.support_norms is not None
-    np.testing.assert_array_equal(part.support_norms, features.support_norms[:, [3, 1]][:, :, [3, 1]])
+    assert part.common_support_norms is not None
+    np.testing.assert_array_equal(
+        part.common_support_norms, features.common_support_norms[:, [3, 1]][:, :, [3, 1]]
+    )
     features.save(tmp_path / "f.npz")
     loaded = FeatureSet.load(tmp_path / "f.npz")
-    assert loaded.support_norms is not None
-    np.testing.assert_array_equal(loaded.support_norms, features.support_norms)
+    assert loaded.common_support_norms is not None
+    np.testing.assert_array_equal(loaded.common_support_norms, features.common_support_norms)
     assert loaded.metadata["masked_tensors"] == ["t1"]
     np.testing.assert_array_equal(loaded.log_norm_pairs(), features.log_norm_pairs())
 
@@ -193,13 +195,13 @@ def test_a_file_of_format_1_still_loads(tmp_path: Path):
             moments=features.moments,
         )
     loaded = FeatureSet.load(tmp_path / "old.npz")
-    assert loaded.support_norms is None
+    assert loaded.common_support_norms is None
     np.testing.assert_array_equal(loaded.rms_distances, features.rms_distances)
 
 
 def test_dense_features_are_still_written_as_format_1(tmp_path: Path):
     features = features_with_support()
-    features.support_norms = None
+    features.common_support_norms = None
     features.save(tmp_path / "f.npz")
     with np.load(tmp_path / "f.npz") as data:
         assert json.loads(str(data["header"]))["format_version"] == 1
@@ -208,15 +210,15 @@ def test_dense_features_are_still_written_as_format_1(tmp_path: Path):
 
 def test_log_norm_pairs_without_masked_tensors_repeat_the_per_model_norms():
     features = features_with_support()
-    features.support_norms = None
+    features.common_support_norms = None
     pairs = features.log_norm_pairs()
     np.testing.assert_array_equal(pairs, np.repeat(features.log_norms()[:, None], 4, axis=1))
 
 
-def test_log_norm_pairs_sum_the_support_norms_over_tensors():
+def test_log_norm_pairs_sum_the_common_support_norms_over_tensors():
     features = features_with_support()
-    assert features.support_norms is not None
-    np.testing.assert_allclose(features.log_norm_pairs(), np.log(features.support_norms.sum(axis=0)))
+    assert features.common_support_norms is not None
+    np.testing.assert_allclose(features.log_norm_pairs(), np.log(features.common_support_norms.sum(axis=0)))
 
 
 def test_a_pair_unshared_in_one_tensor_is_averaged_over_the_others():
@@ -263,7 +265,7 @@ def test_dense_real_weights_take_the_plain_path_with_the_same_numbers(bert_famil
     checkpoints = [open_checkpoint(ref) for ref in refs]
     tensors = select_tensors([c.tensors for c in checkpoints])
     features, _ = extract_features(checkpoints, [r.id for r in refs], tensors)
-    assert features.metadata["masked_tensors"] == [] and features.support_norms is None
+    assert features.metadata["masked_tensors"] == [] and features.common_support_norms is None
     whole = [load_file(str(ref.weights_path / "model.safetensors")) for ref in refs]
     for t, info in enumerate(tensors):
         stack = np.stack([w[info.name].reshape(-1) for w in whole]).astype(np.float32)

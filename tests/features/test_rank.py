@@ -4,13 +4,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from mothertree.features.rank import (
-    clearly_low_rank,
-    is_clearly_low_rank,
-    nearest_pairs,
-    neighbour_pairs,
-    sketched_ranks,
-)
+from mothertree.features.low_rank import LowRankRule, neighbour_pairs
+from mothertree.features.rank import nearest_pairs, sketched_ranks
+
+RULE = LowRankRule()
 
 ROWS, COLS = 300, 200
 STORAGE = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
@@ -40,15 +37,15 @@ def test_parent_child_is_the_lora_rank_and_siblings_add_up(dtype, sketch_rows):
     rng = np.random.default_rng(0)
     models = [stored(w, dtype) for w in lora_family(rng, [4, 8, 16])]
     stack = np.stack([m.ravel() for m in models])
-    ranks, firm, cap = sketched_ranks(
+    ranks, clear_ranks, cap = sketched_ranks(
         stack, (ROWS, COLS), [dtype] * len(stack), seed=0, sketch_rows=sketch_rows
     )
     assert cap == min(sketch_rows, ROWS, COLS)
     assert list(ranks[0, 1:]) == [4, 8, 16]
     assert ranks[1, 2] == 12 and ranks[1, 3] == 20 and ranks[2, 3] == 24
     np.testing.assert_array_equal(ranks, ranks.T)
-    # These updates' singular values are all well above the rounding of any dtype: a clean cliff.
-    assert is_clearly_low_rank(ranks[None], firm[None], np.array([cap])).sum() == 4 * 3
+    # These updates' singular values are all far above the rounding of any dtype: all of the rank is clear.
+    assert RULE.judge_pairs(ranks[None], clear_ranks[None], np.array([cap])).sum() == 4 * 3
 
 
 @pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
@@ -61,12 +58,12 @@ def test_a_full_fine_tune_is_far_from_low_rank(dtype, change):
     parent = rng.normal(0, 0.05, size=(ROWS, COLS))
     child = parent + rng.normal(0, 0.05 * change, size=parent.shape)
     stack = np.stack([stored(parent, dtype).ravel(), stored(child, dtype).ravel()])
-    ranks, firm, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * len(stack), seed=0)
+    ranks, clear_ranks, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * len(stack), seed=0)
     if dtype != "BF16":
         assert ranks[0, 1] == cap
-    else:  # below the cap, but not firm: most of the count is gone at 4x the tolerance
-        assert firm[0, 1] < 0.75 * ranks[0, 1] < 0.75 * cap
-    assert not is_clearly_low_rank(ranks[None], firm[None], np.array([cap])).any()
+    else:  # below the cap, but not clear: most of the count is gone at 4x the tolerance
+        assert clear_ranks[0, 1] < 0.75 * ranks[0, 1] < 0.75 * cap
+    assert not RULE.judge_pairs(ranks[None], clear_ranks[None], np.array([cap])).any()
 
 
 @pytest.mark.parametrize("dtype", ["F16", "BF16"])
@@ -98,10 +95,13 @@ def test_only_the_asked_pairs_are_computed():
     rng = np.random.default_rng(1)
     stack = np.stack([m.ravel() for m in lora_family(rng, [4, 8])]).astype(np.float32)
     full, _, _ = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0)
-    some, firm, _ = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0, pairs=[(1, 0), (2, 0)])
+    some, clear_ranks, _ = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0, pairs=[(1, 0), (2, 0)])
     assert some[0, 1] == some[1, 0] == full[0, 1] == 4 and some[0, 2] == full[0, 2] == 8
     assert some[1, 2] == some[2, 1] == -1 and list(np.diag(some)) == [0, 0, 0]
-    assert firm[1, 2] == -1 and not clearly_low_rank(some[None], firm[None], np.array([128]))[0, 1, 2]
+    assert (
+        clear_ranks[1, 2] == -1
+        and not RULE.judge_tensors(some[None], clear_ranks[None], np.array([128]))[0, 1, 2]
+    )
 
 
 def test_nearest_pairs_are_each_models_closest_other():
@@ -124,10 +124,10 @@ def test_a_lora_update_with_a_decaying_spectrum_is_low_rank_only_where_stored_fi
     delta = (u * np.geomspace(1.0, 0.01, r)) @ v.T
     delta *= 0.03 * np.sqrt(np.mean(parent**2)) / np.sqrt(np.mean(delta**2))
     stack = np.stack([stored(parent, dtype).ravel(), stored(parent + delta, dtype).ravel()])
-    ranks, firm, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * 2, seed=0)
-    clear = is_clearly_low_rank(ranks[None], firm[None], np.array([cap]))[0, 1]
+    ranks, clear_ranks, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * 2, seed=0)
+    clear = RULE.judge_pairs(ranks[None], clear_ranks[None], np.array([cap]))[0, 1]
     if dtype == "F32":
-        assert ranks[0, 1] == firm[0, 1] == r and clear
+        assert ranks[0, 1] == clear_ranks[0, 1] == r and clear
     else:
         assert ranks[0, 1] < r and not clear
 
@@ -142,9 +142,9 @@ def test_a_pair_is_low_rank_only_if_every_tensor_is():
             [[0, 2, 8], [2, 0, 2], [8, 2, 0]],
         ]
     )
-    firm = ranks.copy()
-    firm[0, 1, 2] = firm[0, 2, 1] = 3  # pair (1, 2) loses 5 of 8 when the tolerance doubles: not firm
-    clear = is_clearly_low_rank(ranks, firm, np.array([16, 8, 8]))
+    clear_ranks = ranks.copy()
+    clear_ranks[0, 1, 2] = clear_ranks[0, 2, 1] = 3  # pair (1, 2) keeps 3 of 8 clear: not clearly low-rank
+    clear = RULE.judge_pairs(ranks, clear_ranks, np.array([16, 8, 8]))
     assert clear.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
 
 
@@ -165,6 +165,6 @@ def test_rank_zero_is_clear_only_for_equal_tensors():
     distances = np.array(
         [[[0, 1, 1], [1, 0, 1], [1, 1, 0]], [[0, 1e-3, 0], [1e-3, 0, 1e-3], [0, 1e-3, 0]]], dtype=float
     )
-    clear = is_clearly_low_rank(ranks, ranks.copy(), np.array([16, 16]), distances == 0)
+    clear = RULE.judge_pairs(ranks, ranks.copy(), np.array([16, 16]), distances == 0)
     assert not clear[0, 1] and clear[0, 2] and not clear[1, 2]
-    assert is_clearly_low_rank(ranks, ranks.copy(), np.array([16, 16]))[0, 1]  # without distances: trusted
+    assert RULE.judge_pairs(ranks, ranks.copy(), np.array([16, 16]))[0, 1]  # without distances: trusted

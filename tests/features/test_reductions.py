@@ -11,7 +11,6 @@ from mothertree.features.reductions import (
     central_moments,
     excess_kurtosis,
     pairwise_squared_distances,
-    pool_moments,
 )
 
 
@@ -88,16 +87,6 @@ def test_kurtosis_matches_scipy():
 
 def test_kurtosis_of_constant_tensor_is_nan():
     assert np.isnan(excess_kurtosis(central_moments(np.ones((1, 10), dtype=np.float32))))[0]
-
-
-def test_pooled_moments_equal_moments_of_concatenation():
-    rng = np.random.default_rng(3)
-    parts = [rng.normal(loc, 1 + loc, size=(3, n)) for loc, n in [(0.0, 100), (2.0, 50), (-1.0, 300)]]
-    per_part = np.stack([central_moments(p) for p in parts])
-    counts = np.array([p.shape[1] for p in parts])
-    pooled = pool_moments(per_part, counts)
-    direct = central_moments(np.concatenate(parts, axis=1))
-    np.testing.assert_allclose(pooled, direct, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])

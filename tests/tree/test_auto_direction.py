@@ -13,8 +13,14 @@ import pytest
 from mothertree.evaluation.metrics import score_edges
 from mothertree.evaluation.truth import load_edges
 from mothertree.pipeline import recover
-from mothertree.tree.orient import choose_cue, consistency, edge_evidence, pairwise_changes
+from mothertree.tree.orient import choose_cue, consistency, evidence_from_changes, pairwise_changes
 from mothertree.tree.recover import TreeRecovery
+
+
+def _evidence(values, edges, sign=1.0):
+    """Evidence per edge of a per-model (or pairwise) statistic."""
+    return evidence_from_changes(pairwise_changes(values), edges, sign)
+
 
 # A fan: 0 -> 1, 2, 3 and 1 -> 4, 5 (as edges i < j of the undirected tree).
 FAN = [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5)]
@@ -26,13 +32,13 @@ NOISE = np.array([0.0, 0.5, -0.3, 0.2, 0.1, 0.3])
 
 
 def test_a_monotone_cue_with_its_sign_is_fully_consistent() -> None:
-    assert consistency(6, FAN, edge_evidence(FALLING, FAN, sign=-1.0)) == pytest.approx(1.0)
+    assert consistency(6, FAN, _evidence(FALLING, FAN, sign=-1.0)) == pytest.approx(1.0)
 
 
 def test_the_wrong_sign_cannot_be_explained_by_any_root_of_a_fan() -> None:
     # Every edge points at its parent: 0 has three "parents", 1 has two. The best root (a leaf of 1)
     # explains 2 of the 5 edges and contradicts 3: (2 - 3) / 5.
-    assert consistency(6, FAN, edge_evidence(FALLING, FAN, sign=1.0)) == pytest.approx(-0.2)
+    assert consistency(6, FAN, _evidence(FALLING, FAN, sign=1.0)) == pytest.approx(-0.2)
 
 
 def test_a_chain_is_explained_by_both_signs_so_the_first_cue_wins() -> None:

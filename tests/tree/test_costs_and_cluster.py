@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from mothertree.errors import InvalidParameterError
+from mothertree.features.low_rank import rank_first_distances
 from mothertree.tree.cluster import cluster_trees, split_counts, tree_linkage
-from mothertree.tree.costs import directed_costs, direction_penalty, tiered_distances
+from mothertree.tree.costs import directed_costs, direction_penalty
 
 
 def test_falls_penalises_edges_towards_higher_kurtosis():
@@ -73,23 +74,23 @@ def test_split_counts_need_one_tree_per_group():
         split_counts([z, z], [1.0, 1.0], 1)
 
 
-def test_tiered_distances_join_low_rank_pairs_first_by_rank():
+def test_rank_first_distances_join_low_rank_pairs_first_by_rank():
     # Worked example (hand-made matrices): a root r, a full fine-tune f (l2 0.10 from r) and a LoRA child
     # l of r that moved further in l2 (0.30) but by a rank-8 update; f-l is dense.
     l2 = np.array([[0.0, 0.10, 0.30], [0.10, 0.0, 0.32], [0.30, 0.32, 0.0]])
     shares = np.array([[0.0, np.nan, 0.06], [np.nan, 0.0, np.nan], [0.06, np.nan, 0.0]])
     low = np.array([[False, False, True], [False, False, False], [True, False, False]])
-    d = tiered_distances(l2, shares, low)
+    d = rank_first_distances(l2, shares, low)
     assert d[0, 2] == d[2, 0] < 0.5 * 0.10  # below half of the nearest l2-placed pair
     assert d[0, 1] == 0.10 and d[1, 2] == 0.32  # other pairs keep their l2 distance
-    np.testing.assert_array_equal(tiered_distances(l2, shares, np.zeros_like(low)), l2)
+    np.testing.assert_array_equal(rank_first_distances(l2, shares, np.zeros_like(low)), l2)
 
 
-def test_tiered_distances_order_low_rank_pairs_by_rank_then_l2():
+def test_rank_first_distances_order_low_rank_pairs_by_rank_then_l2():
     # Parent-child rank 16 before siblings' 32, whatever their l2 (hand-made numbers).
     l2 = np.array([[0.0, 0.4, 0.4, 0.9], [0.4, 0.0, 0.2, 0.9], [0.4, 0.2, 0.0, 0.9], [0.9, 0.9, 0.9, 0.0]])
     shares = np.array([[0, 0.1, 0.1, 1], [0.1, 0, 0.2, 1], [0.1, 0.2, 0, 1], [1, 1, 1, 0]], dtype=float)
     low = (shares < 0.5) & ~np.eye(4, dtype=bool)
-    d = tiered_distances(l2, shares, low)
+    d = rank_first_distances(l2, shares, low)
     assert d[0, 1] < d[1, 2] and d[0, 2] < d[1, 2]
     assert d[1, 2] < d[0, 3]

@@ -6,11 +6,18 @@ from hypothesis import strategies as st
 
 from mothertree.tree.orient import (
     choose_root,
-    edge_evidence,
+    evidence_from_changes,
     orient_from_root,
+    pairwise_changes,
     root_scores,
     undirected_spanning_tree,
 )
+
+
+def _evidence(values, edges, sign=1.0):
+    """Evidence per edge of a per-model (or pairwise) statistic."""
+    return evidence_from_changes(pairwise_changes(values), edges, sign)
+
 
 #     0          a fan under 0, with a chain 1 -> 4 -> 5
 #   / | \
@@ -29,7 +36,7 @@ def test_orient_from_root():
 
 def test_statistic_growing_from_the_true_root_picks_it():
     grows = [0.0, 1.0, 1.5, 0.8, 2.0, 2.6]
-    scores = root_scores(6, EDGES, edge_evidence(grows, EDGES))
+    scores = root_scores(6, EDGES, _evidence(grows, EDGES))
     root, margin = choose_root(scores)
     assert root == 0 and margin > 0
 
@@ -37,15 +44,15 @@ def test_statistic_growing_from_the_true_root_picks_it():
 def test_a_chain_is_rooted_at_its_low_end():
     chain = [(0, 1), (1, 2), (2, 3)]
     values = [3.0, 2.0, 1.0, 0.0]  # grows towards node 0
-    root, _ = choose_root(root_scores(4, chain, edge_evidence(values, chain)))
+    root, _ = choose_root(root_scores(4, chain, _evidence(values, chain)))
     assert root == 3
 
 
 def test_sign_flips_the_choice():
     chain = [(0, 1), (1, 2)]
     values = [0.0, 1.0, 2.0]
-    assert choose_root(root_scores(3, chain, edge_evidence(values, chain, sign=+1)))[0] == 0
-    assert choose_root(root_scores(3, chain, edge_evidence(values, chain, sign=-1)))[0] == 2
+    assert choose_root(root_scores(3, chain, _evidence(values, chain, sign=+1)))[0] == 0
+    assert choose_root(root_scores(3, chain, _evidence(values, chain, sign=-1)))[0] == 2
 
 
 @settings(max_examples=50, deadline=None)
@@ -53,7 +60,7 @@ def test_sign_flips_the_choice():
 def test_rerooted_scores_equal_brute_force(n, seed):
     rng = np.random.default_rng(seed)
     edges = [(int(rng.integers(0, j)), j) for j in range(1, n)]
-    evidence = edge_evidence(rng.normal(size=n), edges)
+    evidence = _evidence(rng.normal(size=n), edges)
 
     def brute(root):
         parents = orient_from_root(n, edges, root)

@@ -6,12 +6,17 @@ import pytest
 from mothertree.errors import InvalidParameterError
 from mothertree.tree.orient import (
     choose_root,
-    edge_evidence,
     evidence_from_changes,
     pairwise_changes,
     root_scores,
 )
 from mothertree.tree.recover import TreeRecovery
+
+
+def _evidence(values, edges, sign=1.0):
+    """Evidence per edge of a per-model (or pairwise) statistic."""
+    return evidence_from_changes(pairwise_changes(values), edges, sign)
+
 
 CHAIN = [(0, 1), (1, 2)]
 
@@ -27,7 +32,7 @@ def test_a_row_constant_pairwise_statistic_is_the_per_model_one_bit_for_bit():
     pairs = np.repeat(v[:, None], 6, axis=1)
     np.testing.assert_array_equal(pairwise_changes(pairs), pairwise_changes(v))
     edges = [(0, 1), (0, 2), (2, 3), (2, 4), (4, 5)]
-    assert edge_evidence(pairs, edges) == edge_evidence(v, edges)
+    assert _evidence(pairs, edges) == evidence_from_changes(pairwise_changes(v), edges)
 
 
 # A chain 0 -> 1 -> 2 where 2 is a pruned copy of a fine-tune of 1. ``PAIRS[i, j]``: log squared norm of i
@@ -50,7 +55,7 @@ def test_pairwise_changes_compare_each_pair_on_its_own_footing():
 
 def test_whole_norms_make_the_pruned_child_look_like_the_root():
     whole = np.diag(PAIRS)
-    assert choose_root(root_scores(3, CHAIN, edge_evidence(whole, CHAIN)))[0] == 2
+    assert choose_root(root_scores(3, CHAIN, _evidence(whole, CHAIN)))[0] == 2
 
 
 def test_a_non_finite_change_is_no_evidence():

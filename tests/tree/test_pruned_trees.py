@@ -122,7 +122,7 @@ def test_whole_tensor_norms_would_orient_the_pruned_leaf_upwards(leaf_pruned: Pa
 
 def test_dense_features_recover_as_with_per_model_norms(bert_family: Path):
     features = features_of(bert_family)
-    assert features.support_norms is None
+    assert features.common_support_norms is None
     np.testing.assert_array_equal(
         features.log_norm_pairs(), np.repeat(features.log_norms()[:, None], features.n_models, axis=1)
     )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mothertree.errors import InvalidParameterError, TooFewModelsError
+from mothertree.errors import InvalidParameterError, NotFittedError, TooFewModelsError
 from mothertree.tree.recover import TreeRecovery
 
 #      r            distances are path lengths along this tree (an additive metric),
@@ -156,3 +156,45 @@ def test_known_parents_are_kept_against_the_evidence(direction):
     edges = {(e.parent, e.child): e for e in recovery.edges_}
     assert set(edges) == set(EDGES)
     assert edges[("a", "a1")].confidence == 1.0
+    assert [edge for edge, e in edges.items() if e.known] == [("a", "a1")]
+
+
+def test_parameters_are_kept_as_given_and_read_back():
+    recovery = TreeRecovery(n_trees=3, direction="falls", lam=0.5)
+    assert recovery.get_params() == {
+        "n_trees": 3,
+        "lam": 0.5,
+        "direction": "falls",
+        "unrelated_above": 0.5,
+        "distance": "auto",
+    }
+    assert repr(recovery) == "TreeRecovery(n_trees=3, lam=0.5, direction='falls')"
+    assert recovery.set_params(lam=0.0) is recovery and recovery.lam == 0.0
+    with pytest.raises(InvalidParameterError, match="no parameter 'alpha'"):
+        recovery.set_params(alpha=1.0)
+
+
+def test_results_before_fit_say_so():
+    recovery = TreeRecovery()
+    with pytest.raises(NotFittedError, match="`edges_` is set by `fit`"):
+        _ = recovery.edges_
+    assert not hasattr(recovery, "roots_")
+    with pytest.raises(AttributeError, match="no attribute 'other'"):
+        _ = recovery.other  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"unrelated_above": 0.0}, "`unrelated_above` must be a relative distance > 0"),
+        ({"unrelated_above": "far"}, "`unrelated_above` must be a relative distance > 0"),
+        ({"lam": -1.0}, "`lam` must be a number >= 0"),
+        ({"distance": "cosine"}, "unknown distance `cosine`"),
+        ({"n_trees": 2.5}, "`n_trees` must be an integer"),
+    ],
+)
+def test_bad_parameters_are_refused_before_any_work(params, message):
+    with pytest.raises(InvalidParameterError, match=message):
+        TreeRecovery(**params).fit_matrices(
+            path_distances(), np.zeros(len(IDS)), IDS, log_norms=np.zeros(len(IDS))
+        )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -23,8 +23,14 @@ from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .featureset import FeatureSet
-from .rank import DEFAULT_SKETCH_ROWS, nearest_pairs, sketched_ranks
-from .reductions import central_moments, common_support_distances, is_sparse, pairwise_squared_distances
+from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, nearest_pairs, sketched_ranks
+from .reductions import (
+    central_moments,
+    common_support_distances,
+    is_sparse,
+    mean_squares,
+    pairwise_squared_distances,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -47,91 +53,145 @@ def extract_features(
     tensor instead of n(n-1)/2: enough to see whether any difference is low-rank; the others stay -1).
     ``rank_pairs`` (with ``ranks=True``): only these pairs of models (indices into ``checkpoints``).
     The returned FeatureSet holds only the models that were read completely and were finite; its metadata
-    ``masked_tensors`` names the tensors compared on the common support, and ``support_norms`` is set when
-    there is any.
+    ``masked_tensors`` names the tensors compared on the common support, and ``common_support_norms`` is
+    set when there is any.
     """
-    n_models, n_tensors = len(checkpoints), len(tensors)
-    rms_distances = np.full((n_tensors, n_models, n_models), np.nan)
-    moments = np.full((n_tensors, n_models, 4), np.nan)
-    rank_matrices = np.full((n_tensors, n_models, n_models), -1, dtype=np.int64) if ranks else None
-    firm_ranks = np.full((n_tensors, n_models, n_models), -1, dtype=np.int64) if ranks else None
-    rank_caps = np.zeros(n_tensors, dtype=np.int64) if ranks else None
-    support_norms = np.full((n_tensors, n_models, n_models), np.nan)
-    masked: list[str] = []
+    arrays = _GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
-
-    for t, info in enumerate(progress(tensors, desc="reading tensors", total=n_tensors, unit="tensor")):
-        read_from = [i for i in range(n_models) if i not in failed]
-        # Filled row by row so that each model's array is freed as soon as it is copied in.
-        stack = np.empty((len(read_from), info.numel), dtype=np.float32)
-        filled: list[int] = []
-        for i in read_from:
-            try:
-                row = checkpoints[i].read(info.name).reshape(-1)
-            except (MotherTreeError, OSError, ValueError, KeyError) as exc:
-                failed[i] = exc
-                LOG.warning("skipping `%s`: %s", checkpoints[i].path, exc)
-                continue
-            if not np.isfinite(row).all():
-                failed[i] = NonFiniteWeightsError(
-                    f"`{checkpoints[i].path}` has NaN or infinite values in `{info.name}`",
-                    path=checkpoints[i].path,
-                )
-                LOG.warning("skipping `%s`: non-finite values in `%s`", checkpoints[i].path, info.name)
-                continue
-            stack[len(filled)] = row
-            filled.append(i)
-        values = stack[: len(filled)]
-        index = np.asarray(filled)
-        moments[t, index] = central_moments(values)
-        pairs = np.ix_(index, index)
-        if is_sparse(values):
-            mean_squares, support_norms[t][pairs] = common_support_distances(values)
-            rms_distances[t][pairs] = np.sqrt(mean_squares)
-            masked.append(info.name)
-        else:
-            rms_distances[t][pairs] = np.sqrt(pairwise_squared_distances(values) / info.numel)
-            # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
-            squared_norms = (moments[t, index, 1] + moments[t, index, 0] ** 2) * info.numel
-            support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
-        if rank_matrices is not None and firm_ranks is not None and rank_caps is not None:
-            dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
-            folded = (info.shape[0], info.numel // info.shape[0])
-            estimate = sketched_ranks(
-                values,
-                folded,
-                dtypes,
-                seed=t,
-                sketch_rows=sketch_rows,
-                pairs=_pairs_to_rank(ranks, rank_pairs, rms_distances[t][pairs], filled),
-                # The moments already hold every model's mean square: no second pass over the stack.
-                rms_weight=float(np.sqrt(np.mean(moments[t, index, 1] + moments[t, index, 0] ** 2))),
+    for t, info in enumerate(progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")):
+        values, filled = _read_stack(checkpoints, info, failed)
+        arrays.add_tensor(t, info, filled, values)
+        if ranks:
+            index = np.asarray(filled)
+            pairs = _pairs_to_rank(ranks, rank_pairs, arrays.rms_distances[t][np.ix_(index, index)], filled)
+            arrays.add_ranks(
+                t,
+                filled,
+                sketched_ranks(
+                    values,
+                    (info.shape[0], info.numel // info.shape[0]),
+                    [checkpoints[i].tensors[info.name].dtype for i in filled],
+                    seed=t,
+                    sketch_rows=sketch_rows,
+                    pairs=pairs,
+                    # The moments already hold every model's mean square: no second pass over the stack.
+                    rms_weight=float(np.sqrt(np.mean(mean_squares(arrays.moments[t, index])))),
+                ),
             )
-            rank_matrices[t][pairs], firm_ranks[t][pairs], rank_caps[t] = estimate
-        del stack, values
+        del values
 
-    kept = [i for i in range(n_models) if i not in failed]
-    features = FeatureSet(
+    kept = [i for i in range(len(checkpoints)) if i not in failed]
+    features = arrays.feature_set(
+        kept,
         model_ids=[model_ids[i] for i in kept],
         model_paths=[str(checkpoints[i].path) for i in kept],
-        tensor_names=[info.name for info in tensors],
-        numel=np.array([info.numel for info in tensors], dtype=np.int64),
-        rms_distances=rms_distances[:, kept][:, :, kept],
-        moments=moments[:, kept],
-        ranks=rank_matrices[:, kept][:, :, kept] if rank_matrices is not None else None,
-        firm_ranks=firm_ranks[:, kept][:, :, kept] if firm_ranks is not None else None,
-        rank_caps=rank_caps,
-        support_norms=support_norms[:, kept][:, :, kept] if masked else None,
+        tensors=tensors,
         metadata={
             **(metadata or {}),
-            "masked_tensors": masked,
-            "ranks": _ranks_kind(ranks, rank_pairs, n_models),
+            "masked_tensors": arrays.masked,
+            "ranks": _ranks_kind(ranks, rank_pairs, len(checkpoints)),
             "seconds": round(time.perf_counter() - started, 3),
         },
     )
     broken = [BrokenModel(path=checkpoints[i].path, error=failed[i]) for i in sorted(failed)]
     return features, broken
+
+
+def _read_stack(
+    checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]
+) -> tuple[npt.NDArray[np.float32], list[int]]:
+    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, and their indices.
+
+    A model that cannot be read, or holds NaN/inf, is added to ``failed`` (and read no more).
+    """
+    read_from = [i for i in range(len(checkpoints)) if i not in failed]
+    # Filled row by row so that each model's array is freed as soon as it is copied in.
+    stack = np.empty((len(read_from), info.numel), dtype=np.float32)
+    filled: list[int] = []
+    for i in read_from:
+        try:
+            row = checkpoints[i].read(info.name).reshape(-1)
+        except (MotherTreeError, OSError, ValueError, KeyError) as exc:
+            failed[i] = exc
+            LOG.warning("skipping `%s`: %s", checkpoints[i].path, exc)
+            continue
+        if not np.isfinite(row).all():
+            failed[i] = NonFiniteWeightsError(
+                f"`{checkpoints[i].path}` has NaN or infinite values in `{info.name}`",
+                path=checkpoints[i].path,
+            )
+            LOG.warning("skipping `%s`: non-finite values in `%s`", checkpoints[i].path, info.name)
+            continue
+        stack[len(filled)] = row
+        filled.append(i)
+    return stack[: len(filled)], filled
+
+
+class _GroupArrays:
+    """The per-tensor reductions of one group of models, filled one tensor at a time.
+
+    Rows of models that fail later stay in the arrays until ``feature_set`` keeps only the others.
+    """
+
+    def __init__(self, n_tensors: int, n_models: int, *, with_ranks: bool) -> None:
+        shape = (n_tensors, n_models, n_models)
+        self.rms_distances = np.full(shape, np.nan)
+        self.moments = np.full((n_tensors, n_models, 4), np.nan)
+        self.common_support_norms = np.full(shape, np.nan)
+        self.masked: list[str] = []
+        self.ranks = np.full(shape, -1, dtype=np.int64) if with_ranks else None
+        self.clear_ranks = np.full(shape, -1, dtype=np.int64) if with_ranks else None
+        self.rank_caps = np.zeros(n_tensors, dtype=np.int64) if with_ranks else None
+
+    def add_tensor(
+        self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
+    ) -> None:
+        """Moments and pairwise distances of tensor ``t`` of the models ``filled`` (rows of ``values``)."""
+        index = np.asarray(filled)
+        pairs = np.ix_(index, index)
+        self.moments[t, index] = central_moments(values)
+        if is_sparse(values):
+            squared, self.common_support_norms[t][pairs] = common_support_distances(values)
+            self.rms_distances[t][pairs] = np.sqrt(squared)
+            self.masked.append(info.name)
+        else:
+            self.rms_distances[t][pairs] = np.sqrt(pairwise_squared_distances(values) / info.numel)
+            # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
+            squared_norms = mean_squares(self.moments[t, index]) * info.numel
+            self.common_support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
+
+    def add_ranks(self, t: int, filled: list[int], estimate: RankEstimate) -> None:
+        assert self.ranks is not None and self.clear_ranks is not None and self.rank_caps is not None
+        index = np.asarray(filled)
+        pairs = np.ix_(index, index)
+        self.ranks[t][pairs], self.clear_ranks[t][pairs], self.rank_caps[t] = estimate
+
+    def feature_set(
+        self,
+        kept: list[int],
+        *,
+        model_ids: list[str],
+        model_paths: list[str],
+        tensors: Sequence[TensorInfo],
+        metadata: dict[str, object],
+    ) -> FeatureSet:
+        def pairs(array: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
+            return None if array is None else array[:, kept][:, :, kept]
+
+        return FeatureSet(
+            model_ids=model_ids,
+            model_paths=model_paths,
+            tensor_names=[info.name for info in tensors],
+            numel=np.array([info.numel for info in tensors], dtype=np.int64),
+            rms_distances=self.rms_distances[:, kept][:, :, kept],
+            moments=self.moments[:, kept],
+            ranks=pairs(self.ranks),
+            clear_ranks=pairs(self.clear_ranks),
+            rank_caps=self.rank_caps,
+            common_support_norms=pairs(self.common_support_norms) if self.masked else None,
+            metadata=metadata,
+        )
 
 
 def _pairs_to_rank(

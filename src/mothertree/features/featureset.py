@@ -16,14 +16,21 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidFeatureSetError
-from .rank import clearly_low_rank, is_clearly_low_rank
-from .reductions import excess_kurtosis
+from .reductions import excess_kurtosis, mean_squares
 
-# Format 2 adds the optional ``support_norms``. A file without them is written as format 1, which every
-# version reads alike; one with them is format 2, so that an older mothertree refuses it rather than
-# orienting a pruned collection by whole-tensor norms without saying so.
+# A file with ``common_support_norms`` is format 2, so that a mothertree that reads only format 1 refuses
+# it rather than orienting a pruned collection by whole-tensor norms without saying so; a file without
+# them is format 1, which every version reads alike.
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
+# Keys of the optional arrays in the .npz file, which is a format other versions read: they stay as they
+# are when an attribute is renamed.
+_FILE_KEYS = {
+    "ranks": "ranks",
+    "rank_caps": "rank_caps",
+    "clear_ranks": "firm_ranks",
+    "common_support_norms": "support_norms",
+}
 
 
 @dataclass
@@ -37,18 +44,19 @@ class FeatureSet:
         numel: ``(n_tensors,)`` number of elements of each tensor.
         rms_distances: ``(n_tensors, n_models, n_models)`` per-tensor RMS of ``W_i - W_j``
             (Frobenius norm over ``sqrt(numel)``). For a tensor named in ``metadata["masked_tensors"]``
-            (some model pruned), the RMS over the coordinates where both are nonzero, NaN where they share
-            none (``features/reductions.py``).
+            (some model pruned), the RMS over the pair's *common support*, the coordinates where both are
+            nonzero; NaN where they share none (``features/reductions.py``).
         moments: ``(n_tensors, n_models, 4)`` per-tensor mean and 2nd-4th central moments of each model.
-        ranks: ``(n_tensors, n_models, n_models)`` numerical rank of each pairwise difference, or None when
-            not extracted (``features/rank.py``).
+        ranks: ``(n_tensors, n_models, n_models)`` numerical rank of each pairwise difference, -1 where not
+            computed; None when not extracted (``features/rank.py``).
         rank_caps: ``(n_tensors,)`` the largest rank each tensor's estimate can report (its sketch size).
-        firm_ranks: like ``ranks``, counted at ``CLIFF`` (4) times the noise tolerance (``features/rank.py``:
-            a LoRA update's count barely moves, a dense one cut by rounding noise does); None in files written
-            before they existed.
-        support_norms: ``(n_tensors, n_models, n_models)``, ``[t, i, j]`` the squared norm of model i's tensor
-            t over the coordinates where both i and j are nonzero (for a dense tensor, all of them: model i's
+        clear_ranks: like ``ranks``, counting only singular values above ``rank.CLEAR_FACTOR`` times the
+            noise tolerance (``features/low_rank.py`` says why); None in files written before they existed.
+        common_support_norms: ``(n_tensors, n_models, n_models)``, ``[t, i, j]`` the squared norm of model
+            i's tensor t over the common support of i and j (for a dense tensor, all coordinates: model i's
             squared norm for every j); None when no tensor is masked.
+        known_parents: child id -> parent id where the relation is known, not inferred (a PEFT adapter and
+            the base of the collection it was read on).
         metadata: free-form provenance (selection rule, reading time, ...).
     """
 
@@ -60,8 +68,9 @@ class FeatureSet:
     moments: npt.NDArray[np.float64]
     ranks: npt.NDArray[np.int64] | None = None
     rank_caps: npt.NDArray[np.int64] | None = None
-    firm_ranks: npt.NDArray[np.int64] | None = None
-    support_norms: npt.NDArray[np.float64] | None = None
+    clear_ranks: npt.NDArray[np.int64] | None = None
+    common_support_norms: npt.NDArray[np.float64] | None = None
+    known_parents: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,6 +101,11 @@ class FeatureSet:
         return mean
 
     @property
+    def has_ranks(self) -> bool:
+        """Whether ranks were extracted (both counts, and the caps), for some pairs at least."""
+        return self.ranks is not None and self.clear_ranks is not None and self.rank_caps is not None
+
+    @property
     def has_all_ranks(self) -> bool:
         """Whether the rank of every pair's difference is here (not only each model's nearest)."""
         return self.ranks is not None and bool((self.ranks >= 0).all())
@@ -108,43 +122,6 @@ class FeatureSet:
             )
         return np.asarray(self.ranks.sum(axis=0), dtype=np.float64)
 
-    def rank_shares(self) -> npt.NDArray[np.float64]:
-        """``(n_models, n_models)`` summed rank of ``W_i - W_j`` over the summed caps; NaN where not known."""
-        if self.ranks is None or self.rank_caps is None:
-            raise InvalidFeatureSetError("these features hold no ranks", hint="extract them with ranks")
-        known = (self.ranks >= 0).all(axis=0)
-        shares = self.ranks.sum(axis=0) / max(int(self.rank_caps.sum()), 1)
-        return np.where(known, shares, np.nan)
-
-    def low_rank_pairs(self) -> npt.NDArray[np.bool_]:
-        """``(n_models, n_models)`` pairs whose difference is clearly low-rank in every tensor (LoRA-like).
-
-        See ``features.rank.is_clearly_low_rank``; False everywhere when no firm ranks were extracted.
-        """
-        if self.ranks is None or self.firm_ranks is None or self.rank_caps is None:
-            return np.zeros((self.n_models, self.n_models), dtype=bool)
-        return is_clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps, self._equal_tensors())
-
-    def has_low_rank_differences(self) -> bool:
-        """Whether any computed difference of any tensor is clearly low-rank and not zero.
-
-        With ranks of only each model's nearest model (which differs between tensors), this is the cheap
-        sign that the rank of every pair is worth computing.
-        """
-        if self.ranks is None or self.firm_ranks is None or self.rank_caps is None:
-            return False
-        clear = clearly_low_rank(self.ranks, self.firm_ranks, self.rank_caps, self._equal_tensors())
-        return bool((clear & (self.ranks > 0)).any())
-
-    def _equal_tensors(self) -> npt.NDArray[np.bool_]:
-        """``(n_tensors, n, n)`` pairs whose tensors are equal: RMS difference under 1e-6 of the weights'.
-
-        Not exactly 0: distances come from float64 Gram pieces, exact to about 1e-8 for equal tensors; a
-        change as small as one fp32 rounding per weight is 6e-8, a real update 1e-4 or more.
-        """
-        scale = self._pair_scales()
-        return np.asarray(np.nan_to_num(self.rms_distances, nan=np.inf) <= 1e-6 * scale, dtype=bool)
-
     def relative_distances(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.
 
@@ -153,7 +130,7 @@ class FeatureSet:
         (zeros included): magnitude pruning cuts the smallest weights, so the scale drops little (to 0.88
         at 70 % for Gaussian weights) and both sides of the 0.5 cut keep their margin.
         """
-        scale = self._pair_scales()
+        scale = self.pair_scales()
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(scale > 0, self.rms_distances / scale, 0.0)
         mean = _mean_over_tensors(ratio)
@@ -161,13 +138,9 @@ class FeatureSet:
         mean[self._unshared_pairs()] = np.sqrt(2.0)
         return mean
 
-    def _mean_squares(self) -> npt.NDArray[np.float64]:
-        """``(n_tensors, n_models)`` mean of the squared weights of each tensor of each model."""
-        return np.asarray(self.moments[..., 1] + self.moments[..., 0] ** 2, dtype=np.float64)
-
-    def _pair_scales(self) -> npt.NDArray[np.float64]:
+    def pair_scales(self) -> npt.NDArray[np.float64]:
         """``(n_tensors, n_models, n_models)`` RMS of the two models' weights, per tensor and pair."""
-        mean_square = self._mean_squares()
+        mean_square = mean_squares(self.moments)
         return np.asarray(
             np.sqrt((mean_square[:, :, None] + mean_square[:, None, :]) / 2.0), dtype=np.float64
         )
@@ -188,7 +161,7 @@ class FeatureSet:
 
     def log_norms(self) -> npt.NDArray[np.float64]:
         """``(n_models,)`` log of the squared Frobenius norm of all compared tensors together."""
-        squared_norms = self._mean_squares() * self.numel[:, None]
+        squared_norms = mean_squares(self.moments) * self.numel[:, None]
         return np.asarray(np.log(squared_norms.sum(axis=0)), dtype=np.float64)
 
     def log_norm_pairs(self) -> npt.NDArray[np.float64]:
@@ -199,44 +172,49 @@ class FeatureSet:
         fine-tuned child's norm still exceeds its parent's. Without masked tensors every row is constant,
         ``log_norms()`` repeated, and the comparison is the per-model one.
         """
-        if self.support_norms is None:
+        if self.common_support_norms is None:
             return np.repeat(self.log_norms()[:, None], self.n_models, axis=1)
         with np.errstate(divide="ignore"):
-            return np.asarray(np.log(self.support_norms.sum(axis=0)), dtype=np.float64)
+            return np.asarray(np.log(self.common_support_norms.sum(axis=0)), dtype=np.float64)
 
     def subset(self, indices: npt.ArrayLike) -> FeatureSet:
         """The FeatureSet of some of the models, in the order given."""
         idx = np.asarray(indices, dtype=np.int64)
+        ids = [self.model_ids[i] for i in idx]
+
+        def pairs(array: npt.NDArray[Any] | None) -> npt.NDArray[Any] | None:
+            return None if array is None else array[:, idx][:, :, idx]
+
         return FeatureSet(
-            model_ids=[self.model_ids[i] for i in idx],
+            model_ids=ids,
             model_paths=[self.model_paths[i] for i in idx],
             tensor_names=list(self.tensor_names),
             numel=self.numel.copy(),
             rms_distances=self.rms_distances[:, idx][:, :, idx],
             moments=self.moments[:, idx],
-            ranks=self.ranks[:, idx][:, :, idx] if self.ranks is not None else None,
-            firm_ranks=self.firm_ranks[:, idx][:, :, idx] if self.firm_ranks is not None else None,
+            ranks=pairs(self.ranks),
             rank_caps=None if self.rank_caps is None else self.rank_caps.copy(),
-            support_norms=None if self.support_norms is None else self.support_norms[:, idx][:, :, idx],
+            clear_ranks=pairs(self.clear_ranks),
+            common_support_norms=pairs(self.common_support_norms),
+            known_parents={c: p for c, p in self.known_parents.items() if c in ids and p in ids},
             metadata=dict(self.metadata),
         )
 
     def save(self, path: str | Path) -> None:
         """Write to a ``.npz`` file (arrays plus a JSON header)."""
         header = {
-            "format_version": FORMAT_VERSION if self.support_norms is not None else 1,
+            "format_version": FORMAT_VERSION if self.common_support_norms is not None else 1,
             "model_ids": self.model_ids,
             "model_paths": self.model_paths,
             "tensor_names": self.tensor_names,
-            "metadata": self.metadata,
+            "metadata": {**self.metadata, "known_parents": self.known_parents},
         }
-        optional: dict[str, Any] = {}
-        if self.ranks is not None and self.rank_caps is not None:
-            optional = {"ranks": self.ranks, "rank_caps": self.rank_caps}
-            if self.firm_ranks is not None:
-                optional["firm_ranks"] = self.firm_ranks
-        if self.support_norms is not None:
-            optional["support_norms"] = self.support_norms
+        optional = {
+            key: getattr(self, name) for name, key in _FILE_KEYS.items() if getattr(self, name) is not None
+        }
+        if self.ranks is None or self.rank_caps is None:  # ranks are of no use without their caps
+            for name in ("ranks", "rank_caps", "clear_ranks"):
+                optional.pop(_FILE_KEYS[name], None)
         with open(path, "wb") as handle:
             np.savez_compressed(
                 handle,
@@ -254,10 +232,7 @@ class FeatureSet:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 arrays = {key: data[key] for key in ("numel", "rms_distances", "moments")}
-                ranks = data["ranks"] if "ranks" in data else None
-                rank_caps = data["rank_caps"] if "rank_caps" in data else None
-                firm_ranks = data["firm_ranks"] if "firm_ranks" in data else None
-                support_norms = data["support_norms"] if "support_norms" in data else None
+                optional = {name: data[key] if key in data else None for name, key in _FILE_KEYS.items()}
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidFeatureSetError(
                 f"`{path}` is not a mothertree FeatureSet: {exc}", path=path
@@ -268,6 +243,7 @@ class FeatureSet:
                 f"{', '.join(map(str, READABLE_FORMATS))}",
                 path=path,
             )
+        metadata = dict(header.get("metadata", {}))
         return cls(
             model_ids=list(header["model_ids"]),
             model_paths=list(header["model_paths"]),
@@ -275,12 +251,17 @@ class FeatureSet:
             numel=arrays["numel"].astype(np.int64),
             rms_distances=arrays["rms_distances"].astype(np.float64),
             moments=arrays["moments"].astype(np.float64),
-            ranks=None if ranks is None else ranks.astype(np.int64),
-            rank_caps=None if rank_caps is None else rank_caps.astype(np.int64),
-            firm_ranks=None if firm_ranks is None else firm_ranks.astype(np.int64),
-            support_norms=None if support_norms is None else support_norms.astype(np.float64),
-            metadata=dict(header.get("metadata", {})),
+            ranks=_as(optional["ranks"], np.int64),
+            rank_caps=_as(optional["rank_caps"], np.int64),
+            clear_ranks=_as(optional["clear_ranks"], np.int64),
+            common_support_norms=_as(optional["common_support_norms"], np.float64),
+            known_parents=dict(metadata.pop("known_parents", {})),
+            metadata=metadata,
         )
+
+
+def _as(array: npt.NDArray[Any] | None, dtype: type[np.generic]) -> Any:
+    return None if array is None else array.astype(dtype)
 
 
 def _mean_over_tensors(

@@ -10,11 +10,9 @@ To keep it cheap for many models, every matrix is first multiplied by one fixed 
 high probability while the rank is below ``sketch_rows``, and the pairwise SVDs shrink to
 ``sketch_rows x cols``. A rank at the cap means "full rank" (a full fine-tune).
 
-A count below the cap is not yet evidence of a low-rank update: a dense update stored in bf16 loses every
-singular value under the rounding noise, and its count (20-40 of 128 on our MiniLM fine-tunes) depends on
-where the tolerance falls. A LoRA update stored finely enough drops off a cliff instead, so its count
-barely moves when the tolerance grows. ``firm`` ranks are counted at ``CLIFF`` times the tolerance, and
-``is_clearly_low_rank`` asks for both: below the cap, and firm.
+Each difference gets two counts: its rank (singular values over the noise tolerance) and its *clear*
+rank (over ``CLEAR_FACTOR`` times the tolerance). How ``--distance auto`` judges them is
+``features/low_rank.py``; this module only measures.
 """
 
 from __future__ import annotations
@@ -33,15 +31,11 @@ UNIT_ROUNDOFF = {"F64": 2.0**-53, "F32": 2.0**-24, "F16": 2.0**-11, "BF16": 2.0*
 # Singular values below SAFETY x the expected largest singular value of the rounding noise are noise.
 SAFETY = 2.0
 DEFAULT_SKETCH_ROWS = 128
-# Counts at the tolerance and at CLIFF x the tolerance, measured on the zoo (value and attention-output
-# projections): LoRA merges in fp32 8/8, 16/16 and, where merged checkpoints' rounding noise reaches twice
-# the model (rows 20x their RMS), 58/48 and 61/48 for a rank-48 update (its 48th singular value sits 10^4
-# above the noise); full fine-tunes stored in bf16 36/8, 23/4; LoRA merges stored in bf16 28/9, 22/6.
-# The first CLIFF (x2, share 0.9) was set on the small text-mixed split and failed on the held-out
-# LoRA-V split (the 58/48 case); x4 with a 0.25 share separates every pair measured (>= 0.79 / <= 0.32).
-CLIFF = 4.0
-# Share of a difference's rank allowed to sit between the tolerance and CLIFF x the tolerance.
-CLIFF_SLACK = 0.25
+# A singular value is clear of the rounding noise when it exceeds CLEAR_FACTOR x the tolerance. At 4x, the
+# zoo's LoRA differences keep >= 79 % of their count, dense differences cut by bf16 rounding <= 32 %, even
+# where merged fp32 checkpoints carry twice the rounding noise of ``noise_tolerance``'s model
+# (docs/RESULTS.md).
+CLEAR_FACTOR = 4.0
 
 
 def unit_roundoff(dtype: str) -> float:
@@ -79,12 +73,12 @@ def noise_tolerance(sketch: npt.NDArray[np.float64], cols: int, rms_weight: floa
 
 
 class RankEstimate(NamedTuple):
-    """Pairwise ranks of one tensor's differences: ``ranks`` at the noise tolerance, ``firm`` at ``CLIFF``
-    times it (both ``(n, n)``, -1 where not computed), and ``cap``, the largest rank the estimate can
-    report."""
+    """Pairwise ranks of one tensor's differences: ``ranks`` at the noise tolerance, ``clear`` at
+    ``CLEAR_FACTOR`` times it (both ``(n, n)``, -1 where not computed), and ``cap``, the largest rank the
+    estimate can report."""
 
     ranks: npt.NDArray[np.int64]
-    firm: npt.NDArray[np.int64]
+    clear: npt.NDArray[np.int64]
     cap: int
 
 
@@ -94,68 +88,22 @@ def pairwise_ranks(
     pairs: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """``(n, n)`` numerical ranks of ``sketched[i] - sketched[j]`` (singular values over ``tolerances``),
-    and the firm ranks (over ``CLIFF * tolerances``).
+    and the clear ranks (over ``CLEAR_FACTOR * tolerances``).
 
     Only ``pairs`` (default: all) are computed; the others stay -1 (the diagonal is 0).
     """
     n_models = sketched.shape[0]
     ranks = np.full((n_models, n_models), -1, dtype=np.int64)
     np.fill_diagonal(ranks, 0)
-    firm = ranks.copy()
+    clear = ranks.copy()
     if pairs is None:
         pairs = [(i, j) for i in range(n_models) for j in range(i + 1, n_models)]
     for i, j in pairs:
         if ranks[i, j] < 0:
             singular_values = np.linalg.svd(sketched[i] - sketched[j], compute_uv=False)
             ranks[i, j] = ranks[j, i] = int((singular_values > tolerances[i, j]).sum())
-            firm[i, j] = firm[j, i] = int((singular_values > CLIFF * tolerances[i, j]).sum())
-    return ranks, firm
-
-
-def clearly_low_rank(
-    ranks: npt.NDArray[np.int64],
-    firm: npt.NDArray[np.int64],
-    caps: npt.NDArray[np.int64],
-    equal: npt.NDArray[np.bool_] | None = None,
-) -> npt.NDArray[np.bool_]:
-    """``(n_tensors, n, n)``: where a tensor's difference is clearly low-rank (below the cap, and firm).
-
-    ``ranks``, ``firm``: ``(n_tensors, n, n)``, -1 where not computed (never clearly low-rank); ``caps``:
-    ``(n_tensors,)``. Rank 0 is a clear answer only where the tensors are ``equal`` (e.g. a layer LoRA
-    left alone): a nonzero difference that is all under the rounding noise (a small update stored in
-    bf16) says nothing about its rank.
-    """
-    below_cap = (ranks >= 0) & (ranks < np.asarray(caps)[:, None, None])
-    firm_enough = firm >= (1.0 - CLIFF_SLACK) * ranks
-    if equal is not None:
-        firm_enough &= (ranks > 0) | equal
-    return np.asarray(below_cap & firm_enough, dtype=bool)
-
-
-def is_clearly_low_rank(
-    ranks: npt.NDArray[np.int64],
-    firm: npt.NDArray[np.int64],
-    caps: npt.NDArray[np.int64],
-    equal: npt.NDArray[np.bool_] | None = None,
-) -> npt.NDArray[np.bool_]:
-    """``(n, n)`` pairs whose difference is clearly low-rank in every tensor; the diagonal is False."""
-    clear = np.asarray(clearly_low_rank(ranks, firm, caps, equal).all(axis=0), dtype=bool)
-    np.fill_diagonal(clear, False)
-    return clear
-
-
-# A model's parent is among its NEIGHBOURS nearest models in l2 unless more of its own descendants (or
-# their siblings) are nearer than its parent: a LoRA child with a large update and many close
-# children. The zoo's trees have up to 4 children per model.
-NEIGHBOURS = 10
-
-
-def neighbour_pairs(distances: npt.NDArray[np.float64], k: int = NEIGHBOURS) -> list[tuple[int, int]]:
-    """Every model with each of its ``k`` nearest others, as ``(i, j)`` pairs with ``i < j``, no repeats."""
-    d = np.array(distances, dtype=np.float64)
-    np.fill_diagonal(d, np.inf)
-    nearest = np.argsort(d, axis=1, kind="stable")[:, : min(k, len(d) - 1)]
-    return sorted({(min(i, int(j)), max(i, int(j))) for i, row in enumerate(nearest) for j in row})
+            clear[i, j] = clear[j, i] = int((singular_values > CLEAR_FACTOR * tolerances[i, j]).sum())
+    return ranks, clear
 
 
 def nearest_pairs(distances: npt.NDArray[np.float64]) -> list[tuple[int, int]]:
@@ -192,5 +140,5 @@ def sketched_ranks(
         rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
     per_dtype = {dtype: noise_tolerance(sketch, cols, rms_weight, dtype) for dtype in set(dtypes)}
     tolerance = np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
-    ranks, firm = pairwise_ranks(sketched, tolerance, pairs)
-    return RankEstimate(ranks, firm, min(sketch.shape[0], cols))
+    ranks, clear = pairwise_ranks(sketched, tolerance, pairs)
+    return RankEstimate(ranks, clear, min(sketch.shape[0], cols))

@@ -126,6 +126,11 @@ def central_moments(stack: npt.NDArray[np.floating]) -> FloatArray:
     return np.column_stack([means, sums / numel])
 
 
+def mean_squares(moments: npt.NDArray[np.floating]) -> FloatArray:
+    """Mean of the squared entries from ``[..., 4]`` moments: ``m2 + mean^2``."""
+    return np.asarray(moments[..., 1] + moments[..., 0] ** 2, dtype=np.float64)
+
+
 def excess_kurtosis(moments: npt.NDArray[np.floating]) -> FloatArray:
     """Fisher (excess) kurtosis ``m4 / m2^2 - 3`` from ``[..., 4]`` moments; NaN for a constant tensor.
 
@@ -135,21 +140,3 @@ def excess_kurtosis(moments: npt.NDArray[np.floating]) -> FloatArray:
     m4 = moments[..., 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(m2 > 0, m4 / (m2 * m2) - 3.0, np.nan)
-
-
-def pool_moments(moments: npt.NDArray[np.floating], counts: npt.NDArray[np.integer]) -> FloatArray:
-    """Moments of the concatenation of several tensors, from each one's moments.
-
-    ``moments`` has shape ``(n_tensors, ..., 4)`` and ``counts`` ``(n_tensors,)``. Shifts every tensor's
-    central moments to the pooled mean (binomial expansion), which is exact, unlike averaging kurtoses.
-    """
-    weights = counts.astype(np.float64) / counts.sum()
-    shape = (-1,) + (1,) * (moments.ndim - 2)
-    w = weights.reshape(shape)
-    mean = (w * moments[..., 0]).sum(axis=0)
-    delta = moments[..., 0] - mean
-    m2, m3, m4 = moments[..., 1], moments[..., 2], moments[..., 3]
-    pooled_m2 = (w * (m2 + delta**2)).sum(axis=0)
-    pooled_m3 = (w * (m3 + 3 * delta * m2 + delta**3)).sum(axis=0)
-    pooled_m4 = (w * (m4 + 4 * delta * m3 + 6 * delta**2 * m2 + delta**4)).sum(axis=0)
-    return np.stack([mean, pooled_m2, pooled_m3, pooled_m4], axis=-1)

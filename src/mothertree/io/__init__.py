@@ -28,7 +28,7 @@ from ._files import (
 )
 from ._layout import file_names, loose_weight_files, weights_file
 from .discovery import discover
-from .hf_cache import is_cache_entry, is_cache_root, repo_id, resolve_snapshot
+from .hf_cache import is_cache_entry, repo_id, resolve_snapshot
 from .model_card import read_declared_base_models
 from .peft_reader import (
     PeftCheckpoint,
@@ -53,7 +53,6 @@ __all__ = [
     "TorchCheckpoint",
     "discover",
     "is_cache_entry",
-    "is_cache_root",
     "match_base",
     "open_checkpoint",
     "read_declared_base_models",

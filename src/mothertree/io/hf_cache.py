@@ -30,14 +30,6 @@ def is_cache_entry(path: Path) -> bool:
     return any((path / part).is_dir() for part in ("snapshots", "refs", "blobs"))
 
 
-def is_cache_root(path: Path) -> bool:
-    """Whether ``path`` holds ``models--*`` cache entries, like ``~/.cache/huggingface/hub`` does."""
-    try:
-        return path.is_dir() and any(is_cache_entry(child) for child in path.iterdir())
-    except OSError:
-        return False
-
-
 def repo_id(entry: Path) -> str:
     """``models--org--name`` -> ``org/name`` (``models--gpt2`` -> ``gpt2``)."""
     # The hub forbids `--` inside names, so every `--` after the prefix was a `/`.

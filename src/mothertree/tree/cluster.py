@@ -10,6 +10,10 @@ from scipy.spatial.distance import squareform
 
 from ..errors import InvalidParameterError
 
+# Relative distance above which two models are unrelated (``split_unrelated``): independent weights of one
+# scale sit at sqrt(2) ~ 1.41, the fine-tunes measured so far moved 0.006-0.17 (docs/RESULTS.md).
+UNRELATED_ABOVE = 0.5
+
 
 def tree_linkage(distances: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Ward linkage matrix (scipy format) of a symmetric ``(n, n)`` distance matrix."""
@@ -64,13 +68,14 @@ def split_counts(linkages: list[npt.NDArray[np.float64]], scales: list[float], n
     return counts
 
 
-def split_unrelated(relative_distances: npt.ArrayLike, threshold: float) -> npt.NDArray[np.int64]:
+def split_unrelated(
+    relative_distances: npt.ArrayLike, threshold: float = UNRELATED_ABOVE
+) -> npt.NDArray[np.int64]:
     """Tree index of each model when trees are not counted in advance (``--trees auto``).
 
     Two models belong to one tree when a chain of models links them with every step's relative distance
     (RMS of ``W_i - W_j`` over the RMS of the weights) at most ``threshold``: single linkage, cut at a
-    scale-free height. Independent weights of one scale sit at relative distance sqrt(2) ~ 1.41; the
-    fine-tunes measured so far moved 0.006-0.17 (docs/RESULTS.md), so the default 0.5 lies between.
+    scale-free height (``UNRELATED_ABOVE`` by default, between unrelated weights and fine-tunes).
     """
     r = np.asarray(relative_distances, dtype=np.float64)
     linked = (r <= threshold) | np.eye(len(r), dtype=bool)

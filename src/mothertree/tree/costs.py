@@ -17,6 +17,8 @@ from ..errors import InvalidParameterError
 
 KurtosisTrend = Literal["falls", "rises"]
 KURTOSIS_TRENDS: tuple[KurtosisTrend, ...] = ("falls", "rises")
+# The paper's weight of the kurtosis penalty, in units of the tree's mean distance.
+DEFAULT_LAM = 0.3
 
 
 def direction_penalty(kurtosis: npt.ArrayLike, direction: KurtosisTrend = "falls") -> npt.NDArray[np.float64]:
@@ -38,7 +40,11 @@ def direction_penalty(kurtosis: npt.ArrayLike, direction: KurtosisTrend = "falls
 
 
 def directed_costs(
-    distances: npt.ArrayLike, kurtosis: npt.ArrayLike, *, lam: float = 0.3, direction: KurtosisTrend = "falls"
+    distances: npt.ArrayLike,
+    kurtosis: npt.ArrayLike,
+    *,
+    lam: float = DEFAULT_LAM,
+    direction: KurtosisTrend = "falls",
 ) -> npt.NDArray[np.float64]:
     """``(n, n)`` costs ``D + lam * mean(D) * T``, infinite diagonal; ``costs[i, j]`` is edge i -> j."""
     d = np.asarray(distances, dtype=np.float64)
@@ -50,27 +56,3 @@ def directed_costs(
     costs = d + lam * scale * direction_penalty(kurtosis, direction)
     np.fill_diagonal(costs, np.inf)
     return costs
-
-
-def tiered_distances(
-    l2: npt.ArrayLike, rank_shares: npt.ArrayLike, low_rank: npt.ArrayLike
-) -> npt.NDArray[np.float64]:
-    """One distance for a collection of full and LoRA fine-tunes (``--distance auto``).
-
-    A pair whose difference is clearly low-rank (``low_rank``) is related by a LoRA update: it is placed
-    before every other pair and, among such pairs, by rank (the paper's LoRA distance; ``rank_shares`` is
-    the summed rank over the summed cap), with the l2 distance only breaking ties. Every other pair keeps
-    its l2 distance. A spanning tree on this distance first joins the LoRA relations (parent-child rank
-    ``r`` before siblings' ``r1 + r2``), then links those pieces by weight distance.
-    """
-    d = np.array(l2, dtype=np.float64)
-    low = np.asarray(low_rank, dtype=bool) & ~np.eye(len(d), dtype=bool)
-    if not low.any():
-        return d
-    others = ~low & ~np.eye(len(d), dtype=bool)
-    floor = float(d[others].min()) if others.any() else 1.0
-    tie_break = 1e-3 * d / max(float(d.max()), np.finfo(float).tiny)
-    shares = np.nan_to_num(np.asarray(rank_shares, dtype=np.float64), nan=1.0)
-    # Shares lie in [0, 1], so the whole tier stays below half of the nearest l2-placed pair.
-    d[low] = 0.5 * floor * (np.clip(shares[low], 0.0, 1.0) + tie_break[low]) / (1.0 + 1e-3)
-    return d

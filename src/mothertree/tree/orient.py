@@ -1,13 +1,12 @@
-"""Orienting a placed tree by choosing its root (``--direction norm``).
+"""Orienting a placed tree by choosing its root (``--direction auto`` and ``norm``).
 
 When the undirected edges of a tree are right, every direction follows from the root, so orienting is
-choosing the root. Each tree edge carries evidence for one direction from a per-model statistic that
-should move one way along training; the root is the one whose orientation agrees with the most evidence.
-
-The statistic used here is the squared Frobenius norm of the compared weights: fine-tuning adds an update
-that is nearly orthogonal to the weights it starts from, so a child's norm is larger than its parent's
-(unless strong weight decay shrinks it). Evidence per edge is squashed with ``tanh`` after dividing by the
-median change along the tree, so that no single large step decides alone.
+choosing the root. Each tree edge carries evidence for one direction from a *cue*: a per-model statistic
+that should move one way along training, with the sign of that move (the weight norm grows: fine-tuning
+adds an update nearly orthogonal to the weights it starts from; the paper's kurtosis falls). The root is
+the one whose orientation agrees with the most evidence; ``choose_cue`` picks, per tree, the cue that one
+root explains best. Evidence per edge is squashed with ``tanh`` after dividing by the median change along
+the tree, so that no single large step decides alone.
 
 A statistic is either one value per model or, pairwise, ``s[i, j]`` model i's value as compared with
 model j. Pruning needs the pairwise form: a pruned child's whole norm is smaller than its parent's, but
@@ -52,23 +51,14 @@ def pairwise_changes(statistic: npt.ArrayLike) -> npt.NDArray[np.float64]:
     raise ValueError(f"a statistic is (n,) or (n, n), got shape {s.shape}")
 
 
-def edge_evidence(
-    values: npt.ArrayLike, edges: Sequence[tuple[int, int]], sign: float = 1.0
-) -> dict[tuple[int, int], float]:
-    """Evidence in [-1, 1] that each edge points ``i -> j``: ``tanh(sign * (v_j - v_i) / median |change|)``.
-
-    The evidence for ``j -> i`` is the negative. ``sign=+1``: the statistic grows from parent to child.
-    ``values`` is per model or pairwise (``pairwise_changes``).
-    """
-    return evidence_from_changes(pairwise_changes(values), edges, sign)
-
-
 def evidence_from_changes(
     changes: npt.NDArray[np.float64], edges: Sequence[tuple[int, int]], sign: float = 1.0
 ) -> dict[tuple[int, int], float]:
-    """``edge_evidence`` from the ``(n, n)`` changes of ``pairwise_changes``.
+    """Evidence in [-1, 1] that each edge points ``i -> j``: ``tanh(sign * change / median |change|)``.
 
-    A non-finite change (a model with nothing to compare on) is no evidence either way.
+    ``changes`` are the ``(n, n)`` changes of ``pairwise_changes``; the evidence for ``j -> i`` is the
+    negative. ``sign=+1``: the statistic grows from parent to child. A non-finite change (a model with
+    nothing to compare on) is no evidence either way.
     """
     along = {(i, j): float(changes[i, j]) if np.isfinite(changes[i, j]) else 0.0 for i, j in edges}
     steps = np.abs(np.array(list(along.values())))

@@ -1,7 +1,18 @@
-"""MoTHer recovery as an estimator: cluster into trees, then one minimum directed spanning tree per tree.
+"""MoTHer recovery as an estimator: split a collection into Model Trees, place their edges, orient them.
 
-    >>> recovery = TreeRecovery(n_trees=2, lam=0.3, direction="falls").fit(features)
-    >>> recovery.edges_  # [Edge(parent="base", child="ft-1", distance=0.0012), ...]
+    >>> recovery = TreeRecovery(n_trees=2, direction="falls").fit(features)
+    >>> recovery.edges_  # [Edge(parent="base", child="ft-1", distance=0.0012, confidence=0.99), ...]
+
+``fit`` takes these steps, each a function of small matrices:
+
+1. the distance that places edges: l2, rank, or per pair (``distance="auto"``, ``features/low_rank.py``);
+2. trees: split where models are unrelated (``n_trees="auto"``, ``tree.cluster.split_unrelated``) or
+   Ward clustering into K trees, as the paper;
+3. each tree's edges and their direction. ``direction="auto"`` (the default) and ``"norm"``: the minimum
+   spanning tree of the distances, hung from the root a per-model cue favours (``tree.orient``); auto
+   chooses the cue per tree. ``"falls"`` / ``"rises"``: the paper's method, distance plus a kurtosis
+   penalty (``tree.costs``) and a minimum directed spanning tree (``tree.arborescence``);
+4. each edge's placement and direction margins and its calibrated confidence (``tree.calibration``).
 
 Parameters live in ``__init__`` and are stored untouched; ``fit`` validates them and sets the results,
 whose names end in ``_`` (scikit-learn's convention).
@@ -9,19 +20,21 @@ whose names end in ``_`` (scikit-learn's convention).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import InvalidParameterError, TooFewModelsError
+from ..errors import InvalidParameterError, NotFittedError, TooFewModelsError
 from ..features.featureset import FeatureSet
+from ..features.low_rank import LowRankRule, PlacingDistances
 from .arborescence import minimum_spanning_arborescence
 from .calibration import edge_confidence
-from .cluster import cluster_trees, split_unrelated
-from .costs import KurtosisTrend, directed_costs, tiered_distances
+from .cluster import UNRELATED_ABOVE, cluster_trees, split_unrelated
+from .costs import DEFAULT_LAM, KurtosisTrend, directed_costs
 from .orient import (
     choose_cue,
     choose_root,
@@ -38,19 +51,29 @@ Distance = Literal["l2", "rank", "auto"]
 DISTANCES: tuple[Distance, ...] = ("l2", "rank", "auto")
 Direction = Literal["auto", "norm", "falls", "rises"]
 DIRECTIONS: tuple[Direction, ...] = ("auto", "norm", "falls", "rises")
+TreeCount = int | Literal["auto"] | None
 
-# The cues ``direction="auto"`` chooses from, per tree: (statistic, sign of its change from parent to child).
-# The order is the prior that breaks ties (a chain is explained equally well by both signs of one cue):
-# fine-tuning adds an update nearly orthogonal to the weights, so the norm grows; the paper's kurtosis
-# falls for fine-tuning and rises for continued pre-training; a shrinking norm (strong weight decay) last.
-AUTO_CUES: tuple[tuple[str, float], ...] = (
-    ("norm", 1.0),
-    ("kurtosis", -1.0),
-    ("kurtosis", 1.0),
-    ("norm", -1.0),
-)
-CUE_NAMES = {("norm", 1.0): "norm grows", ("norm", -1.0): "norm shrinks"}
-CUE_NAMES |= {("kurtosis", -1.0): "kurtosis falls", ("kurtosis", 1.0): "kurtosis rises"}
+# A cue: a per-model statistic and the sign of its change from parent to child.
+Cue = tuple[str, float]
+# The cues ``direction="auto"`` chooses from, per tree. The order is the prior that breaks ties (a chain is
+# explained equally well by both signs of one cue): fine-tuning adds an update nearly orthogonal to the
+# weights, so the norm grows; the paper's kurtosis falls for fine-tuning and rises for continued
+# pre-training; a shrinking norm (strong weight decay) last.
+AUTO_CUES: tuple[Cue, ...] = (("norm", 1.0), ("kurtosis", -1.0), ("kurtosis", 1.0), ("norm", -1.0))
+CUE_NAMES: dict[Cue, str] = {
+    ("norm", 1.0): "norm grows",
+    ("norm", -1.0): "norm shrinks",
+    ("kurtosis", -1.0): "kurtosis falls",
+    ("kurtosis", 1.0): "kurtosis rises",
+}
+CUES_OF: dict[Direction, tuple[Cue, ...]] = {
+    "auto": AUTO_CUES,
+    "norm": (("norm", 1.0),),
+    "falls": (("kurtosis", -1.0),),
+    "rises": (("kurtosis", 1.0),),
+}
+
+_PARAMS = ("n_trees", "lam", "direction", "unrelated_above", "distance")
 
 
 @dataclass(frozen=True)
@@ -61,12 +84,25 @@ class Edge:
     (``tree/calibration.py``), computed from the smaller of two margins (``tree/orient.py``): placement,
     1 - d(parent, child) / d(nearest other model, child); and direction, tanh(half the evidence, in edges,
     that would have to flip to reverse the edge). It was fit on zoo graphs and checked on held-out ones.
+    ``known`` edges were not inferred: a PEFT adapter read on its base (confidence 1).
     """
 
     parent: str
     child: str
     distance: float
     confidence: float
+    known: bool = False
+
+
+@dataclass(frozen=True)
+class _TreeEdges:
+    """One tree's recovered parents and margins (local indices), and the cue that oriented it."""
+
+    parents: npt.NDArray[np.int64]
+    placement: npt.NDArray[np.float64]
+    direction: npt.NDArray[np.float64]
+    cue: str
+    cue_consistency: dict[str, float] | None
 
 
 class TreeRecovery:
@@ -79,27 +115,29 @@ class TreeRecovery:
         are in different trees (``tree.cluster.split_unrelated``). An int: Ward clustering into that many
         (the paper's way). ``None``: one tree.
     lam : float
-        Weight λ of the kurtosis penalty, in units of the tree's mean distance (paper: 0.3).
+        Weight λ of the kurtosis penalty, in units of the tree's mean distance (paper: 0.3); used by
+        ``direction="falls"`` and ``"rises"`` only.
     direction : {"auto", "norm", "falls", "rises"}
         ``"auto"`` (default): place edges by distance alone (minimum spanning tree), then orient each tree
         by the cue it is most consistent with (``AUTO_CUES``: weight norm grows, kurtosis falls, kurtosis
-        rises, norm shrinks; ``tree.orient.choose_cue``) and the root that cue favours; ``lam`` is unused.
-        ``"norm"``: the same with the norm-grows cue only. ``"falls"`` / ``"rises"``: the paper's method,
-        the expected kurtosis trend from parent to child (falls for fine-tuning, the paper's default; rises
-        for continued pre-training) as a penalty ``lam`` in the directed costs, then a minimum directed
+        rises, norm shrinks; ``tree.orient.choose_cue``) and the root that cue favours. ``"norm"``: the
+        same with the norm-grows cue only. ``"falls"`` / ``"rises"``: the paper's method, the expected
+        kurtosis trend from parent to child (falls for fine-tuning, the paper's default; rises for
+        continued pre-training) as a penalty ``lam`` in the directed costs, then a minimum directed
         spanning tree.
     unrelated_above : float
         Relative distance above which two models are not related (used by ``n_trees="auto"``).
     distance : {"l2", "rank", "auto"}
-        Which distance places edges (``fit`` only): ``"l2"``, the mean per-tensor RMS of ``W_i - W_j`` (full
-        fine-tunes); ``"rank"``, the summed rank of ``W_i - W_j`` (LoRA fine-tunes); ``"auto"``, per pair:
-        the pairs whose difference is clearly low-rank (``FeatureSet.low_rank_pairs``) are joined first, by
-        rank, and every other pair is placed by l2 (``tree.costs.tiered_distances``).
+        Which distance places edges (``fit`` only): ``"l2"``, the per-tensor RMS of ``W_i - W_j`` averaged
+        with weights sqrt(numel) (full fine-tunes); ``"rank"``, the summed rank of ``W_i - W_j`` (LoRA
+        fine-tunes); ``"auto"``, per pair: pairs whose difference is clearly low-rank are joined first, by
+        rank, every other pair by l2 (``features.low_rank.LowRankRule``).
 
     Attributes
     ----------
     model_ids_ : list of str, ``(n_models,)``
     distances_ : ndarray of shape (n_models, n_models)
+        The distances that placed the edges.
     kurtosis_ : ndarray of shape (n_models,)
     labels_ : ndarray of shape (n_models,)
         Tree index of each model.
@@ -128,10 +166,10 @@ class TreeRecovery:
     def __init__(
         self,
         *,
-        n_trees: int | Literal["auto"] | None = "auto",
-        lam: float = 0.3,
+        n_trees: TreeCount = "auto",
+        lam: float = DEFAULT_LAM,
         direction: Direction = "auto",
-        unrelated_above: float = 0.5,
+        unrelated_above: float = UNRELATED_ABOVE,
         distance: Distance = "auto",
     ) -> None:
         self.n_trees = n_trees
@@ -140,38 +178,48 @@ class TreeRecovery:
         self.unrelated_above = unrelated_above
         self.distance = distance
 
-    def fit(self, features: FeatureSet, known_parents: Mapping[str, str] | None = None) -> TreeRecovery:
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The parameters given to ``__init__`` (scikit-learn's ``get_params``; ``deep`` has no effect)."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def set_params(self, **params: Any) -> TreeRecovery:
+        unknown = sorted(set(params) - set(_PARAMS))
+        if unknown:
+            raise InvalidParameterError(
+                f"TreeRecovery has no parameter {', '.join(map(repr, unknown))}",
+                hint=f"parameters: {', '.join(_PARAMS)}",
+            )
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.get_params().items() if v != _DEFAULTS[k]}
+        return f"TreeRecovery({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: a result read before fit.
+        if name.endswith("_") and not name.startswith("_"):
+            raise NotFittedError(f"this TreeRecovery is not fitted: `{name}` is set by `fit`")
+        raise AttributeError(f"'TreeRecovery' object has no attribute {name!r}")
+
+    def fit(self, features: FeatureSet) -> TreeRecovery:
         """Recover the trees of the models in ``features``.
 
-        ``known_parents`` maps a child's id to its parent's where the relation is known for certain (a
-        LoRA adapter and the base it was read on; defaults to ``features.metadata["known_parents"]``).
-        Those edges are kept, in that direction.
+        ``features.known_parents`` (an adapter and the base it was read on) are kept, in that direction.
         """
-        if known_parents is None:
-            known_parents = features.metadata.get("known_parents", {})
-        if self.distance not in DISTANCES:
-            raise InvalidParameterError(
-                f"unknown distance `{self.distance}`", hint=f"use one of: {', '.join(DISTANCES)}"
-            )
-        low_rank = features.low_rank_pairs() if self.distance == "auto" else None
-        if self.distance == "rank":
-            distances, used = features.rank_distances(), "rank"
-        elif low_rank is not None and low_rank.any():
-            distances = tiered_distances(features.distances(), features.rank_shares(), low_rank)
-            used = "rank+l2" if (~low_rank).sum() > len(low_rank) else "rank"
-        else:
-            distances, used = features.distances(), "l2"
-        self.fit_matrices(
-            distances,
+        self._validate_params()
+        placing = self._placing_distances(features)
+        return self._fit(
+            placing.matrix,
             features.summed_kurtosis(),
             features.model_ids,
             log_norms=features.log_norm_pairs(),
             relative_distances=features.relative_distances(),
-            known_parents=known_parents,
+            known_parents=features.known_parents,
+            distance_used=placing.kind,
+            low_rank_pairs=placing.low_rank_pairs if self.distance == "auto" else None,
         )
-        self.distance_ = used
-        self.low_rank_pairs_: int | None = int(np.triu(low_rank).sum()) if low_rank is not None else None
-        return self
 
     def fit_matrices(
         self,
@@ -187,11 +235,171 @@ class TreeRecovery:
 
         ``log_norms`` is ``(n,)`` per model, or ``(n, n)`` with ``[i, j]`` model i's log squared norm over
         the weights it shares with j (``FeatureSet.log_norm_pairs``; pruned models need it).
+        ``known_parents`` maps a child's id to its parent's where the relation is known; those edges are
+        kept, in that direction.
         """
+        self._validate_params()
+        return self._fit(
+            distances,
+            kurtosis,
+            model_ids,
+            log_norms=log_norms,
+            relative_distances=relative_distances,
+            known_parents=known_parents or {},
+            distance_used="given",
+            low_rank_pairs=None,
+        )
+
+    # --- the steps --------------------------------------------------------------------------------------
+
+    def _placing_distances(self, features: FeatureSet) -> PlacingDistances:
+        if self.distance == "rank":
+            return PlacingDistances(features.rank_distances(), "rank", 0)
+        if self.distance == "auto":
+            return LowRankRule().distances(features)
+        return PlacingDistances(features.distances(), "l2", 0)
+
+    def _fit(
+        self,
+        distances: npt.ArrayLike,
+        kurtosis: npt.ArrayLike,
+        model_ids: Sequence[str],
+        *,
+        log_norms: npt.ArrayLike | None,
+        relative_distances: npt.ArrayLike | None,
+        known_parents: Mapping[str, str],
+        distance_used: str,
+        low_rank_pairs: int | None,
+    ) -> TreeRecovery:
         d = np.asarray(distances, dtype=np.float64)
         k = np.asarray(kurtosis, dtype=np.float64)
-        n_models = len(model_ids)
-        self._validate(d, k, n_models)
+        self._validate_data(d, k, len(model_ids), log_norms, relative_distances)
+        index = {model: i for i, model in enumerate(model_ids)}
+        known = {
+            index[child]: index[parent]
+            for child, parent in known_parents.items()
+            if child in index and parent in index
+        }
+        labels = self._split_trees(d, relative_distances, known)
+        changes = {"kurtosis": pairwise_changes(k)}
+        if log_norms is not None:
+            changes["norm"] = pairwise_changes(log_norms)
+
+        parents = np.full(len(model_ids), -1, dtype=np.int64)
+        placement = np.full(len(model_ids), np.nan)
+        direction = np.full(len(model_ids), np.nan)
+        cues: list[str] = []
+        consistencies: list[dict[str, float]] = []
+        for tree in range(int(labels.max()) + 1):
+            members = np.flatnonzero(labels == tree)
+            local = {int(model): position for position, model in enumerate(members)}
+            tree_edges = self._tree_edges(
+                d[np.ix_(members, members)],
+                k[members],
+                {name: change[np.ix_(members, members)] for name, change in changes.items()},
+                {local[c]: local[p] for c, p in known.items() if c in local and p in local},
+            )
+            has_parent = tree_edges.parents >= 0
+            parents[members[has_parent]] = members[tree_edges.parents[has_parent]]
+            placement[members[has_parent]] = tree_edges.placement[has_parent]
+            direction[members[has_parent]] = tree_edges.direction[has_parent]
+            cues.append(tree_edges.cue)
+            if tree_edges.cue_consistency is not None:
+                consistencies.append(tree_edges.cue_consistency)
+        confidences = edge_confidence(placement, direction)
+        confidences[list(known)] = 1.0  # an adapter and the base it was read on: known, not inferred
+
+        self.model_ids_ = list(model_ids)
+        self.distance_ = distance_used
+        self.low_rank_pairs_ = low_rank_pairs
+        self.distances_ = d
+        self.kurtosis_ = k
+        self.labels_ = labels
+        self.parents_ = parents
+        self.placement_margins_ = placement
+        self.direction_margins_ = direction
+        self.confidences_ = confidences
+        self.cues_ = cues
+        self.cue_consistency_ = consistencies
+        self.roots_ = [self.model_ids_[i] for i in np.flatnonzero(parents < 0)]
+        self.edges_ = [
+            Edge(self.model_ids_[p], self.model_ids_[c], float(d[p, c]), float(confidences[c]), c in known)
+            for c, p in enumerate(parents)
+            if p >= 0
+        ]
+        return self
+
+    def _split_trees(
+        self,
+        distances: npt.NDArray[np.float64],
+        relative_distances: npt.ArrayLike | None,
+        known: Mapping[int, int],
+    ) -> npt.NDArray[np.int64]:
+        """Step 2: the tree index of each model."""
+        if self.n_trees != "auto":
+            return cluster_trees(distances, self.n_trees or 1)
+        relative = np.array(relative_distances, dtype=np.float64)
+        for child, parent in known.items():  # a known pair is one tree, however far apart
+            relative[child, parent] = relative[parent, child] = 0.0
+        return split_unrelated(relative, self.unrelated_above)
+
+    def _tree_edges(
+        self,
+        distances: npt.NDArray[np.float64],
+        kurtosis: npt.NDArray[np.float64],
+        changes: Mapping[str, npt.NDArray[np.float64]],
+        known: Mapping[int, int],
+    ) -> _TreeEdges:
+        """Step 3 and 4 on one tree (local indices): parents, margins, and the cue that oriented it."""
+        cues = CUES_OF[self.direction]
+        local_cues = [(changes[name], sign) for name, sign in cues]
+        consistency: dict[str, float] | None = None
+        if self.direction in ("auto", "norm"):
+            parents, chosen, scores = orient_by_cues(distances, local_cues, known)
+            consistency = {CUE_NAMES[c]: v for c, v in zip(cues, scores, strict=True)}
+        else:
+            trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
+            parents, chosen = paper_arborescence(distances, kurtosis, self.lam, trend, known), 0
+        placement, direction = edge_margins(distances, *local_cues[chosen], parents)
+        return _TreeEdges(parents, placement, direction, CUE_NAMES[cues[chosen]], consistency)
+
+    # --- validation -------------------------------------------------------------------------------------
+
+    def _validate_params(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise InvalidParameterError(
+                f"unknown direction `{self.direction}`", hint=f"use one of: {', '.join(DIRECTIONS)}"
+            )
+        if self.distance not in DISTANCES:
+            raise InvalidParameterError(
+                f"unknown distance `{self.distance}`", hint=f"use one of: {', '.join(DISTANCES)}"
+            )
+        if not isinstance(self.lam, numbers.Real) or not self.lam >= 0:
+            raise InvalidParameterError(f"`lam` must be a number >= 0, got {self.lam!r}")
+        if not (self.n_trees is None or self.n_trees == "auto" or isinstance(self.n_trees, int)):
+            raise InvalidParameterError(f"`n_trees` must be an integer, 'auto' or None, got {self.n_trees!r}")
+        if not isinstance(self.unrelated_above, numbers.Real) or not self.unrelated_above > 0:
+            raise InvalidParameterError(
+                f"`unrelated_above` must be a relative distance > 0, got {self.unrelated_above!r}",
+                hint=f"unrelated weights sit at about 1.41; the default is {UNRELATED_ABOVE}",
+            )
+
+    def _validate_data(
+        self,
+        d: npt.NDArray[np.float64],
+        k: npt.NDArray[np.float64],
+        n_models: int,
+        log_norms: npt.ArrayLike | None,
+        relative_distances: npt.ArrayLike | None,
+    ) -> None:
+        if n_models < 2:
+            raise TooFewModelsError(f"found {n_models} model{'s' if n_models != 1 else ''}; need at least 2")
+        if d.shape != (n_models, n_models) or k.shape != (n_models,):
+            raise InvalidParameterError(
+                f"distances {d.shape} and kurtosis {k.shape} do not match {n_models} models"
+            )
+        if not np.isfinite(d).all():
+            raise InvalidParameterError("the distance matrix holds NaN or infinite values")
         if self.direction in ("auto", "norm") and log_norms is None:
             raise InvalidParameterError(
                 f"`direction='{self.direction}'` needs the models' weight norms (`log_norms`)"
@@ -201,120 +409,8 @@ class TreeRecovery:
         if self.n_trees == "auto" and relative_distances is None:
             raise InvalidParameterError("`n_trees='auto'` needs the models' `relative_distances`")
 
-        index = {model: i for i, model in enumerate(model_ids)}
-        known = {
-            index[child]: index[parent]
-            for child, parent in (known_parents or {}).items()
-            if child in index and parent in index
-        }
-        if self.n_trees == "auto":
-            relative = np.array(relative_distances, dtype=np.float64)
-            for child, parent in known.items():  # a known pair is one tree, however far apart
-                relative[child, parent] = relative[parent, child] = 0.0
-            labels = split_unrelated(relative, self.unrelated_above)
-        else:
-            labels = cluster_trees(d, self.n_trees or 1)
-        # The change along every pair of each statistic that can orient edges, with its expected sign.
-        changes = {"kurtosis": pairwise_changes(k)}
-        if log_norms is not None:
-            changes["norm"] = pairwise_changes(log_norms)
-        if self.direction == "auto":
-            cues = list(AUTO_CUES)
-        elif self.direction == "norm":
-            cues = [("norm", 1.0)]
-        else:
-            cues = [("kurtosis", DIRECTION_SIGN[self.direction])]
 
-        parents = np.full(n_models, -1, dtype=np.int64)
-        placement = np.full(n_models, np.nan)
-        direction = np.full(n_models, np.nan)
-        self.cues_: list[str] = []
-        self.cue_consistency_: list[dict[str, float]] = []
-        for tree in range(int(labels.max()) + 1):
-            members = np.flatnonzero(labels == tree)
-            local_d = d[np.ix_(members, members)]
-            local_cues = [(changes[name][np.ix_(members, members)], sign) for name, sign in cues]
-            local = {int(model): position for position, model in enumerate(members)}
-            local_known = {local[c]: local[p] for c, p in known.items() if c in local and p in local}
-            if self.direction in ("auto", "norm"):
-                local_parents, chosen, scores = orient_by_cues(local_d, local_cues, local_known)
-                self.cue_consistency_.append({CUE_NAMES[c]: v for c, v in zip(cues, scores, strict=True)})
-            else:
-                chosen = 0
-                trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
-                costs = directed_costs(local_d, k[members], lam=self.lam, direction=trend)
-                # A known edge costs less than all others together, so no optimum leaves it out (not even
-                # by making its child the root); other parents of that child are ruled out.
-                forced = -(np.abs(costs[np.isfinite(costs)]).sum() + 1.0)
-                for child, parent in local_known.items():
-                    costs[:, child] = np.inf
-                    costs[parent, child] = forced
-                local_parents = minimum_spanning_arborescence(costs)
-            self.cues_.append(CUE_NAMES[cues[chosen]])
-            local_placement, local_direction = edge_margins(local_d, *local_cues[chosen], local_parents)
-            for local_child, local_parent in enumerate(local_parents):
-                if local_parent >= 0:
-                    parents[members[local_child]] = members[local_parent]
-                    placement[members[local_child]] = local_placement[local_child]
-                    direction[members[local_child]] = local_direction[local_child]
-        confidences = edge_confidence(placement, direction)
-        confidences[list(known)] = 1.0  # structural: an adapter and the base it was read on
-
-        self.model_ids_ = list(model_ids)
-        self.distance_ = "given"
-        self.low_rank_pairs_ = None
-        self.distances_ = d
-        self.kurtosis_ = k
-        self.labels_ = labels
-        self.parents_ = parents
-        self.placement_margins_ = placement
-        self.direction_margins_ = direction
-        self.confidences_ = confidences
-        self.roots_ = [self.model_ids_[i] for i in np.flatnonzero(parents < 0)]
-        self.edges_ = [
-            Edge(self.model_ids_[p], self.model_ids_[c], float(d[p, c]), float(confidences[c]))
-            for c, p in enumerate(parents)
-            if p >= 0
-        ]
-        return self
-
-    def _validate(self, d: npt.NDArray[np.float64], k: npt.NDArray[np.float64], n_models: int) -> None:
-        if n_models < 2:
-            raise TooFewModelsError(f"found {n_models} model{'s' if n_models != 1 else ''}; need at least 2")
-        if d.shape != (n_models, n_models) or k.shape != (n_models,):
-            raise InvalidParameterError(
-                f"distances {d.shape} and kurtosis {k.shape} do not match {n_models} models"
-            )
-        if not np.isfinite(d).all():
-            raise InvalidParameterError("the distance matrix holds NaN or infinite values")
-        if self.direction not in DIRECTIONS:
-            raise InvalidParameterError(
-                f"unknown direction `{self.direction}`", hint=f"use one of: {', '.join(DIRECTIONS)}"
-            )
-        if self.lam < 0:
-            raise InvalidParameterError(f"`lam` must be >= 0, got {self.lam}")
-        if not (self.n_trees is None or self.n_trees == "auto" or isinstance(self.n_trees, int)):
-            raise InvalidParameterError(f"`n_trees` must be an integer, 'auto' or None, got {self.n_trees!r}")
-
-
-# Sign of the statistic's expected change from parent to child.
-DIRECTION_SIGN = {"falls": -1.0, "rises": 1.0, "norm": 1.0}
-
-
-def orient_by_statistic(
-    distances: npt.NDArray[np.float64],
-    changes: npt.NDArray[np.float64],
-    sign: float,
-    known_parents: Mapping[int, int] | None = None,
-) -> npt.NDArray[np.int64]:
-    """Parents from the minimum spanning tree of ``distances``, hung from the root the statistic favours.
-
-    ``changes`` are the statistic's ``(n, n)`` changes between models (``tree.orient.pairwise_changes``).
-
-    Known ``child -> parent`` pairs are forced into the tree (distance zero) and their direction outweighs
-    all the evidence of the other edges together.
-    """
-    return orient_by_cues(distances, [(changes, sign)], known_parents)[0]
+_DEFAULTS = dict(zip(_PARAMS, ("auto", DEFAULT_LAM, "auto", UNRELATED_ABOVE, "auto"), strict=True))
 
 
 def orient_by_cues(
@@ -322,9 +418,12 @@ def orient_by_cues(
     cues: Sequence[tuple[npt.NDArray[np.float64], float]],
     known_parents: Mapping[int, int] | None = None,
 ) -> tuple[npt.NDArray[np.int64], int, list[float]]:
-    """``orient_by_statistic`` with the cue the tree is most consistent with (``tree.orient.choose_cue``).
+    """Parents from the minimum spanning tree of ``distances``, hung from the root favoured by the
+    ``(changes, sign)`` cue the tree is most consistent with (``tree.orient.choose_cue``).
 
-    Returns the parents, the index of the chosen ``(changes, sign)`` cue and every cue's consistency.
+    Returns the parents, the index of the chosen cue and every cue's consistency. Known ``child ->
+    parent`` pairs are forced into the tree (distance zero) and their direction outweighs all the evidence
+    of the other edges together.
     """
     n_models = len(distances)
     d = distances.copy()
@@ -339,6 +438,26 @@ def orient_by_cues(
         evidence[edge] = float(n_models) if edge == (parent, child) else -float(n_models)
     root, _ = choose_root(root_scores(n_models, edges, evidence))
     return orient_from_root(n_models, edges, root), chosen, scores
+
+
+def paper_arborescence(
+    distances: npt.NDArray[np.float64],
+    kurtosis: npt.NDArray[np.float64],
+    lam: float,
+    trend: KurtosisTrend,
+    known_parents: Mapping[int, int] | None = None,
+) -> npt.NDArray[np.int64]:
+    """The paper's tree: the minimum directed spanning tree of ``D + lam * mean(D) * T`` (``tree.costs``).
+
+    A known edge costs less than all others together, so no optimum leaves it out (not even by making its
+    child the root); other parents of that child are ruled out.
+    """
+    costs = directed_costs(distances, kurtosis, lam=lam, direction=trend)
+    forced = -(np.abs(costs[np.isfinite(costs)]).sum() + 1.0)
+    for child, parent in (known_parents or {}).items():
+        costs[:, child] = np.inf
+        costs[parent, child] = forced
+    return minimum_spanning_arborescence(costs)
 
 
 def edge_margins(

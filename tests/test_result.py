@@ -1,0 +1,89 @@
+"""The result JSON contract (`recover --format json`): its keys, their types, its version, a round trip.
+
+A hand-made result (no weights): this is the contract, not recovery.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import mothertree
+from mothertree.errors import InvalidTruthError
+from mothertree.io.types import BrokenModel
+from mothertree.result import RESULT_FORMAT, RecoveredModel, RecoveredTree, RecoveryResult
+from mothertree.tree.recover import Edge
+
+SCHEMA = {
+    "format": int,
+    "mothertree_version": str,
+    "models": [{"id": str, "path": str, "tree": int}],
+    "edges": [{"parent": str, "child": str, "distance": float, "confidence": float, "known": bool}],
+    "roots": [str],
+    "trees": [{"root": str, "models": [str], "cue": (str, type(None))}],
+    "skipped": [{"path": str, "error": str}],
+    "params": dict,
+}
+
+
+def conforms(value: object, schema: object) -> bool:
+    """Whether ``value`` has exactly the keys and types ``schema`` lists (a list: each item's schema)."""
+    if isinstance(schema, dict):
+        return (
+            isinstance(value, dict)
+            and set(value) == set(schema)
+            and all(conforms(value[k], v) for k, v in schema.items())
+        )
+    if isinstance(schema, list):
+        return isinstance(value, list) and all(conforms(item, schema[0]) for item in value)
+    return isinstance(value, schema)  # type: ignore[arg-type]
+
+
+def example() -> RecoveryResult:
+    return RecoveryResult(
+        models=[
+            RecoveredModel("base", "/m/base", 0),
+            RecoveredModel("ft", "/m/ft", 0),
+            RecoveredModel("lora", "/m/lora", 0),
+            RecoveredModel("alone", "/m/alone.safetensors", 1),
+        ],
+        edges=[Edge("base", "ft", 0.0012, 0.97), Edge("base", "lora", 0.0004, 1.0, known=True)],
+        trees=[
+            RecoveredTree("base", ["base", "ft", "lora"], "norm grows"),
+            RecoveredTree("alone", ["alone"]),
+        ],
+        broken=[BrokenModel(Path("/m/broken"), ValueError("`/m/broken` is truncated"))],
+        params={"n_trees": "auto", "lam": 0.3, "direction": "auto", "distance": "auto"},
+    )
+
+
+def test_the_json_has_exactly_the_documented_keys_and_types() -> None:
+    data = json.loads(json.dumps(example().to_json()))
+    assert conforms(data, SCHEMA)
+    assert data["format"] == RESULT_FORMAT == 1
+    assert data["mothertree_version"] == mothertree.__version__
+    assert data["roots"] == ["base", "alone"]
+    assert [e["known"] for e in data["edges"]] == [False, True]
+    assert data["skipped"] == [{"path": "/m/broken", "error": "`/m/broken` is truncated"}]
+
+
+def test_a_result_reads_back_as_written() -> None:
+    data = json.loads(json.dumps(example().to_json()))
+    again = RecoveryResult.from_json(data)
+    assert again.to_json() == data
+    assert again.edges[1] == Edge("base", "lora", 0.0004, 1.0, known=True)
+
+
+@pytest.mark.parametrize("data", [{"edges": []}, {"format": 99, "edges": []}, [1, 2]])
+def test_another_format_is_refused(data: object) -> None:
+    with pytest.raises(InvalidTruthError, match="not a mothertree result of format 1"):
+        RecoveryResult.from_json(data)  # type: ignore[arg-type]
+
+
+def test_a_malformed_result_names_the_problem() -> None:
+    data = example().to_json()
+    del data["edges"][0]["child"]
+    with pytest.raises(InvalidTruthError, match="missing or malformed field: 'child'"):
+        RecoveryResult.from_json(data)
