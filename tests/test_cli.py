@@ -27,6 +27,7 @@ def family(bert_family: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_json_output_contract(bert_family: Path):
     code, out, _ = run("recover", str(bert_family), "--format", "json", "--quiet")
     assert code == 0
@@ -52,6 +53,7 @@ def test_json_output_contract(bert_family: Path):
     assert result["skipped"] == []
 
 
+@pytest.mark.slow
 def test_distance_places_every_edge_of_the_tiny_tree(bert_family: Path, tmp_path: Path):
     """Placement (undirected) must be right; direction is reported, not asserted (see the README)."""
     out = tmp_path / "result.json"
@@ -62,6 +64,7 @@ def test_distance_places_every_edge_of_the_tiny_tree(bert_family: Path, tmp_path
     assert json.loads(score)["undirected_accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_text_and_dot_output(bert_family: Path):
     code, out, _ = run("recover", str(bert_family), "--quiet")
     assert code == 0 and out.startswith("tree 0: 5 models, oriented by: ")
@@ -78,6 +81,7 @@ def test_text_and_dot_output(bert_family: Path):
     assert code == 0 and out.startswith("digraph model_trees {") and out.count("->") == 4
 
 
+@pytest.mark.slow
 def test_saved_features_rerun_without_weights(bert_family: Path, tmp_path: Path):
     features = tmp_path / "features.npz"
     code, direct, _ = run(
@@ -103,12 +107,14 @@ def test_empty_folder(tmp_path: Path):
     assert "\nhint: " in err
 
 
+@pytest.mark.slow
 def test_single_model(family: Path):
     code, _, err = run("recover", str(family / "root"))
     assert code == 1
     assert err.startswith(f"error: found 1 readable model in `{family / 'root'}`; need at least 2\n")
 
 
+@pytest.mark.slow
 def test_broken_models_are_skipped_and_listed(family: Path):
     truncated = family / "ft-number" / "model.safetensors"
     truncated.write_bytes(truncated.read_bytes()[:5000])
@@ -121,6 +127,7 @@ def test_broken_models_are_skipped_and_listed(family: Path):
     assert f"`{truncated}` is truncated" in err
 
 
+@pytest.mark.slow
 def test_nan_weights_are_reported(family: Path):
     path = family / "ft-colour-person" / "model.safetensors"
     tensors = load_file(path)
@@ -142,6 +149,7 @@ def test_no_comparable_tensors(tmp_path: Path):
     assert err.startswith("error: no two models share their weight tensors (name and shape)")
 
 
+@pytest.mark.slow
 def test_too_many_trees(bert_family: Path):
     code, _, err = run("recover", str(bert_family), "--trees", "9", "--quiet")
     assert code == 1
@@ -164,12 +172,14 @@ def test_evaluate_text(tmp_path: Path):
     assert out == "directed accuracy:   50.0% (1/2 edges)\nundirected accuracy: 100.0% (2/2 edges)\n"
 
 
+@pytest.mark.slow
 def test_never_writes_into_input_folders(bert_family: Path):
     before = sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*"))
     run("recover", str(bert_family), "--quiet")
     assert sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_evaluate_against_model_cards(family: Path, tmp_path: Path):
     parents = {"ft-colour": "root", "ft-number": "root", "ft-colour-person": "ft-colour"}
     for child, parent in parents.items():
@@ -181,6 +191,7 @@ def test_evaluate_against_model_cards(family: Path, tmp_path: Path):
     assert out.startswith("directed accuracy:   100.0% (3/3 edges)\n")
 
 
+@pytest.mark.slow
 def test_evaluate_against_folder_without_model_cards(family: Path, tmp_path: Path):
     result = tmp_path / "r.json"
     result.write_text(json.dumps({"edges": []}))
@@ -191,6 +202,7 @@ def test_evaluate_against_folder_without_model_cards(family: Path, tmp_path: Pat
     )
 
 
+@pytest.mark.slow
 def test_direction_norm_recovers_the_tiny_real_tree(bert_family: Path, tmp_path: Path):
     """Measured, not guaranteed: weight norms grew along every edge of this really fine-tuned family."""
     out = tmp_path / "result.json"
@@ -201,7 +213,7 @@ def test_direction_norm_recovers_the_tiny_real_tree(bert_family: Path, tmp_path:
     assert json.loads(score)["directed_accuracy"] == 1.0
 
 
-def test_trees_must_be_auto_or_a_count(bert_family: Path):
-    code, _, err = run("recover", str(bert_family), "--trees", "many")
+def test_trees_must_be_auto_or_a_count(tmp_path: Path):
+    code, _, err = run("recover", str(tmp_path), "--trees", "many")  # refused before any path is read
     assert code == 2
     assert "`many` is neither `auto` nor a number of trees" in err
