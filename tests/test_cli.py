@@ -37,11 +37,14 @@ def test_json_output_contract(bert_family: Path):
     assert ids == {"root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"}
     assert all(set(m) == {"id", "path", "tree"} for m in result["models"])
     assert all(set(e) == {"parent", "child", "distance", "confidence"} for e in result["edges"])
-    assert all(e["distance"] > 0 and 0 <= e["confidence"] <= 1 for e in result["edges"])
+    # Measured on this deterministic family: 0.994-0.996 on every edge (a tie in both margins gives 0.517).
+    assert all(e["distance"] > 0 and e["confidence"] > 0.99 for e in result["edges"])
     assert len(result["edges"]) == 4 and len(result["roots"]) == 1
     [tree] = result["trees"]
     assert tree["root"] == result["roots"][0] and tree["models"] == sorted(ids)
-    assert tree["cue"] in {"norm grows", "kurtosis falls", "kurtosis rises", "norm shrinks"}
+    # The norm grew along every edge (test_direction_norm_recovers_the_tiny_real_tree), so `auto` takes the
+    # first cue in its order that explains every edge.
+    assert tree["cue"] == "norm grows"
     assert result["params"] == {
         "n_trees": "auto",
         "lam": 0.3,
@@ -67,13 +70,8 @@ def test_distance_places_every_edge_of_the_tiny_tree(bert_family: Path, tmp_path
 @pytest.mark.slow
 def test_text_and_dot_output(bert_family: Path):
     code, out, _ = run("recover", str(bert_family), "--quiet")
-    assert code == 0 and out.startswith("tree 0: 5 models, oriented by: ")
-    assert out.splitlines()[0].split("oriented by: ")[1] in {
-        "norm grows",
-        "norm shrinks",
-        "kurtosis falls",
-        "kurtosis rises",
-    }
+    assert code == 0
+    assert out.splitlines()[0] == "tree 0: 5 models, oriented by: norm grows"  # as in the JSON contract
     assert "└── " in out
     assert out.splitlines()[1].endswith("(root: no parent in this collection)")
     assert out.count("confidence 0.") + out.count("confidence 1.000") == 4
