@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench bench-small clean
+.PHONY: install test test-fast lint demo bench bench-small clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,10 +18,17 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The whole suite: tests marked `slow` really train small models (MiniLM cut to 2 layers, MobileNetV2).
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# Pure functions and IO on files written in the test itself, no training: seconds. (mypy is in `test`
+# and `lint`: it alone takes about 40 s without its cache.)
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

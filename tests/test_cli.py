@@ -28,6 +28,7 @@ def family(bert_family: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_json_output_contract(bert_family: Path):
     code, out, _ = run("recover", str(bert_family), "--format", "json", "--quiet")
     assert code == 0
@@ -48,11 +49,14 @@ def test_json_output_contract(bert_family: Path):
     assert all(set(m) == {"id", "path", "tree"} for m in result["models"])
     assert all(set(e) == {"parent", "child", "distance", "confidence", "known"} for e in result["edges"])
     assert not any(e["known"] for e in result["edges"])  # no adapters: every edge was inferred
-    assert all(e["distance"] > 0 and 0 <= e["confidence"] <= 1 for e in result["edges"])
+    # Measured on this deterministic family: 0.994-0.996 on every edge (a tie in both margins gives 0.517).
+    assert all(e["distance"] > 0 and e["confidence"] > 0.99 for e in result["edges"])
     assert len(result["edges"]) == 4 and len(result["roots"]) == 1
     [tree] = result["trees"]
     assert tree["root"] == result["roots"][0] and tree["models"] == sorted(ids)
-    assert tree["cue"] in {"norm grows", "kurtosis falls", "kurtosis rises", "norm shrinks"}
+    # The norm grew along every edge (test_direction_norm_recovers_the_tiny_real_tree), so `auto` takes the
+    # first cue in its order that explains every edge.
+    assert tree["cue"] == "norm grows"
     assert result["params"] == {
         "n_trees": "auto",
         "lam": 0.3,
@@ -64,6 +68,7 @@ def test_json_output_contract(bert_family: Path):
     assert result["skipped"] == []
 
 
+@pytest.mark.slow
 def test_distance_places_every_edge_of_the_tiny_tree(bert_family: Path, tmp_path: Path):
     """Placement (undirected) must be right; direction is reported, not asserted (see the README)."""
     out = tmp_path / "result.json"
@@ -74,15 +79,11 @@ def test_distance_places_every_edge_of_the_tiny_tree(bert_family: Path, tmp_path
     assert json.loads(score)["undirected_accuracy"] == 1.0
 
 
+@pytest.mark.slow
 def test_text_and_dot_output(bert_family: Path):
     code, out, _ = run("recover", str(bert_family), "--quiet")
-    assert code == 0 and out.startswith("tree 0: 5 models, oriented by: ")
-    assert out.splitlines()[0].split("oriented by: ")[1] in {
-        "norm grows",
-        "norm shrinks",
-        "kurtosis falls",
-        "kurtosis rises",
-    }
+    assert code == 0
+    assert out.splitlines()[0] == "tree 0: 5 models, oriented by: norm grows"  # as in the JSON contract
     assert "└── " in out
     assert out.splitlines()[1].endswith("(root: no parent in this collection)")
     assert out.count("confidence 0.") + out.count("confidence 1.000") == 4
@@ -90,6 +91,7 @@ def test_text_and_dot_output(bert_family: Path):
     assert code == 0 and out.startswith("digraph model_trees {") and out.count("->") == 4
 
 
+@pytest.mark.slow
 def test_saved_features_rerun_without_weights(bert_family: Path, tmp_path: Path):
     features = tmp_path / "features.npz"
     code, direct, _ = run(
@@ -115,12 +117,14 @@ def test_empty_folder(tmp_path: Path):
     assert "\nhint: " in err
 
 
+@pytest.mark.slow
 def test_single_model(family: Path):
     code, _, err = run("recover", str(family / "root"))
     assert code == 1
     assert err.startswith(f"error: found 1 readable model in `{family / 'root'}`; need at least 2\n")
 
 
+@pytest.mark.slow
 def test_broken_models_are_skipped_and_listed(family: Path):
     truncated = family / "ft-number" / "model.safetensors"
     truncated.write_bytes(truncated.read_bytes()[:5000])
@@ -133,6 +137,7 @@ def test_broken_models_are_skipped_and_listed(family: Path):
     assert f"`{truncated}` is truncated" in err
 
 
+@pytest.mark.slow
 def test_nan_weights_are_reported(family: Path):
     path = family / "ft-colour-person" / "model.safetensors"
     tensors = load_file(path)
@@ -154,6 +159,7 @@ def test_no_comparable_tensors(tmp_path: Path):
     assert err.startswith("error: no two models share their weight tensors (name and shape)")
 
 
+@pytest.mark.slow
 def test_too_many_trees(bert_family: Path):
     code, _, err = run("recover", str(bert_family), "--trees", "9", "--quiet")
     assert code == 1
@@ -176,12 +182,14 @@ def test_evaluate_text(tmp_path: Path):
     assert out == "directed accuracy:   50.0% (1/2 edges)\nundirected accuracy: 100.0% (2/2 edges)\n"
 
 
+@pytest.mark.slow
 def test_never_writes_into_input_folders(bert_family: Path):
     before = sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*"))
     run("recover", str(bert_family), "--quiet")
     assert sorted((p, p.stat().st_mtime_ns) for p in bert_family.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_evaluate_against_model_cards(family: Path, tmp_path: Path):
     parents = {"ft-colour": "root", "ft-number": "root", "ft-colour-person": "ft-colour"}
     for child, parent in parents.items():
@@ -193,6 +201,7 @@ def test_evaluate_against_model_cards(family: Path, tmp_path: Path):
     assert out.startswith("directed accuracy:   100.0% (3/3 edges)\n")
 
 
+@pytest.mark.slow
 def test_evaluate_against_folder_without_model_cards(family: Path, tmp_path: Path):
     result = tmp_path / "r.json"
     result.write_text(json.dumps({"edges": []}))
@@ -203,6 +212,7 @@ def test_evaluate_against_folder_without_model_cards(family: Path, tmp_path: Pat
     )
 
 
+@pytest.mark.slow
 def test_direction_norm_recovers_the_tiny_real_tree(bert_family: Path, tmp_path: Path):
     """Measured, not guaranteed: weight norms grew along every edge of this really fine-tuned family."""
     out = tmp_path / "result.json"
@@ -213,7 +223,7 @@ def test_direction_norm_recovers_the_tiny_real_tree(bert_family: Path, tmp_path:
     assert json.loads(score)["directed_accuracy"] == 1.0
 
 
-def test_trees_must_be_auto_or_a_count(bert_family: Path):
-    code, _, err = run("recover", str(bert_family), "--trees", "many")
+def test_trees_must_be_auto_or_a_count(tmp_path: Path):
+    code, _, err = run("recover", str(tmp_path), "--trees", "many")  # refused before any path is read
     assert code == 2
     assert "`many` is neither `auto` nor a number of trees" in err

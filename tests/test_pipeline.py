@@ -10,6 +10,9 @@ import pytest
 from mothertree.features.low_rank import LowRankRule
 from mothertree.pipeline import recover
 
+# Every test here needs really trained models: the MiniLM families of tests/family.py, the tiny demo.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def mixed_collection(bert_family: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:

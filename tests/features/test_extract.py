@@ -27,6 +27,7 @@ def family_features(bert_family: Path):
     return features, whole
 
 
+@pytest.mark.slow
 def test_distances_equal_direct_subtraction(family_features):
     features, whole = family_features
     n = features.n_models
@@ -37,6 +38,7 @@ def test_distances_equal_direct_subtraction(family_features):
                 assert features.rms_distances[t, i, j] == pytest.approx(np.sqrt(np.mean(diff**2)), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_kurtosis_equals_scipy(family_features):
     features, whole = family_features
     expected = np.array(
@@ -48,12 +50,14 @@ def test_kurtosis_equals_scipy(family_features):
     np.testing.assert_allclose(features.kurtosis(), expected, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_default_selection_is_the_square_attention_matrices(family_features):
     features, _ = family_features
     assert len(features.tensor_names) == 2 * 4 + 1  # q, k, v, attention output per layer, plus the pooler
     assert all(name.endswith(".weight") for name in features.tensor_names)
 
 
+@pytest.mark.slow
 def test_featureset_round_trip(family_features, tmp_path: Path):
     features, _ = family_features
     features.save(tmp_path / "f.npz")
@@ -72,6 +76,7 @@ def test_featureset_load_errors(tmp_path: Path):
         FeatureSet.load(bad)
 
 
+@pytest.mark.slow
 def test_ranks_and_clear_ranks_survive_save_and_subset(bert_family: Path, tmp_path: Path):
     refs, _ = discover(bert_family)
     checkpoints = [open_checkpoint(ref) for ref in refs]

@@ -253,6 +253,7 @@ def test_dense_distances_are_the_sqrt_numel_weighted_mean():
     np.testing.assert_allclose(features.distances(), features.rms_distances.mean(axis=0), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_dense_real_weights_take_the_plain_path_with_the_same_numbers(bert_family: Path):
     """The real fine-tuned MiniLM family is dense: no tensor is masked and the distances are the old ones."""
     from safetensors.numpy import load_file

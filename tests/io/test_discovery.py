@@ -49,6 +49,7 @@ def mixed(saved: Saved, copy_to: CopyTo, tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_mixed_folder(mixed: Path) -> None:
     models, broken = discover(mixed)
     assert [(m.id, m.path.relative_to(mixed).as_posix()) for m in models] == [
@@ -90,6 +91,7 @@ def test_mixed_folder(mixed: Path) -> None:
             assert len(checkpoint.tensors) == 39
 
 
+@pytest.mark.slow
 def test_discovery_reads_no_tensor_data(mixed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
@@ -106,6 +108,7 @@ def test_discovery_reads_no_tensor_data(mixed: Path, monkeypatch: pytest.MonkeyP
     assert len(models) == 10
 
 
+@pytest.mark.slow
 def test_ids_are_sorted_and_unique_for_cache_entries_too(
     saved: Saved, copy_to: CopyTo, tmp_path: Path, make_cache_entry: Callable[..., Path]
 ) -> None:
@@ -117,11 +120,13 @@ def test_ids_are_sorted_and_unique_for_cache_entries_too(
     assert [m.id for m in models] == ["hub/models--org--bert", "org/bert", "other/bert"]
 
 
+@pytest.mark.slow
 def test_root_is_one_model_folder(saved: Saved, copy_to: CopyTo) -> None:
     folder = copy_to(saved.sharded_bf16, "bert")
     assert discover(folder) == ([ModelRef("bert", folder, folder)], [])
 
 
+@pytest.mark.slow
 def test_root_is_a_file(saved: Saved, copy_to: CopyTo) -> None:
     file = copy_to(saved.state_dict_bin, "tuned.bin")
     assert discover(file) == ([ModelRef("tuned", file, file)], [])
@@ -129,6 +134,7 @@ def test_root_is_a_file(saved: Saved, copy_to: CopyTo) -> None:
     assert discover(index) == ([ModelRef("sharded", index, index)], [])
 
 
+@pytest.mark.slow
 def test_relative_root(saved: Saved, copy_to: CopyTo, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = copy_to(saved.single, "mine")
     monkeypatch.chdir(folder)
@@ -136,6 +142,7 @@ def test_relative_root(saved: Saved, copy_to: CopyTo, monkeypatch: pytest.Monkey
     assert [m.id for m in models] == ["mine"]
 
 
+@pytest.mark.slow
 def test_folder_with_one_file_and_model_subfolders_is_a_collection(saved: Saved, copy_to: CopyTo) -> None:
     root = copy_to(saved.state_dict_bin, "run/last.pt").parent
     copy_to(saved.single, "run/checkpoint-1")
@@ -146,6 +153,7 @@ def test_folder_with_one_file_and_model_subfolders_is_a_collection(saved: Saved,
     ]
 
 
+@pytest.mark.slow
 def test_folder_with_one_file_and_other_subfolders_is_a_model(saved: Saved, copy_to: CopyTo) -> None:
     root = copy_to(saved.state_dict_bin, "model/weights.bin").parent
     (root / "tokenizer").mkdir()
@@ -153,12 +161,14 @@ def test_folder_with_one_file_and_other_subfolders_is_a_model(saved: Saved, copy
     assert discover(root) == ([ModelRef("model", root, root)], [])
 
 
+@pytest.mark.slow
 def test_model_folder_is_not_searched_further(saved: Saved, copy_to: CopyTo) -> None:
     root = copy_to(saved.single, "trainer-output")
     copy_to(saved.single / "model.safetensors", "trainer-output/checkpoint-500/model.safetensors")
     assert [m.id for m in discover(root)[0]] == ["trainer-output"]
 
 
+@pytest.mark.slow
 def test_adapter_root(saved: Saved) -> None:
     models, broken = discover(saved.adapter)
     assert [m.path for m in models] == [saved.adapter] and broken == []
@@ -203,12 +213,14 @@ def test_root_file_that_is_no_checkpoint(tmp_path: Path) -> None:
     assert str(caught.value) == f"`{tmp_path / 'config.json'}` is not a checkpoint file"
 
 
+@pytest.mark.slow
 def test_symlink_loop_is_searched_once(saved: Saved, copy_to: CopyTo) -> None:
     root = copy_to(saved.single, "zoo/a").parent
     (root / "loop").symlink_to(root, target_is_directory=True)
     assert [m.id for m in discover(root)[0]] == ["a"]
 
 
+@pytest.mark.slow
 def test_open_checkpoint_on_folders_that_are_not_one_model(tmp_path: Path, saved: Saved) -> None:
     with pytest.raises(NoModelsFoundError) as caught:
         open_checkpoint(tmp_path)

@@ -26,6 +26,7 @@ OLD = "1111111111111111111111111111111111111111"
 NEW = "2222222222222222222222222222222222222222"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("symlinks", [True, False], ids=["links", "copies"])
 def test_cache_entry_reads_like_its_snapshot(
     saved: Saved, tmp_path: Path, make_cache_entry: MakeEntry, symlinks: bool
@@ -49,6 +50,7 @@ def test_repo_id_without_org(tmp_path: Path) -> None:
     assert repo_id(tmp_path / "models--my-org--my-model") == "my-org/my-model"
 
 
+@pytest.mark.slow
 def test_refs_main_picks_the_snapshot(saved: Saved, tmp_path: Path, make_cache_entry: MakeEntry) -> None:
     entry = make_cache_entry(tmp_path, "org/m", saved.single, commit=OLD)
     make_cache_entry(tmp_path, "org/m", saved.sharded_bf16, commit=NEW, write_ref=False)
@@ -58,6 +60,7 @@ def test_refs_main_picks_the_snapshot(saved: Saved, tmp_path: Path, make_cache_e
     assert resolve_snapshot(entry) == entry / "snapshots" / NEW
 
 
+@pytest.mark.slow
 def test_without_refs_the_newest_snapshot_wins(
     saved: Saved, tmp_path: Path, make_cache_entry: MakeEntry
 ) -> None:
@@ -83,6 +86,7 @@ def test_entry_without_snapshot(tmp_path: Path) -> None:
     assert caught.value.hint == "download it again, e.g. `hf download org/half`"
 
 
+@pytest.mark.slow
 def test_broken_symlink_names_the_missing_blob(
     saved: Saved, tmp_path: Path, make_cache_entry: MakeEntry
 ) -> None:
@@ -101,6 +105,7 @@ def test_broken_symlink_names_the_missing_blob(
     assert [(b.path, str(b.error)) for b in broken] == [(entry, expected)]
 
 
+@pytest.mark.slow
 def test_broken_shard_link(saved: Saved, tmp_path: Path, make_cache_entry: MakeEntry) -> None:
     entry = make_cache_entry(tmp_path, "org/tiny-bert", saved.sharded_bf16)
     link = (
@@ -113,6 +118,7 @@ def test_broken_shard_link(saved: Saved, tmp_path: Path, make_cache_entry: MakeE
     assert str(caught.value) == f"`{link}` is a broken link: its target `{blob}` is missing"
 
 
+@pytest.mark.slow
 def test_cache_root_is_a_collection(saved: Saved, tmp_path: Path, make_cache_entry: MakeEntry) -> None:
     hub = tmp_path / "hub"
     a = make_cache_entry(hub, "org-a/bert", saved.single)

@@ -225,6 +225,7 @@ def _assert_merged(
 VARIANTS = ["plain", "rslora", "patterns", "extras", "lora_bias", "bin", "gpt2", "conv"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_reads_what_merge_and_unload_makes(zoo: Zoo, variant: str) -> None:
     adapter = zoo.adapters[variant]
@@ -239,6 +240,7 @@ def test_reads_what_merge_and_unload_makes(zoo: Zoo, variant: str) -> None:
     assert low_rank and low_rank <= changed  # trained factors: every update moves its tensor
 
 
+@pytest.mark.slow
 def test_fan_in_fan_out_is_decided_by_shape(zoo: Zoo, tmp_path: Path) -> None:
     # peft saves whichever `fan_in_fan_out` it set last; a wrong flag must not transpose a non-square Conv1D.
     folder = shutil.copytree(zoo.adapters["gpt2"].folder, tmp_path / "lora")
@@ -251,6 +253,7 @@ def test_fan_in_fan_out_is_decided_by_shape(zoo: Zoo, tmp_path: Path) -> None:
         assert not np.allclose(checkpoint.read("h.0.attn.c_proj.weight"), merged["h.0.attn.c_proj.weight"])
 
 
+@pytest.mark.slow
 def test_large_updates_are_added_block_by_block(zoo: Zoo, monkeypatch: pytest.MonkeyPatch) -> None:
     # A block smaller than one row of the tiny models exercises the same path a 4096-wide matrix takes.
     monkeypatch.setattr(peft_reader, "_BLOCK_ELEMENTS", 20)
@@ -259,6 +262,7 @@ def test_large_updates_are_added_block_by_block(zoo: Zoo, monkeypatch: pytest.Mo
             _assert_merged(checkpoint, zoo.adapters[variant].merged, rename=lambda name: name)
 
 
+@pytest.mark.slow
 def test_tensors_are_the_bases(zoo: Zoo) -> None:
     with _peft(zoo, "plain") as checkpoint:
         assert dict(checkpoint.tensors) == dict(checkpoint.base.tensors)
@@ -274,6 +278,7 @@ def test_tensors_are_the_bases(zoo: Zoo) -> None:
         assert checkpoint.rank_of("embeddings.word_embeddings.weight") == 4
 
 
+@pytest.mark.slow
 def test_rank_of(zoo: Zoo) -> None:
     query, value = (
         "encoder.layer.{}.attention.self.query.weight",
@@ -295,6 +300,7 @@ def test_rank_of(zoo: Zoo) -> None:
         assert checkpoint._updates[query.format(0)].scaling == pytest.approx(8 / 2)  # alpha / sqrt(r)
 
 
+@pytest.mark.slow
 def test_base_saved_with_a_prefix(zoo: Zoo) -> None:
     # The adapter was trained on BertModel (`encoder.…`); the base checkpoint says `bert.encoder.…`.
     merged = zoo.adapters["plain"].merged
@@ -308,6 +314,7 @@ def test_base_saved_with_a_prefix(zoo: Zoo) -> None:
                 np.testing.assert_allclose(checkpoint.read(name), expected, rtol=0, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_adapter_with_a_prefix_the_base_lacks(zoo: Zoo) -> None:
     # The adapter wraps BertForSequenceClassification (`bert.encoder.…`, plus its classifier via
     # modules_to_save); the base is the plain BertModel checkpoint.
@@ -322,6 +329,7 @@ def test_adapter_with_a_prefix_the_base_lacks(zoo: Zoo) -> None:
         )
 
 
+@pytest.mark.slow
 def test_discovery_and_match_base(zoo: Zoo) -> None:
     models, broken = discover(zoo.root)
     by_id = {model.id: model for model in models}
@@ -351,6 +359,7 @@ def test_discovery_and_match_base(zoo: Zoo) -> None:
         _assert_merged(checkpoint, zoo.adapters["plain"].merged, rename=lambda name: name)
 
 
+@pytest.mark.slow
 def test_match_base_by_name(tmp_path: Path, zoo: Zoo, make_cache_entry: Callable[..., Path]) -> None:
     refs = [
         ModelRef("bert-base", tmp_path / "bert-base", tmp_path / "bert-base"),
@@ -378,6 +387,7 @@ def test_match_base_by_name(tmp_path: Path, zoo: Zoo, make_cache_entry: Callable
     assert caught.value.hint == "name the base model's folder with `--base PATH`"
 
 
+@pytest.mark.slow
 def test_adapter_folder_in_the_hf_cache(
     tmp_path: Path, zoo: Zoo, make_cache_entry: Callable[..., Path]
 ) -> None:
@@ -389,6 +399,7 @@ def test_adapter_folder_in_the_hf_cache(
         _assert_merged(checkpoint, zoo.adapters["plain"].merged, rename=lambda name: name)
 
 
+@pytest.mark.slow
 def test_adapter_weights_file_given_as_the_path(zoo: Zoo) -> None:
     folder = zoo.adapters["plain"].folder
     models, _ = discover(folder / "adapter_model.safetensors")
@@ -400,6 +411,7 @@ def test_adapter_weights_file_given_as_the_path(zoo: Zoo) -> None:
 # --- errors -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_missing_base(zoo: Zoo, tmp_path: Path) -> None:
     folder = zoo.adapters["plain"].folder
     expected = f"`{folder}` is a LoRA adapter of `{zoo.bert_base}`, which is not in this collection"
@@ -420,6 +432,7 @@ def test_missing_base(zoo: Zoo, tmp_path: Path) -> None:
     assert caught.value.hint == "name the base model's folder with `--base PATH`"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("which", "message"),
     [
@@ -438,6 +451,7 @@ def test_adapters_that_are_not_plain_lora(zoo: Zoo, which: str, message: str) ->
     assert caught.value.hint == MERGE_HINT
 
 
+@pytest.mark.slow
 def test_residual_initialisation_is_refused(zoo: Zoo, tmp_path: Path) -> None:
     folder = shutil.copytree(zoo.adapters["plain"].folder, tmp_path / "pissa")
     _edit_config(folder, init_lora_weights="pissa_niter_4")
@@ -450,6 +464,7 @@ def test_residual_initialisation_is_refused(zoo: Zoo, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_missing_adapter_weights(zoo: Zoo, tmp_path: Path) -> None:
     folder = shutil.copytree(zoo.adapters["plain"].folder, tmp_path / "lora")
     (folder / "adapter_model.safetensors").unlink()
@@ -466,6 +481,7 @@ def test_missing_adapter_weights(zoo: Zoo, tmp_path: Path) -> None:
     assert asked == []  # the adapter's own files are checked before its base is looked for
 
 
+@pytest.mark.slow
 def test_unpaired_factor(zoo: Zoo, tmp_path: Path) -> None:
     # Synthetic damage to a real adapter file: one lora_B dropped.
     folder = shutil.copytree(zoo.adapters["plain"].folder, tmp_path / "lora")
@@ -479,6 +495,7 @@ def test_unpaired_factor(zoo: Zoo, tmp_path: Path) -> None:
     assert str(caught.value) == f"`{weights}` holds `{module}.lora_A.weight` but no `{module}.lora_B.weight`"
 
 
+@pytest.mark.slow
 def test_adapter_of_another_model(zoo: Zoo) -> None:
     folder = zoo.adapters["plain"].folder
     weights = folder / "adapter_model.safetensors"
@@ -491,6 +508,7 @@ def test_adapter_of_another_model(zoo: Zoo) -> None:
     assert "check `base_model_name_or_path` in `adapter_config.json`" in (caught.value.hint or "")
 
 
+@pytest.mark.slow
 def test_adapter_of_a_wider_model(zoo: Zoo, tmp_path: Path) -> None:
     wide = tmp_path / "wide-bert"
     with warnings.catch_warnings():
@@ -505,6 +523,7 @@ def test_adapter_of_a_wider_model(zoo: Zoo, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_ambiguous_module_name(zoo: Zoo, tmp_path: Path) -> None:
     # Synthetic: a real factor pair renamed to a module name that both BERT layers end with.
     folder = shutil.copytree(zoo.adapters["plain"].folder, tmp_path / "lora")
@@ -525,6 +544,7 @@ def test_ambiguous_module_name(zoo: Zoo, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_failed_open_closes_the_base(zoo: Zoo, tmp_path: Path) -> None:
     closed: list[str] = []
 
@@ -562,6 +582,7 @@ def test_kohya_lora_file(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_adapter_weights_without_their_config(zoo: Zoo, tmp_path: Path) -> None:
     file = tmp_path / "loose.safetensors"
     shutil.copyfile(zoo.adapters["plain"].folder / "adapter_model.safetensors", file)
@@ -574,6 +595,7 @@ def test_adapter_weights_without_their_config(zoo: Zoo, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_bad_config(zoo: Zoo, tmp_path: Path) -> None:
     folder = shutil.copytree(zoo.adapters["plain"].folder, tmp_path / "lora")
     config = folder / "adapter_config.json"
@@ -591,6 +613,7 @@ def test_bad_config(zoo: Zoo, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_rank_that_disagrees_with_the_config(zoo: Zoo, tmp_path: Path) -> None:
     folder = shutil.copytree(zoo.adapters["patterns"].folder, tmp_path / "lora")
     _edit_config(folder, rank_pattern={})  # layer 1's query is rank 2 in the file, now 4 by the config

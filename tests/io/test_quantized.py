@@ -64,6 +64,7 @@ def _int8_weights(stored: dict[str, Any]) -> list[str]:
     return sorted(name for name, tensor in stored.items() if tensor.dtype == torch.int8)
 
 
+@pytest.mark.slow
 def test_the_int8_files_are_what_bitsandbytes_writes(int8_single: Path):
     stored = _stored(int8_single)
     weights = _int8_weights(stored)
@@ -76,6 +77,7 @@ def test_the_int8_files_are_what_bitsandbytes_writes(int8_single: Path):
         assert int(stored[module + "weight_format"]) == 0  # row-major
 
 
+@pytest.mark.slow
 def test_int8_weights_are_listed_under_their_names_helpers_are_not(saved: Any, int8_single: Path):
     int8 = _int8_weights(_stored(int8_single))
     with open_checkpoint(int8_single) as quantised, open_checkpoint(saved.single) as original:
@@ -89,6 +91,7 @@ def test_int8_weights_are_listed_under_their_names_helpers_are_not(saved: Any, i
                 assert info.dtype == original.tensors[name].dtype
 
 
+@pytest.mark.slow
 def test_dequantisation_is_bitsandbytes_own_bit_for_bit(int8_single: Path):
     stored = _stored(int8_single)
     with open_checkpoint(int8_single) as checkpoint:
@@ -101,6 +104,7 @@ def test_dequantisation_is_bitsandbytes_own_bit_for_bit(int8_single: Path):
             np.testing.assert_array_equal(ours, theirs.numpy())
 
 
+@pytest.mark.slow
 def test_int8_reads_back_within_the_quantisation_error_of_the_original(saved: Any, int8_single: Path):
     stored = _stored(int8_single)
     with open_checkpoint(int8_single) as checkpoint:
@@ -119,6 +123,7 @@ def test_int8_reads_back_within_the_quantisation_error_of_the_original(saved: An
         np.testing.assert_array_equal(checkpoint.read(table), saved.state[table])
 
 
+@pytest.mark.slow
 def test_sharded_and_pickled_int8_checkpoints_read_the_same(int8_single: Path, int8_sharded: Path, tmp_path):
     assert len(list(int8_sharded.glob("*.safetensors"))) > 1
     pickled = tmp_path / "bert-int8.bin"
@@ -136,12 +141,14 @@ def test_sharded_and_pickled_int8_checkpoints_read_the_same(int8_single: Path, i
             np.testing.assert_array_equal(pickle.read(name), single.read(name))
 
 
+@pytest.mark.slow
 def test_bitsandbytes_4bit_is_refused_with_a_hint(four_bit: Path):
     with pytest.raises(UnsupportedQuantizationError, match="4-bit") as caught:
         open_checkpoint(four_bit)
     assert "dequantise" in (caught.value.hint or "")
 
 
+@pytest.mark.slow
 def test_a_collection_goes_on_without_a_4bit_model(saved: Any, int8_single: Path, four_bit: Path, tmp_path):
     from mothertree.pipeline import recover
 
@@ -230,6 +237,7 @@ def test_a_one_dimensional_int8_tensor_is_listed_as_stored(tmp_path):
         assert info.dtype == "I8" and not info.is_float
 
 
+@pytest.mark.slow
 def test_an_unquantised_checkpoint_lists_exactly_what_it_stores(saved: Any):
     header = read_header(saved.single / "model.safetensors")
     with SafetensorsCheckpoint(saved.single) as checkpoint:

@@ -26,6 +26,7 @@ def _offset_order(file: Path) -> list[str]:
         return list(handle.offset_keys())
 
 
+@pytest.mark.slow
 def test_single_file_values_match_torch(saved: Saved) -> None:
     with SafetensorsCheckpoint(saved.single) as checkpoint:
         assert set(checkpoint.tensors) == set(saved.state)
@@ -37,6 +38,7 @@ def test_single_file_values_match_torch(saved: Saved) -> None:
             assert info.shape == expected.shape and info.dtype == "F32"
 
 
+@pytest.mark.slow
 def test_sharded_bf16_values_match_the_bf16_model(saved: Saved) -> None:
     index = saved.sharded_bf16 / "model.safetensors.index.json"
     for path in (saved.sharded_bf16, index):
@@ -47,6 +49,7 @@ def test_sharded_bf16_values_match_the_bf16_model(saved: Saved) -> None:
                 np.testing.assert_array_equal(checkpoint.read(name), expected)
 
 
+@pytest.mark.slow
 def test_tensors_are_in_storage_order(saved: Saved) -> None:
     with SafetensorsCheckpoint(saved.single / "model.safetensors") as checkpoint:
         assert list(checkpoint.tensors) == _offset_order(saved.single / "model.safetensors")
@@ -56,6 +59,7 @@ def test_tensors_are_in_storage_order(saved: Saved) -> None:
         assert list(checkpoint.tensors) == [name for shard in shards for name in _offset_order(shard)]
 
 
+@pytest.mark.slow
 def test_at_most_one_shard_handle_is_open(
     saved: Saved, safe_open_tracker: HandleTracker, file_open_tracker: HandleTracker
 ) -> None:
@@ -78,6 +82,7 @@ def test_at_most_one_shard_handle_is_open(
     assert safe_open_tracker.live == 0
 
 
+@pytest.mark.slow
 def test_read_returns_a_private_writable_copy(saved: Saved) -> None:
     with SafetensorsCheckpoint(saved.single) as checkpoint:
         name = next(iter(checkpoint.tensors))
@@ -86,6 +91,7 @@ def test_read_returns_a_private_writable_copy(saved: Saved) -> None:
         np.testing.assert_array_equal(checkpoint.read(name), saved.state[name])
 
 
+@pytest.mark.slow
 def test_unknown_tensor_is_a_key_error(saved: Saved) -> None:
     with (
         SafetensorsCheckpoint(saved.single) as checkpoint,
@@ -94,6 +100,7 @@ def test_unknown_tensor_is_a_key_error(saved: Saved) -> None:
         checkpoint.read("nope")
 
 
+@pytest.mark.slow
 def test_truncated_file(saved: Saved, copy_to: Callable[[Path, str], Path]) -> None:
     file = copy_to(saved.single / "model.safetensors", "cut.safetensors")
     data = file.read_bytes()
@@ -109,6 +116,7 @@ def test_truncated_file(saved: Saved, copy_to: Callable[[Path, str], Path]) -> N
     assert caught.value.hint == "the file may be truncated or corrupt: download or save it again"
 
 
+@pytest.mark.slow
 def test_file_cut_inside_its_header(saved: Saved, copy_to: Callable[[Path, str], Path]) -> None:
     file = copy_to(saved.single / "model.safetensors", "cut.safetensors")
     data = file.read_bytes()
@@ -119,6 +127,7 @@ def test_file_cut_inside_its_header(saved: Saved, copy_to: Callable[[Path, str],
     assert str(caught.value) == f"`{file}` is truncated: header says it is {length} bytes long, file has 92"
 
 
+@pytest.mark.slow
 def test_trailing_bytes_are_corruption(saved: Saved, copy_to: Callable[[Path, str], Path]) -> None:
     file = copy_to(saved.single / "model.safetensors", "long.safetensors")
     with file.open("ab") as handle:
@@ -153,6 +162,7 @@ def test_not_a_safetensors_file(tmp_path: Path, content: bytes, why: str) -> Non
     assert str(caught.value) == f"`{file}` is not a safetensors file: {why}"
 
 
+@pytest.mark.slow
 def test_missing_shard_is_reported_before_any_header_is_read(
     saved: Saved, copy_to: Callable[[Path, str], Path]
 ) -> None:
@@ -170,6 +180,7 @@ def test_missing_shard_is_reported_before_any_header_is_read(
     )
 
 
+@pytest.mark.slow
 def test_several_missing_shards_are_all_named(saved: Saved, copy_to: Callable[[Path, str], Path]) -> None:
     folder = copy_to(saved.sharded_bf16, "sharded")
     (folder / "model-00001-of-00003.safetensors").unlink()
@@ -182,6 +193,7 @@ def test_several_missing_shards_are_all_named(saved: Saved, copy_to: Callable[[P
     )
 
 
+@pytest.mark.slow
 def test_index_naming_a_tensor_its_shard_lacks(saved: Saved, copy_to: Callable[[Path, str], Path]) -> None:
     folder = copy_to(saved.sharded_bf16, "sharded")
     index = folder / "model.safetensors.index.json"

@@ -35,6 +35,7 @@ def _assert_matches(checkpoint: TorchCheckpoint, expected: dict[str, np.ndarray]
         assert checkpoint.tensors[name].shape == values.shape
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["state_dict_bin", "legacy_pt"])
 def test_state_dict_file_values_match_torch(saved: Saved, which: str) -> None:
     with TorchCheckpoint(getattr(saved, which)) as checkpoint:
@@ -42,6 +43,7 @@ def test_state_dict_file_values_match_torch(saved: Saved, which: str) -> None:
         _assert_matches(checkpoint, saved.state)
 
 
+@pytest.mark.slow
 def test_sharded_bin_values_and_shard_order(saved: Saved) -> None:
     index = saved.sharded_bin / "pytorch_model.bin.index.json"
     for path in (saved.sharded_bin, index):
@@ -54,6 +56,7 @@ def test_sharded_bin_values_and_shard_order(saved: Saved) -> None:
             _assert_matches(checkpoint, {name: saved.state[name] for name in expected_order})
 
 
+@pytest.mark.slow
 def test_one_shard_loaded_at_a_time(saved: Saved, monkeypatch: pytest.MonkeyPatch) -> None:
     real_load = torch.load
     live: set[int] = set()
@@ -92,6 +95,7 @@ def test_one_shard_loaded_at_a_time(saved: Saved, monkeypatch: pytest.MonkeyPatc
     assert not live
 
 
+@pytest.mark.slow
 def test_wrapped_and_nested_state_dicts(saved: Saved, tmp_path: Path) -> None:
     state = torch.load(saved.state_dict_bin, weights_only=True)
     first, second = list(state)[:2]
@@ -109,6 +113,7 @@ def test_wrapped_and_nested_state_dicts(saved: Saved, tmp_path: Path) -> None:
         np.testing.assert_array_equal(checkpoint.read("encoder.layer.w"), saved.state[first])
 
 
+@pytest.mark.slow
 def test_pickled_module_is_refused(saved: Saved) -> None:
     with pytest.raises(InvalidCheckpointError) as caught:
         open_checkpoint(saved.module_pt)
@@ -170,6 +175,7 @@ def test_torchscript_archive(tmp_path: Path) -> None:
     assert str(caught.value) == f"`{file}` is a TorchScript archive (`torch.jit.save`), not a state_dict"
 
 
+@pytest.mark.slow
 def test_truncated_zip_checkpoint(saved: Saved, copy_to: Callable[[Path, str], Path]) -> None:
     file = copy_to(saved.state_dict_bin, "cut.bin")
     file.write_bytes(file.read_bytes()[:-200])
@@ -181,6 +187,7 @@ def test_truncated_zip_checkpoint(saved: Saved, copy_to: Callable[[Path, str], P
     )
 
 
+@pytest.mark.slow
 def test_missing_bin_shard(saved: Saved, copy_to: Callable[[Path, str], Path]) -> None:
     folder = copy_to(saved.sharded_bin, "sharded")
     (folder / "pytorch_model-00003-of-00003.bin").unlink()
@@ -192,6 +199,7 @@ def test_missing_bin_shard(saved: Saved, copy_to: Callable[[Path, str], Path]) -
     )
 
 
+@pytest.mark.slow
 def test_index_placing_a_tensor_in_the_wrong_shard(
     saved: Saved, copy_to: Callable[[Path, str], Path]
 ) -> None:
@@ -232,6 +240,7 @@ def test_bf16_and_noncontiguous_tensors(tmp_path: Path) -> None:
         np.testing.assert_array_equal(checkpoint.read("bf16"), weight.numpy())
 
 
+@pytest.mark.slow
 def test_missing_torch_is_a_dependency_error(saved: Saved, monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 

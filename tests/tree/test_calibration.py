@@ -1,6 +1,7 @@
 """Edge confidence from margins (pure functions on hand-made numbers)."""
 
 import numpy as np
+import pytest
 
 from mothertree.tree.calibration import edge_confidence, weakest_margin
 
@@ -13,11 +14,16 @@ def test_the_weaker_margin_decides_and_roots_stay_nan():
     assert confidence[0] < confidence[1] and np.isnan(confidence[2])
 
 
-def test_confidence_is_a_probability_rising_with_the_margin():
+def test_confidence_rises_with_the_margin_from_a_tie_to_a_sure_edge():
     margins = np.linspace(0.0, 1.0, 101)
     confidence = edge_confidence(margins, np.ones_like(margins))
-    assert ((0.0 < confidence) & (confidence < 1.0)).all()
     assert (np.diff(confidence) > 0).all()
+    # By hand, with the fitted 6.63 and 0.95: a tie, sigmoid(6.63 + 0.95 ln 0.001) = sigmoid(0.0676) = 0.5169;
+    # a full margin, sigmoid(6.63 + 0.95 ln 1.001) = sigmoid(6.631) = 0.99868.
+    assert confidence[0] == pytest.approx(0.51690, abs=1e-5)
+    assert confidence[-1] == pytest.approx(0.99868, abs=1e-5)
+    # Margins outside [0, 1] are clipped to it.
+    np.testing.assert_allclose(edge_confidence([-0.1, 2.0], [1.0, 1.0]), [0.51690, 0.99868], atol=1e-5)
 
 
 def test_the_logistic_form():

@@ -27,9 +27,9 @@ def test_equal_kurtosis_is_never_penalised():
 def test_directed_costs_follow_the_paper_formula():
     d = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 3.0], [2.0, 3.0, 0.0]])
     costs = directed_costs(d, [3.0, 1.0, 2.0], lam=0.5, direction="falls")
-    mean_d = 2.0  # mean of the off-diagonal entries
-    expected = d + 0.5 * mean_d * direction_penalty([3.0, 1.0, 2.0])
-    np.fill_diagonal(expected, np.inf)
+    # M = D + lam * mean(D) * T, worked by hand: mean of the off-diagonal entries 2.0, so each edge against
+    # the falling trend (1 -> 0, 1 -> 2, 2 -> 0: towards higher kurtosis) costs 0.5 * 2.0 = 1 more.
+    expected = np.array([[np.inf, 1.0, 2.0], [1.0 + 1, np.inf, 3.0 + 1], [2.0 + 1, 3.0, np.inf]])
     np.testing.assert_array_equal(costs, expected)
 
 

@@ -22,8 +22,8 @@ CHAIN = [(0, 1), (1, 2)]
 
 
 def test_changes_of_a_per_model_statistic():
-    v = np.array([1.0, 3.0, 2.5])
-    np.testing.assert_array_equal(pairwise_changes(v), v[None, :] - v[:, None])
+    v = np.array([1.0, 3.0, 2.5])  # [i, j] is the change from model i to model j: v[j] - v[i]
+    np.testing.assert_array_equal(pairwise_changes(v), [[0.0, 2.0, 1.5], [-2.0, 0.0, -0.5], [-1.5, 0.5, 0.0]])
 
 
 def test_a_row_constant_pairwise_statistic_is_the_per_model_one_bit_for_bit():

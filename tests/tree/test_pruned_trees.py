@@ -19,6 +19,9 @@ from mothertree.features.featureset import FeatureSet
 from mothertree.pipeline import read_features, recover, recover_trees
 from mothertree.tree.recover import TreeRecovery
 
+# Every test here needs the really trained MiniLM family of tests/family.py.
+pytestmark = pytest.mark.slow
+
 MODELS = ("root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water")
 LEAF, LEAF_PARENT = "ft-colour-person", "ft-colour"
 TRUTH = {("root", "ft-colour"), ("root", "ft-number"), ("ft-colour", LEAF), ("ft-number", "ft-number-water")}

@@ -32,7 +32,16 @@ def test_recovers_tree_with_falling_kurtosis():
     assert {(e.parent, e.child) for e in recovery.edges_} == set(EDGES)
     assert recovery.roots_ == ["r"]
     edge = next(e for e in recovery.edges_ if (e.parent, e.child) == ("r", "a"))
-    assert edge.distance == 1.0 and 0.0 <= edge.confidence <= 1.0
+    assert edge.distance == 1.0
+    # Worked by hand. Placement: the nearest model outside a's subtree is b, at 1.2 + 1.0, so the margin is
+    # 1 - 1.0 / 2.2 = 0.5455. Direction: every edge's evidence is tanh(1) = 0.7616 (kurtosis falls by 1 per
+    # generation, the median step); the root r scores 4 tanh(1), the best root inside a's subtree (a itself)
+    # 2 tanh(1), so the margin is tanh(2 tanh(1) / 2) = 0.6420. The weaker one decides:
+    # sigmoid(6.63 + 0.95 ln(0.5455 + 0.001)) = sigmoid(6.0559) = 0.99766.
+    a = IDS.index("a")
+    assert recovery.placement_margins_[a] == pytest.approx(1 - 1.0 / 2.2)
+    assert recovery.direction_margins_[a] == pytest.approx(0.64201, abs=1e-5)
+    assert edge.confidence == pytest.approx(0.99766, abs=1e-5)
     assert recovery.parents_[IDS.index("r")] == -1
 
 
