@@ -52,9 +52,8 @@ def extract_features(
     ``ranks="nearest"`` only each model's difference to its nearest model in that tensor (n ranks per
     tensor instead of n(n-1)/2: enough to see whether any difference is low-rank; the others stay -1).
     ``rank_pairs`` (with ``ranks=True``): only these pairs of models (indices into ``checkpoints``).
-    The returned FeatureSet holds only the models that were read completely and were finite; its metadata
-    ``masked_tensors`` names the tensors compared on the common support, and ``common_support_norms`` is
-    set when there is any.
+    The FeatureSet holds the models read completely and finite; ``metadata["masked_tensors"]`` names the
+    tensors compared on the common support (``common_support_norms`` is set when there is any).
     """
     arrays = _GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}

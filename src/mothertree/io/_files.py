@@ -8,7 +8,7 @@ import re
 from collections.abc import Container, Mapping
 from pathlib import Path
 
-from ..errors import InvalidCheckpointError, MissingShardError
+from ..errors import CheckpointNotFoundError, InvalidCheckpointError, MissingShardError
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
@@ -101,22 +101,29 @@ def check_index_kept(index: Path, weight_map: Mapping[str, Path], found: Contain
         )
 
 
-def read_weight_map(index: Path) -> dict[str, str]:
-    """``weight_map`` (tensor name -> shard file name) of a ``*.index.json`` written by transformers."""
-    if is_broken_link(index):
-        raise broken_link_error(index)
+def read_json(path: Path, what: str, hint: str | None = None) -> object:
+    """The JSON value in ``path``; else an error saying it is not ``what`` ("a shard index"), and why."""
+    if is_broken_link(path):
+        raise broken_link_error(path)
     try:
-        text = index.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path) from None
     except UnicodeDecodeError:
         raise InvalidCheckpointError(
-            f"{shown(index)} is not a shard index: it is not text", path=index
+            f"{shown(path)} is not {what}: it is not text", hint=hint, path=path
         ) from None
     try:
-        content = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidCheckpointError(
-            f"{shown(index)} is not a shard index: invalid JSON at line {exc.lineno}", path=index
+            f"{shown(path)} is not {what}: invalid JSON at line {exc.lineno}", hint=hint, path=path
         ) from None
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """``weight_map`` (tensor name -> shard file name) of a ``*.index.json`` written by transformers."""
+    content = read_json(index, "a shard index")
     weight_map = content.get("weight_map") if isinstance(content, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()

@@ -39,11 +39,12 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
 from ..errors import CheckpointNotFoundError, InvalidCheckpointError, UnsupportedFormatError
-from ._files import ADAPTER_CONFIG, broken_link_error, is_broken_link, shown
+from ._files import ADAPTER_CONFIG, broken_link_error, is_broken_link, read_json, shown
 from .safetensors_reader import SafetensorsCheckpoint
 from .torch_reader import TorchCheckpoint
 from .types import Checkpoint, TensorInfo
@@ -164,21 +165,39 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
         MissingShardError: the config is a broken link.
     """
     path = folder / ADAPTER_CONFIG
-    if is_broken_link(path):
-        raise broken_link_error(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path) from None
-    except UnicodeDecodeError:
-        raise _bad_config(path, "it is not text") from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _bad_config(path, f"invalid JSON at line {exc.lineno}") from None
+    raw = _config_json(path)
+    _refuse_other_adapters(path, raw)
+    base_name = raw.get("base_model_name_or_path")
+    if base_name is not None and not isinstance(base_name, str):
+        raise _bad_config(path, "`base_model_name_or_path` is not a string")
+    return AdapterConfig(
+        path=path,
+        base_name=(base_name or "").strip(),
+        r=_positive_int(path, "r", raw.get("r", 8)),
+        lora_alpha=_number(path, "lora_alpha", raw.get("lora_alpha", 8)),
+        use_rslora=_flag(path, "use_rslora", raw.get("use_rslora")),
+        fan_in_fan_out=_flag(path, "fan_in_fan_out", raw.get("fan_in_fan_out")),
+        rank_pattern={
+            key: _positive_int(path, f"rank_pattern[{key!r}]", value)
+            for key, value in _pattern(path, "rank_pattern", raw.get("rank_pattern")).items()
+        },
+        alpha_pattern={
+            key: _number(path, f"alpha_pattern[{key!r}]", value)
+            for key, value in _pattern(path, "alpha_pattern", raw.get("alpha_pattern")).items()
+        },
+    )
+
+
+def _config_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or a clear error."""
+    raw = read_json(path, "a valid PEFT adapter config", hint=_CONFIG_HINT)
     if not isinstance(raw, dict):
         raise _bad_config(path, "it is not a JSON object")
+    return raw
 
+
+def _refuse_other_adapters(path: Path, raw: Mapping[str, Any]) -> None:
+    """Refuse any adapter but plain LoRA: other PEFT types, LoRA variants, residual initialisations."""
     peft_type = raw.get("peft_type")
     if not isinstance(peft_type, str):
         raise _bad_config(path, "it has no `peft_type`")
@@ -208,26 +227,6 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
                     "that",
                     path=path,
                 )
-
-    base_name = raw.get("base_model_name_or_path")
-    if base_name is not None and not isinstance(base_name, str):
-        raise _bad_config(path, "`base_model_name_or_path` is not a string")
-    return AdapterConfig(
-        path=path,
-        base_name=(base_name or "").strip(),
-        r=_positive_int(path, "r", raw.get("r", 8)),
-        lora_alpha=_number(path, "lora_alpha", raw.get("lora_alpha", 8)),
-        use_rslora=_flag(path, "use_rslora", raw.get("use_rslora")),
-        fan_in_fan_out=_flag(path, "fan_in_fan_out", raw.get("fan_in_fan_out")),
-        rank_pattern={
-            key: _positive_int(path, f"rank_pattern[{key!r}]", value)
-            for key, value in _pattern(path, "rank_pattern", raw.get("rank_pattern")).items()
-        },
-        alpha_pattern={
-            key: _number(path, f"alpha_pattern[{key!r}]", value)
-            for key, value in _pattern(path, "alpha_pattern", raw.get("alpha_pattern")).items()
-        },
-    )
 
 
 @dataclass(frozen=True)
@@ -422,9 +421,21 @@ class PeftCheckpoint(Checkpoint):
                 hint=_RESAVE_HINT,
                 path=file,
             )
-
         target = resolve.require(f"{module}.weight")  # embeddings too: peft wraps the module
-        info = infos[target]
+        transposed = self._orientation(module, target, infos[target], a_shape, b_shape, embedding)
+        return _Update(module, a_key, b_key, rank, self.config.scaling(r, alpha), transposed), target
+
+    def _orientation(
+        self,
+        module: str,
+        target: str,
+        info: TensorInfo,
+        a_shape: tuple[int, ...],
+        b_shape: tuple[int, ...],
+        embedding: bool,
+    ) -> bool:
+        """Whether ``B @ A`` is added transposed to the base tensor ``target``; refuses one it cannot fit."""
+        file = self.weights_file
         plain = (b_shape[0], *a_shape[1:])
         flipped = (a_shape[1], b_shape[0])
         if embedding:
@@ -447,7 +458,7 @@ class PeftCheckpoint(Checkpoint):
                 hint=_WRONG_BASE_HINT,
                 path=file,
             )
-        return _Update(module, a_key, b_key, rank, self.config.scaling(r, alpha), transposed), target
+        return transposed
 
 
 class _NameResolver:
@@ -584,11 +595,12 @@ def _shape_error(
     )
 
 
+_CONFIG_HINT = "save the adapter again with peft `save_pretrained`"
+
+
 def _bad_config(path: Path, why: str) -> InvalidCheckpointError:
     return InvalidCheckpointError(
-        f"{shown(path)} is not a valid PEFT adapter config: {why}",
-        hint="save the adapter again with peft `save_pretrained`",
-        path=path,
+        f"{shown(path)} is not a valid PEFT adapter config: {why}", hint=_CONFIG_HINT, path=path
     )
 
 

@@ -285,27 +285,7 @@ class TreeRecovery:
         if log_norms is not None:
             changes["norm"] = pairwise_changes(log_norms)
 
-        parents = np.full(len(model_ids), -1, dtype=np.int64)
-        placement = np.full(len(model_ids), np.nan)
-        direction = np.full(len(model_ids), np.nan)
-        cues: list[str] = []
-        consistencies: list[dict[str, float]] = []
-        for tree in range(int(labels.max()) + 1):
-            members = np.flatnonzero(labels == tree)
-            local = {int(model): position for position, model in enumerate(members)}
-            tree_edges = self._tree_edges(
-                d[np.ix_(members, members)],
-                k[members],
-                {name: change[np.ix_(members, members)] for name, change in changes.items()},
-                {local[c]: local[p] for c, p in known.items() if c in local and p in local},
-            )
-            has_parent = tree_edges.parents >= 0
-            parents[members[has_parent]] = members[tree_edges.parents[has_parent]]
-            placement[members[has_parent]] = tree_edges.placement[has_parent]
-            direction[members[has_parent]] = tree_edges.direction[has_parent]
-            cues.append(tree_edges.cue)
-            if tree_edges.cue_consistency is not None:
-                consistencies.append(tree_edges.cue_consistency)
+        parents, placement, direction = self._orient_trees(labels, d, k, changes, known)
         confidences = edge_confidence(placement, direction)
         confidences[list(known)] = 1.0  # an adapter and the base it was read on: known, not inferred
 
@@ -319,8 +299,6 @@ class TreeRecovery:
         self.placement_margins_ = placement
         self.direction_margins_ = direction
         self.confidences_ = confidences
-        self.cues_ = cues
-        self.cue_consistency_ = consistencies
         self.roots_ = [self.model_ids_[i] for i in np.flatnonzero(parents < 0)]
         self.edges_ = [
             Edge(self.model_ids_[p], self.model_ids_[c], float(d[p, c]), float(confidences[c]), c in known)
@@ -328,6 +306,41 @@ class TreeRecovery:
             if p >= 0
         ]
         return self
+
+    def _orient_trees(
+        self,
+        labels: npt.NDArray[np.int64],
+        d: npt.NDArray[np.float64],
+        k: npt.NDArray[np.float64],
+        changes: Mapping[str, npt.NDArray[np.float64]],
+        known: Mapping[int, int],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Step 3 and 4 for every tree: each model's parent (-1 for roots) and its two margins.
+
+        Also sets ``cues_`` and ``cue_consistency_``.
+        """
+        parents = np.full(len(labels), -1, dtype=np.int64)
+        placement = np.full(len(labels), np.nan)
+        direction = np.full(len(labels), np.nan)
+        self.cues_: list[str] = []
+        self.cue_consistency_: list[dict[str, float]] = []
+        for tree in range(int(labels.max()) + 1):
+            members = np.flatnonzero(labels == tree)
+            local = {int(model): position for position, model in enumerate(members)}
+            tree_edges = self._tree_edges(
+                d[np.ix_(members, members)],
+                k[members],
+                {name: change[np.ix_(members, members)] for name, change in changes.items()},
+                {local[c]: local[p] for c, p in known.items() if c in local and p in local},
+            )
+            has_parent = tree_edges.parents >= 0
+            parents[members[has_parent]] = members[tree_edges.parents[has_parent]]
+            placement[members[has_parent]] = tree_edges.placement[has_parent]
+            direction[members[has_parent]] = tree_edges.direction[has_parent]
+            self.cues_.append(tree_edges.cue)
+            if tree_edges.cue_consistency is not None:
+                self.cue_consistency_.append(tree_edges.cue_consistency)
+        return parents, placement, direction
 
     def _split_trees(
         self,
