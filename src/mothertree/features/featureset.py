@@ -88,8 +88,8 @@ class FeatureSet:
         size (the paper's 48 attention matrices of ViT-B) it is the paper's plain mean of RMS distances;
         where sizes differ (MobileNetV2: 288-weight depthwise kernels beside 400k-weight pointwise convs)
         the plain mean lets the noisy RMS of a few hundred weights count as much as that of a whole layer.
-        Measured on the full-size vision zoo split, placement of 100 edges: 99 right against 95 with the
-        plain mean; the same on every other split (docs/RESULTS.md).
+        (Placement on the full-size vision split: 99 of 100 edges right, 95 with the plain mean;
+        docs/DESIGN.md.)
 
         A pair that shares no nonzero coordinate of a masked tensor is averaged over its other tensors; one
         that shares none in any tensor has nothing in common and is put as far as the farthest pair.

@@ -14,7 +14,7 @@ update stored finely enough (fp32, or an adapter) instead drop by orders of magn
 
 Rank 0 is a clear answer only where the two tensors are equal (a layer the LoRA left alone): a nonzero
 difference that is all under the rounding noise says nothing about its rank. The measurements behind the
-two numbers are in docs/RESULTS.md ("--distance auto").
+two numbers are in docs/DESIGN.md.
 
 Clearly low-rank pairs are placed before every other pair, ordered by rank (``rank_first_distances``);
 every other pair keeps its l2 distance. A LoRA merge saved in bf16 loses its sharp drop and is placed by

@@ -34,7 +34,7 @@ DEFAULT_SKETCH_ROWS = 128
 # A singular value is clear of the rounding noise when it exceeds CLEAR_FACTOR x the tolerance. At 4x, the
 # zoo's LoRA differences keep >= 79 % of their count, dense differences cut by bf16 rounding <= 32 %, even
 # where merged fp32 checkpoints carry twice the rounding noise of ``noise_tolerance``'s model
-# (docs/RESULTS.md).
+# (docs/DESIGN.md).
 CLEAR_FACTOR = 4.0
 
 
