@@ -103,6 +103,36 @@ def test_saved_features_rerun_without_weights(bert_family: Path, tmp_path: Path)
     assert json.loads(again)["edges"] == json.loads(direct)["edges"]
 
 
+def _saved_features(path: Path) -> Path:
+    """A FeatureSet of three models written by hand (synthetic: only the file matters here)."""
+    from mothertree.features.featureset import FeatureSet
+
+    distances = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.5], [2.0, 1.5, 0.0]])[None]
+    moments = np.tile([0.0, 1.0, 0.0, 3.0], (1, 3, 1))
+    FeatureSet(["a", "b", "c"], ["a", "b", "c"], ["w"], np.array([4]), distances, moments).save(path)
+    return path
+
+
+def test_features_and_folders_are_not_mixed(tmp_path: Path):
+    features = _saved_features(tmp_path / "f.npz")
+    code, out, err = run("recover", str(features), str(tmp_path))
+    assert code == 1 and out == ""
+    assert err.startswith("error: give either model folders or FeatureSet (.npz) files, not both\n\nhint: ")
+
+
+def test_options_that_read_weights_are_refused_on_saved_features(tmp_path: Path):
+    features = _saved_features(tmp_path / "f.npz")
+    code, _, err = run("recover", str(features), "--layers", "query")
+    assert code == 1
+    assert err.startswith("error: `--layers` and `--base` apply when weights are read")
+    code, out, _ = run("recover", str(features), "--format", "json", "--trees", "1", "--direction", "falls")
+    # The nearest pairs are joined (a-b at 1.0, b-c at 1.5); equal kurtosis leaves the direction open.
+    assert code == 0 and {frozenset((e["parent"], e["child"])) for e in json.loads(out)["edges"]} == {
+        frozenset("ab"),
+        frozenset("bc"),
+    }
+
+
 def test_wrong_path():
     code, out, err = run("recover", "/no/such/folder")
     assert code == 1 and out == ""
