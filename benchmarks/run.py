@@ -38,7 +38,8 @@ from mothertree.io import discover, open_checkpoint  # noqa: E402
 from mothertree.pipeline import read_features, recover_trees  # noqa: E402
 from mothertree.tree import calibration  # noqa: E402
 from mothertree.tree.recover import TreeRecovery  # noqa: E402
-from mothertree.zoo.text import MINILM_LORA_GRAPH, build_text_graph  # noqa: E402
+from mothertree.zoo.build import build_graph  # noqa: E402
+from mothertree.zoo.text import MINILM_GRAPH, MINILM_LORA_GRAPH  # noqa: E402
 
 BENCH_DIR = ROOT / ".bench"
 
@@ -302,9 +303,9 @@ def main() -> None:
     print("building / loading the demo graph ...", file=sys.stderr)
     demo = build_demo_graph()
     print("building / loading the MiniLM graph ...", file=sys.stderr)
-    minilm = build_text_graph(BENCH_DIR / "minilm-graph")
+    minilm = build_graph(MINILM_GRAPH, BENCH_DIR / "minilm-graph").path
     print("building / loading the MiniLM LoRA graph ...", file=sys.stderr)
-    minilm_lora = build_text_graph(BENCH_DIR / "minilm-lora-graph", MINILM_LORA_GRAPH)
+    minilm_lora = build_graph(MINILM_LORA_GRAPH, BENCH_DIR / "minilm-lora-graph").path
 
     sections = [
         "# mothertree benchmark results",

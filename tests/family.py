@@ -1,82 +1,87 @@
-"""A small real Model Tree for tests: all-MiniLM-L6-v2 cut to 2 layers, really fine-tuned.
+"""Small real Model Trees for tests: all-MiniLM-L6-v2 cut to 2 layers, really fine-tuned.
 
-The root keeps the first two encoder layers of the real pre-trained MiniLM; each other model starts from
-its parent and is trained (embeddings frozen, to fit CI time) on its own rule-based sentence task with its
-own seed and learning rate, then saved with ``save_pretrained``. Nothing about the weights, kurtosis
-included, is set by hand.
+Each family is a ``GraphSpec`` listing its models, built by the zoo's one builder. The root keeps two
+encoder layers of the real pre-trained MiniLM; each other model starts from its parent and is trained
+(embeddings frozen, to fit CI time) on its own rule-based sentence task with its own seed and learning
+rate, then saved with ``save_pretrained``. Nothing about the weights, kurtosis included, is set by hand.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from mothertree.zoo.text import CONTINUED_PRETRAINING, Node, build_text_graph
+from mothertree.zoo.build import build_graph
+from mothertree.zoo.spec import GraphSpec, NodePlan
+from mothertree.zoo.text import CONTINUED_PRETRAINING
 
 TREE = (
-    Node("root", None, "", 0.0, 0),
-    Node("ft-colour", "root", "colour", 1e-4, 1),
-    Node("ft-number", "root", "has-number", 1e-4, 2),
-    Node("ft-colour-person", "ft-colour", "person", 1e-4, 3),
-    Node("ft-number-water", "ft-number", "water", 1e-4, 4),
+    NodePlan("root", root="minilm@0"),
+    NodePlan("ft-colour", "root", task="colour", lr=1e-4, seed=1),
+    NodePlan("ft-number", "root", task="has-number", lr=1e-4, seed=2),
+    NodePlan("ft-colour-person", "ft-colour", task="person", lr=1e-4, seed=3),
+    NodePlan("ft-number-water", "ft-number", task="water", lr=1e-4, seed=4),
 )
 
 
-def build_family(out: Path, *, first_layer: int = 0, prefix: str = "") -> Path:
-    """Train and save every node of ``TREE`` under ``out`` with a ``truth.json``; return ``out``.
+def family_spec(*, first_layer: int = 0, prefix: str = "") -> GraphSpec:
+    """``TREE`` with its root cut from layers ``first_layer`` and ``first_layer + 1``, ``prefix`` before ids.
 
-    ``first_layer`` picks which two pre-trained layers the root keeps: families cut from different layers
-    have unrelated roots. ``prefix`` is put before every id.
+    Families cut from different layers have unrelated roots; their fine-tunes get other seeds too.
     """
-    nodes = [
-        Node(prefix + n.id, prefix + n.parent if n.parent else None, n.task, n.lr, n.seed + first_layer)
+    nodes = tuple(
+        replace(
+            n,
+            id=prefix + n.id,
+            parent=prefix + n.parent if n.parent else None,
+            root=f"minilm@{first_layer}" if n.root else None,
+            seed=n.seed + first_layer if n.parent else 0,
+        )
         for n in TREE
-    ]
-    return build_text_graph(
-        out, nodes, steps=20, n_layers=2, first_layer=first_layer, freeze_embeddings=True, quiet=True
     )
+    return GraphSpec(name=f"{prefix}family", family="text", layers=2, steps=20, nodes=nodes)
 
+
+FAMILY = family_spec()
+SECOND_FAMILY = family_spec(first_layer=2, prefix="b-")
 
 # Continued pre-training: a chain of masked-token training stages, each continuing from the previous one
 # (the paper's Stable Diffusion v1.x case, where the kurtosis trend reverses). Opaque ids, root not first.
-CHAIN = (
-    Node("s3", None, "", 0.0, 0),
-    Node("s1", "s3", CONTINUED_PRETRAINING, 1e-4, 1),
-    Node("s4", "s1", CONTINUED_PRETRAINING, 1e-4, 2),
-    Node("s0", "s4", CONTINUED_PRETRAINING, 1e-4, 3),
-    Node("s2", "s0", CONTINUED_PRETRAINING, 1e-4, 4),
+CHAIN = GraphSpec(
+    name="chain",
+    family="text",
+    layers=2,
+    steps=30,
+    nodes=(
+        NodePlan("s3", root="minilm@0"),
+        NodePlan("s1", "s3", task=CONTINUED_PRETRAINING, lr=1e-4, seed=1),
+        NodePlan("s4", "s1", task=CONTINUED_PRETRAINING, lr=1e-4, seed=2),
+        NodePlan("s0", "s4", task=CONTINUED_PRETRAINING, lr=1e-4, seed=3),
+        NodePlan("s2", "s0", task=CONTINUED_PRETRAINING, lr=1e-4, seed=4),
+    ),
 )
-
-
-def build_chain(out: Path) -> Path:
-    """Train and save the continued-pre-training chain ``CHAIN`` under ``out``; return ``out``."""
-    return build_text_graph(out, CHAIN, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)
-
 
 # LoRA fine-tunes (alpha = rank) of the attention matrices, merged into full checkpoints before saving.
 LORA_TREE = (
-    Node("l3", None, "", 0.0, 0),
-    Node("l1", "l3", "colour", 1e-3, 1, lora_rank=8),
-    Node("l4", "l3", "has-number", 1e-3, 2, lora_rank=16),
-    Node("l0", "l1", "person", 1e-3, 3, lora_rank=4),
-    Node("l2", "l4", "water", 1e-3, 4, lora_rank=8),
+    NodePlan("l3", root="minilm@0"),
+    NodePlan("l1", "l3", task="colour", lr=1e-3, seed=1, lora_rank=8),
+    NodePlan("l4", "l3", task="has-number", lr=1e-3, seed=2, lora_rank=16),
+    NodePlan("l0", "l1", task="person", lr=1e-3, seed=3, lora_rank=4),
+    NodePlan("l2", "l4", task="water", lr=1e-3, seed=4, lora_rank=8),
 )
-
-
-def build_lora_family(out: Path) -> Path:
-    """Train and save ``LORA_TREE`` (merged LoRA fine-tunes of a 2-layer MiniLM) under ``out``."""
-    return build_text_graph(out, LORA_TREE, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)
-
+LORA_FAMILY = GraphSpec(name="lora-family", family="text", layers=2, steps=30, nodes=LORA_TREE)
 
 # Full and LoRA fine-tunes in one tree; two LoRA leaves are published as PEFT adapters, not merged.
 MIXED_TREE = (
-    Node("x2", None, "", 0.0, 0),
-    Node("x0", "x2", "colour", 1e-4, 1),
-    Node("x4", "x2", "has-number", 1e-3, 2, lora_rank=8),
-    Node("x3", "x0", "person", 1e-3, 3, save="adapter", lora_rank=4),
-    Node("x1", "x4", "water", 1e-3, 4, save="adapter", lora_rank=8),
+    NodePlan("x2", root="minilm@0"),
+    NodePlan("x0", "x2", task="colour", lr=1e-4, seed=1),
+    NodePlan("x4", "x2", task="has-number", lr=1e-3, seed=2, lora_rank=8),
+    NodePlan("x3", "x0", task="person", lr=1e-3, seed=3, lora_rank=4, save="adapter"),
+    NodePlan("x1", "x4", task="water", lr=1e-3, seed=4, lora_rank=8, save="adapter"),
 )
+MIXED_FAMILY = GraphSpec(name="mixed-family", family="text", layers=2, steps=30, nodes=MIXED_TREE)
 
 
-def build_mixed_family(out: Path) -> Path:
-    """Train and save ``MIXED_TREE`` under ``out`` (adapters with ``save_pretrained`` of peft)."""
-    return build_text_graph(out, MIXED_TREE, steps=30, n_layers=2, freeze_embeddings=True, quiet=True)
+def build(spec: GraphSpec, out: Path) -> Path:
+    """Train and save every model of ``spec`` under ``out`` with a ``truth.json``; return ``out``."""
+    return build_graph(spec, out, quiet=True).path

@@ -15,12 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mixed_collection(bert_family: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mothertree.zoo.demo import DemoConfig, build_demo_graph
-
+def mixed_collection(bert_family: Path, tiny_demo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("mixed")
-    mobilenets = build_demo_graph(root / "vision", quiet=True, config=DemoConfig.tiny())
-    (mobilenets / "truth.json").unlink()
+    shutil.copytree(tiny_demo.path, root / "vision", ignore=shutil.ignore_patterns("truth.json"))
     shutil.copytree(bert_family, root / "text")
     return root
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -21,7 +22,7 @@ from mothertree.evaluation.truth import load_edges
 from mothertree.pipeline import recover
 from mothertree.zoo.build import STATE_FILE, TRUTH_FILE, build_graph, weights_digest
 from mothertree.zoo.mobilenet import MobileNetV2
-from mothertree.zoo.spec import GraphSpec, builtin_specs, load_spec, plan_graph
+from mothertree.zoo.spec import GraphSpec, NodePlan, builtin_specs, load_spec, plan_graph
 
 VISION_TASKS = ("orientation", "size", "colour")
 TEXT_TASKS = ("colour", "water", "plural", "has-number")
@@ -63,6 +64,13 @@ TINY_TEXT = GraphSpec(
 # --- planning (pure) ------------------------------------------------------------------------------------
 
 
+def _depths(plans: list[NodePlan]) -> dict[str, int]:
+    depths: dict[str, int] = {}
+    for plan in plans:
+        depths[plan.id] = 0 if plan.parent is None else depths[plan.parent] + 1
+    return depths
+
+
 def test_default_shape_is_the_papers() -> None:
     spec = GraphSpec(
         name="paper", family="vision", roots=tuple(f"scratch:{i}" for i in range(5)), tasks=VISION_TASKS
@@ -71,8 +79,8 @@ def test_default_shape_is_the_papers() -> None:
     assert len(plans) == spec.n_models == 105
     assert sum(p.parent is None for p in plans) == 5
     children = Counter(p.parent for p in plans if p.parent is not None)
-    by_id = {p.id: p for p in plans}
-    assert sorted(Counter(by_id[parent].depth for parent in children).items()) == [(0, 5), (1, 20)]
+    depths = _depths(plans)
+    assert sorted(Counter(depths[parent] for parent in children).items()) == [(0, 5), (1, 20)]
     assert set(children.values()) == {4}
     assert len({p.id for p in plans}) == 105
 
@@ -113,7 +121,8 @@ def test_lora_ranks_lrs_and_adapters_follow_the_spec() -> None:
     assert {p.lora_rank for p in lora} <= set(spec.lora_ranks)
     assert {p.lr for p in lora} <= set(spec.lora_lrs) and {p.lr for p in full} <= set(spec.lrs)
     adapters = [p for p in plans if p.save == "adapter"]
-    assert adapters and all(p.method == "lora" and p.depth == 2 for p in adapters)
+    depths = _depths(plans)
+    assert adapters and all(p.method == "lora" and depths[p.id] == 2 for p in adapters)
     ranks = Counter(p.lora_rank for p in plan_graph(load_spec("text-lora-v")) if p.lora_rank)
     assert set(ranks) == {8, 16, 32, 64}
 
@@ -146,6 +155,38 @@ def test_spec_file_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(InvalidParameterError, match="no graph spec at 'no-such-spec'") as caught:
         load_spec("no-such-spec")
     assert caught.value.hint and "vision-ft" in caught.value.hint
+
+
+def test_generated_specs_keep_their_fingerprint_so_old_builds_resume() -> None:
+    # A build folder is resumed only by the spec whose fingerprint its state file holds: fields added to
+    # GraphSpec must leave the fingerprint of a spec that does not use them as it was.
+    spec = load_spec("text-ft").sized("small")
+    fingerprint = hashlib.sha256(json.dumps({"version": 1, "spec": spec.to_json()}, sort_keys=True).encode())
+    assert fingerprint.hexdigest() == "5fc6211735447c3b7480730e4806f70e53ab5f8c41d00bacee3f1853b5efbd03"
+
+
+def test_a_spec_file_can_list_its_nodes(tmp_path: Path) -> None:
+    path = tmp_path / "listed.yaml"
+    path.write_text(
+        "family: text\nlayers: 1\nsteps: 3\nnodes:\n  - {id: base, root: minilm@0}\n"
+        "  - {id: tuned, parent: base, task: colour, lr: 1.0e-4, seed: 3, lora_rank: 4, save: adapter}\n"
+        "  - {id: stage, parent: base, task: mlm, lr: 1.0e-4, seed: 4}\n"
+    )
+    spec = load_spec(path)
+    assert spec.n_models == 3 and spec.trees == 1
+    plans = plan_graph(spec)
+    assert [(p.id, p.parent, p.method, p.save) for p in plans] == [
+        ("base", None, "full", "fp32"),
+        ("tuned", "base", "lora", "adapter"),
+        ("stage", "base", "full", "fp32"),
+    ]
+    assert spec.to_json()["nodes"][1]["lora_rank"] == 4 and "roots" not in spec.to_json()
+    path.write_text("family: text\nnodes:\n  - {id: base, root: minilm@0, colour: blue}\n")
+    with pytest.raises(InvalidParameterError, match="a node is a mapping with an id"):
+        load_spec(path)
+    path.write_text("family: text\nroots: [minilm@0]\nnodes:\n  - {id: base, root: minilm@2}\n")
+    with pytest.raises(InvalidParameterError, match="both roots and nodes"):
+        load_spec(path)
 
 
 # --- real builds ----------------------------------------------------------------------------------------
@@ -208,7 +249,7 @@ def test_roots_pretrained_from_scratch_are_reused(
     def no_training(*args: object) -> None:
         raise AssertionError("the cached root should have been copied, not trained again")
 
-    monkeypatch.setattr("mothertree.zoo.build._vision_root", no_training)
+    monkeypatch.setattr("mothertree.zoo.build._pretrain_vision_root", no_training)
     spec = replace(TINY_VISION, roots=("scratch:7",), seed=3)  # other fine-tunes, same root settings
     graph = build_graph(spec, tmp_path / "other", quiet=True).path
     root = next(p for p in plan_graph(spec) if p.parent is None)
@@ -220,7 +261,8 @@ def test_roots_pretrained_from_scratch_are_reused(
 def test_an_interrupted_build_resumes(vision_graph: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(vision_graph, copy)
-    leaf = next(p for p in plan_graph(TINY_VISION) if p.depth == 2)
+    plans = plan_graph(TINY_VISION)
+    leaf = next(p for p in plans if _depths(plans)[p.id] == 2)
     state = json.loads((copy / STATE_FILE).read_text())
     del state["models"][leaf.id]  # as if killed while training it
     (copy / STATE_FILE).write_text(json.dumps(state))

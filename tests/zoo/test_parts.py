@@ -6,13 +6,15 @@ import pytest
 import torch
 
 from mothertree.errors import InvalidParameterError
-from mothertree.zoo.demo import DEFAULT_TREE, ROOT_ID, DemoConfig, ModelSpec, relative_change
+from mothertree.zoo.build import relative_change
+from mothertree.zoo.demo import DEMO_GRAPH, ROOT_ID
 from mothertree.zoo.mobilenet import (
     MobileNetV2,
     imagenet_weights_path,
     load_imagenet_mobilenet_v2,
     replace_head,
 )
+from mothertree.zoo.spec import GraphSpec, NodePlan
 from mothertree.zoo.tasks import TASKS, get_task
 
 
@@ -67,29 +69,41 @@ def test_relative_change_ignores_vectors_and_mismatched_heads() -> None:
     assert relative_change(parent, parent) == 0.0
 
 
-def test_default_tree_is_the_documented_ten_model_graph() -> None:
-    config = DemoConfig()
-    config.validate()
-    assert len(DEFAULT_TREE) == 9
-    children = [s for s in DEFAULT_TREE if s.parent == ROOT_ID]
+def test_demo_graph_is_the_documented_ten_model_tree() -> None:
+    root, *tuned = DEMO_GRAPH.nodes
+    assert root.id == ROOT_ID and root.root == "imagenet"
+    assert len(tuned) == 9
+    children = [n for n in tuned if n.parent == ROOT_ID]
     assert len(children) == 3
     for child in children:
-        grandchildren = [s for s in DEFAULT_TREE if s.parent == child.id]
+        grandchildren = [n for n in tuned if n.parent == child.id]
         assert len(grandchildren) == 2
         assert all(g.task != child.task for g in grandchildren)
+        assert len({g.lr for g in grandchildren}) == 2
+    assert all(n.id == n.task for n in tuned) and len({n.task for n in tuned}) == 9
+    assert {n.save for n in tuned} == {"bin", "safetensors"}
     # Ids never start with their parent's id, so sorting them reveals nothing about the tree.
-    assert not any(s.id.startswith(s.parent) for s in DEFAULT_TREE)
+    assert not any(n.id.startswith(str(n.parent)) for n in tuned)
 
 
 @pytest.mark.parametrize(
-    "tree",
+    ("nodes", "problem"),
     [
-        (ModelSpec("a", "counting", "b"), ModelSpec("b", "size", ROOT_ID)),
-        (ModelSpec("a", "counting", ROOT_ID), ModelSpec("a", "size", ROOT_ID)),
-        (ModelSpec("a", "juggling", ROOT_ID),),
-        (ModelSpec("../a", "size", ROOT_ID),),
+        (
+            (NodePlan("a", "b", task="counting", lr=1e-3), NodePlan("b", ROOT_ID, task="size", lr=1e-3)),
+            "parent",
+        ),
+        (
+            (NodePlan("a", ROOT_ID, task="counting", lr=1e-3), NodePlan("a", ROOT_ID, task="size", lr=1e-3)),
+            "twice",
+        ),
+        ((NodePlan("a", ROOT_ID, task="juggling", lr=1e-3),), "unknown vision tasks"),
+        ((NodePlan("../a", ROOT_ID, task="size", lr=1e-3),), "plain folder name"),
+        ((NodePlan("a", ROOT_ID, task="size"),), "positive lr"),
+        ((NodePlan("a", ROOT_ID, task="size", lr=1e-3, lora_rank=4),), "text family only"),
+        ((NodePlan("a", ROOT_ID, task="size", lr=1e-3, save="fp32"),), "unknown save formats"),
     ],
 )
-def test_invalid_trees_are_rejected(tree: tuple[ModelSpec, ...]) -> None:
-    with pytest.raises((InvalidParameterError, ValueError)):
-        DemoConfig(tree=tree).validate()
+def test_invalid_node_lists_are_rejected(nodes: tuple[NodePlan, ...], problem: str) -> None:
+    with pytest.raises(InvalidParameterError, match=problem):
+        GraphSpec(name="bad", family="vision", nodes=(NodePlan(ROOT_ID, root="imagenet"), *nodes))

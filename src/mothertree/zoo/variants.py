@@ -63,12 +63,12 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..io._files import ADAPTER_CONFIG, SAFETENSORS_FILE, SAFETENSORS_SUFFIX, is_weight_file_name
+from .files import TRUTH_FILE
 
 __all__ = ["VARIANT_KEY", "Variant", "build_variant", "parse_variant", "quantize_linears"]
 
 LOG = logging.getLogger(__name__)
 
-TRUTH_FILE = "truth.json"
 VARIANT_KEY = "variant"
 CONFIG_FILE = "config.json"
 # bitsandbytes' and transformers' default outlier threshold for LLM.int8 inference; it decides how inputs
@@ -554,7 +554,7 @@ def _int8_transformers(source: Path, target: Path, *, quiet: bool) -> dict[str, 
 
 
 def _int8_mobilenet(source: Path, target: Path, weight_files: list[str]) -> dict[str, Any]:
-    from .demo import load_state_dict
+    from .files import load_state_dict
     from .mobilenet import MobileNetV2
 
     if len(weight_files) != 1:
