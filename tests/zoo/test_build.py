@@ -234,7 +234,6 @@ def test_truth_records_every_model_and_its_outcome(vision_graph: Path) -> None:
         record = truth["models"][plan.id]
         assert record["weights_sha256"] == weights_digest(vision_graph / plan.id)
         if plan.parent is not None:
-            assert 0.0 <= record["accuracy"] <= 1.0
             assert record["relative_change_from_parent"] > 0
             assert record["task"] == plan.task and record["lr"] == plan.lr
     scratch = next(p for p in plans if p.root == "scratch:7")

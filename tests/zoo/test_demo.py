@@ -53,7 +53,6 @@ def test_truth_json_structure(tiny_demo: GraphBuild) -> None:
         assert REQUIRED <= set(record), model_id
         assert record["task"] == model_id
         assert record["steps"] == TINY.steps
-        assert 0.0 <= record["accuracy"] <= 1.0
         # A full fine-tune moves the backbone, but stays close to where it started.
         assert 1e-4 < record["relative_change_from_parent"] < 0.5
         seeds.add(record["seed"])
@@ -100,7 +99,6 @@ def test_complete_build_is_returned_from_cache(tiny_demo: GraphBuild) -> None:
     again = build_graph(TINY, tiny_demo.path, quiet=True)
     assert again.trained == ()
     assert again.reused == (ROOT_ID, *TRAINED)
-    assert again.seconds < 2.0
     assert _mtimes(tiny_demo.path) == before
     assert (tiny_demo.path / TRUTH_FILE).read_text() == truth
 

@@ -120,6 +120,7 @@ def _files(folder: Path) -> list[str]:
 # --- prune --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 @pytest.mark.parametrize("amount", [0.3, 0.7])
 def test_pruning_zeroes_the_smallest_share_of_every_weight_tensor(
     graph: Source, tmp_path: Path, amount: float
@@ -146,6 +147,7 @@ def test_pruning_zeroes_the_smallest_share_of_every_weight_tensor(
     assert (out / "bert-child" / index).read_text() == (graph.path / "bert-child" / index).read_text()
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_pruning_is_recorded_in_the_truth(graph: Source, built: dict[str, Path]):
     truth = json.loads((built["prune:0.5"] / "truth.json").read_text())
     source = json.loads((graph.path / "truth.json").read_text())
@@ -163,6 +165,7 @@ def test_pruning_is_recorded_in_the_truth(graph: Source, built: dict[str, Path])
 # --- fp16 ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_fp16_casts_every_float_tensor_in_the_same_files(graph: Source, built: dict[str, Path]):
     out = built["fp16"]
     for model in BERTS + NETS:
@@ -182,6 +185,7 @@ def test_fp16_casts_every_float_tensor_in_the_same_files(graph: Source, built: d
     assert index["metadata"]["total_size"] == sizes
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_fp16_round_trips_through_mothertree_and_transformers(graph: Source, built: dict[str, Path]):
     out = built["fp16"]
     for model in BERTS + NETS:
@@ -204,6 +208,7 @@ def _linear_weights(stored: dict[str, Any]) -> list[str]:
     return sorted(name for name, tensor in stored.items() if tensor.dtype == torch.int8)
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_int8_files_are_written_by_bitsandbytes(graph: Source, built: dict[str, Path]):
     out = built["int8"]
     for model in BERTS + NETS:
@@ -229,6 +234,7 @@ def test_int8_files_are_written_by_bitsandbytes(graph: Source, built: dict[str, 
     assert config["quantization_config"]["load_in_8bit"] is True and config["dtype"] == "bfloat16"
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_transformers_loads_the_int8_variant_back_quantised(graph: Source, built: dict[str, Path]):
     original = transformers.BertModel.from_pretrained(graph.path / "bert-root").eval()
     quantised = transformers.BertModel.from_pretrained(built["int8"] / "bert-root", device_map="cpu").eval()
@@ -240,6 +246,7 @@ def test_transformers_loads_the_int8_variant_back_quantised(graph: Source, built
     assert 0 < float((got - want).norm() / want.norm()) < 0.05
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_int8_reads_back_within_int8_error_of_the_original(graph: Source, built: dict[str, Path]):
     out = built["int8"]
     for model in BERTS + NETS:
@@ -277,6 +284,7 @@ def test_int8_of_an_unknown_plain_state_dict_is_refused(tmp_path: Path):
 # --- every variant ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_adapters_are_copied_unchanged_and_read_on_the_variant_base(
     graph: Source, built: dict[str, Path], variant: str
@@ -293,6 +301,7 @@ def test_adapters_are_copied_unchanged_and_read_on_the_variant_base(
     assert ("bert-root", "bert-lora") in {(e.parent, e.child) for e in result.edges}
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_the_source_graph_is_left_untouched(graph: Source, built: dict[str, Path]):
     assert _digest(graph.path) == graph.digest
     for out in built.values():
@@ -300,6 +309,7 @@ def test_the_source_graph_is_left_untouched(graph: Source, built: dict[str, Path
         assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no partial build left
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_building_again_does_nothing(graph: Source, built: dict[str, Path]):
     for variant, out in built.items():
         before = _digest(out)
@@ -309,6 +319,7 @@ def test_building_again_does_nothing(graph: Source, built: dict[str, Path]):
     assert build_variant(graph.path, built["prune:0.5"], " PRUNE:.50", quiet=True) == built["prune:0.5"]
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 @pytest.mark.parametrize("variant", ["prune:0.5", "int8"])
 def test_variants_are_deterministic(graph: Source, built: dict[str, Path], tmp_path: Path, variant: str):
     again = build_variant(graph.path, tmp_path / "again", variant, quiet=True)
@@ -320,6 +331,7 @@ def test_variants_are_deterministic(graph: Source, built: dict[str, Path], tmp_p
             assert path.read_bytes() == (built[variant] / model / path.name).read_bytes()
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 def test_a_variant_never_overlaps_its_source_or_another_variant(
     graph: Source, built: dict[str, Path], tmp_path
 ):
@@ -349,6 +361,7 @@ def test_variant_names_are_canonical():
     assert parse_variant("int8").amount is None
 
 
+@pytest.mark.slow  # trains the tiny BERTs of `graph` (or uses a trained family)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_graphs_of_a_real_family_go_through_the_pipeline(
     bert_family: Path, tmp_path: Path, variant: str
