@@ -14,6 +14,7 @@ import pytest
 import safetensors.torch
 import torch
 from click.testing import CliRunner
+from torch_threads import one_thread
 
 from mothertree.cli import main
 from mothertree.errors import InvalidParameterError
@@ -201,9 +202,15 @@ def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield cache
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Bit-identical rebuilds need the same thread count."""
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def vision_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)  # bit-identical rebuilds need the same thread count
     return build_graph(TINY_VISION, tmp_path_factory.mktemp("zoo") / "vision", quiet=True).path
 
 
@@ -304,7 +311,6 @@ def test_hf_root_resolves_from_the_local_cache(tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.slow
 def test_tiny_mixed_text_graph_is_recovered(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     graph = build_graph(TINY_TEXT, tmp_path / "text", quiet=True).path
     truth = json.loads((graph / TRUTH_FILE).read_text())
     saved = Counter(m["saved_as"] for m in truth["models"].values())

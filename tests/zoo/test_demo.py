@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from torch_threads import one_thread
 
 from mothertree.zoo.build import STATE_FILE, TRUTH_FILE, GraphBuild, build_graph
 from mothertree.zoo.demo import ROOT_ID, TINY_DEMO_GRAPH, default_demo_dir
@@ -16,6 +18,14 @@ from mothertree.zoo.files import load_state_dict
 from mothertree.zoo.mobilenet import MobileNetV2, imagenet_weights_path
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Rebuilt models are compared bit for bit with ``tiny_demo``'s, which was built on one thread."""
+    with one_thread():
+        yield
+
 
 TINY = TINY_DEMO_GRAPH
 TRAINED = [n.id for n in TINY.nodes if n.parent is not None]
