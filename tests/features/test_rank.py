@@ -4,7 +4,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from mothertree.features.low_rank import LowRankRule, neighbour_pairs
+from mothertree.features.low_rank import LowRankRule, in_every_tensor, neighbour_pairs
 from mothertree.features.rank import nearest_pairs, sketched_ranks
 
 RULE = LowRankRule()
@@ -45,7 +45,7 @@ def test_parent_child_is_the_lora_rank_and_siblings_add_up(dtype, sketch_rows):
     assert ranks[1, 2] == 12 and ranks[1, 3] == 20 and ranks[2, 3] == 24
     np.testing.assert_array_equal(ranks, ranks.T)
     # These updates' singular values are all far above the rounding of any dtype: all of the rank is clear.
-    assert RULE.judge_pairs(ranks[None], clear_ranks[None], np.array([cap])).sum() == 4 * 3
+    assert in_every_tensor(RULE.judge_tensors(ranks[None], clear_ranks[None], np.array([cap]))).sum() == 4 * 3
 
 
 @pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
@@ -63,7 +63,7 @@ def test_a_full_fine_tune_is_far_from_low_rank(dtype, change):
         assert ranks[0, 1] == cap
     else:  # below the cap, but not clear: most of the count is gone at 4x the tolerance
         assert clear_ranks[0, 1] < 0.75 * ranks[0, 1] < 0.75 * cap
-    assert not RULE.judge_pairs(ranks[None], clear_ranks[None], np.array([cap])).any()
+    assert not in_every_tensor(RULE.judge_tensors(ranks[None], clear_ranks[None], np.array([cap]))).any()
 
 
 @pytest.mark.parametrize("dtype", ["F16", "BF16"])
@@ -125,7 +125,7 @@ def test_a_lora_update_with_a_decaying_spectrum_is_low_rank_only_where_stored_fi
     delta *= 0.03 * np.sqrt(np.mean(parent**2)) / np.sqrt(np.mean(delta**2))
     stack = np.stack([stored(parent, dtype).ravel(), stored(parent + delta, dtype).ravel()])
     ranks, clear_ranks, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * 2, seed=0)
-    clear = RULE.judge_pairs(ranks[None], clear_ranks[None], np.array([cap]))[0, 1]
+    clear = in_every_tensor(RULE.judge_tensors(ranks[None], clear_ranks[None], np.array([cap])))[0, 1]
     if dtype == "F32":
         assert ranks[0, 1] == clear_ranks[0, 1] == r and clear
     else:
@@ -144,7 +144,7 @@ def test_a_pair_is_low_rank_only_if_every_tensor_is():
     )
     clear_ranks = ranks.copy()
     clear_ranks[0, 1, 2] = clear_ranks[0, 2, 1] = 3  # pair (1, 2) keeps 3 of 8 clear: not clearly low-rank
-    clear = RULE.judge_pairs(ranks, clear_ranks, np.array([16, 8, 8]))
+    clear = in_every_tensor(RULE.judge_tensors(ranks, clear_ranks, np.array([16, 8, 8])))
     assert clear.tolist() == [[False, True, False], [True, False, False], [False, False, False]]
 
 
@@ -165,6 +165,7 @@ def test_rank_zero_is_clear_only_for_equal_tensors():
     distances = np.array(
         [[[0, 1, 1], [1, 0, 1], [1, 1, 0]], [[0, 1e-3, 0], [1e-3, 0, 1e-3], [0, 1e-3, 0]]], dtype=float
     )
-    clear = RULE.judge_pairs(ranks, ranks.copy(), np.array([16, 16]), distances == 0)
+    clear = in_every_tensor(RULE.judge_tensors(ranks, ranks.copy(), np.array([16, 16]), distances == 0))
     assert not clear[0, 1] and clear[0, 2] and not clear[1, 2]
-    assert RULE.judge_pairs(ranks, ranks.copy(), np.array([16, 16]))[0, 1]  # without distances: trusted
+    trusted = in_every_tensor(RULE.judge_tensors(ranks, ranks.copy(), np.array([16, 16])))
+    assert trusted[0, 1]  # without distances: trusted

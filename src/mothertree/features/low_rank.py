@@ -87,23 +87,11 @@ class LowRankRule:
             mostly_clear &= (ranks > 0) | equal
         return np.asarray(below_cap & mostly_clear, dtype=bool)
 
-    def judge_pairs(
-        self,
-        ranks: npt.NDArray[np.int64],
-        clear_ranks: npt.NDArray[np.int64],
-        caps: npt.ArrayLike,
-        equal: BoolMatrix | None = None,
-    ) -> BoolMatrix:
-        """``(n, n)`` pairs clearly low-rank in every tensor (``judge_tensors``); the diagonal is False."""
-        low = np.asarray(self.judge_tensors(ranks, clear_ranks, caps, equal).all(axis=0), dtype=bool)
-        np.fill_diagonal(low, False)
-        return low
-
     def pairs(self, features: FeatureSet) -> BoolMatrix:
         """``(n, n)`` pairs of ``features`` whose difference is clearly low-rank in every tensor."""
         if not features.has_ranks:
             return np.zeros((features.n_models, features.n_models), dtype=bool)
-        return self.judge_pairs(*_ranks_of(features), self.equal_tensors(features))
+        return in_every_tensor(self.judge_tensors(*_ranks_of(features), self.equal_tensors(features)))
 
     def needs_pair_ranks(self, features: FeatureSet) -> bool:
         """Whether any computed difference of any tensor is clearly low-rank and not zero.
@@ -134,6 +122,14 @@ class LowRankRule:
         matrix = rank_first_distances(features.distances(), rank_shares(features), low)
         every_pair = not (~low).sum() > len(low)  # only the diagonal is not low-rank
         return PlacingDistances(matrix, "rank" if every_pair else "rank+l2", int(np.triu(low).sum()))
+
+
+def in_every_tensor(clear: BoolMatrix) -> BoolMatrix:
+    """``(n, n)`` pairs clearly low-rank in every tensor of ``clear`` (``judge_tensors``); never the
+    diagonal."""
+    low = np.asarray(clear.all(axis=0), dtype=bool)
+    np.fill_diagonal(low, False)
+    return low
 
 
 def rank_first_distances(
