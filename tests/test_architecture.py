@@ -14,7 +14,7 @@ ALLOWED = {
     "io": set(),
     "features": {"io"},
     "tree": {"features"},
-    "evaluation": set(),
+    "evaluation": {"io"},  # truth from model cards: io.discover
     "result": {"tree", "io"},
     "pipeline": {"io", "features", "tree", "result"},
     "render": {"result", "evaluation"},

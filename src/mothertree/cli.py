@@ -19,10 +19,9 @@ from typing import Any, Literal, TypeVar, cast
 import click
 
 from . import _progress
-from .errors import InvalidTruthError, MissingDependencyError, MotherTreeError
+from .errors import MissingDependencyError, MotherTreeError
 from .evaluation.metrics import Score, score_edges
-from .evaluation.truth import EdgeSet, edges_from_model_cards, load_edges
-from .io import discover
+from .evaluation.truth import declared_edges, load_edges
 from .io.types import BrokenModel
 from .pipeline import read_features, recover_trees
 from .pipeline import recover as recover_models
@@ -203,20 +202,6 @@ def evaluate(result: Path, truth: Path, fmt: str) -> None:
         click.echo(json.dumps(score.to_dict(), indent=2))
     else:
         click.echo(score_text(score))
-
-
-def declared_edges(folder: Path) -> EdgeSet:
-    """Edges that the model cards under ``folder`` declare, between models found there."""
-    refs, _ = discover(folder)
-    edges = edges_from_model_cards(
-        {ref.id: ref.declared_base_models for ref in refs}, [ref.id for ref in refs]
-    )
-    if not edges:
-        raise InvalidTruthError(
-            f"no model card under `{folder}` declares a `base_model` that is in the folder",
-            hint='give a truth file instead: {"edges": [{"parent": ID, "child": ID}]}',
-        )
-    return edges
 
 
 @main.command()

@@ -104,4 +104,7 @@ class RecoveryResult:
                 params=dict(data["params"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidTruthError(f"a mothertree result with a missing or malformed field: {exc}") from exc
+            raise InvalidTruthError(
+                f"a mothertree result with a missing or malformed field: {exc}",
+                hint="give the output of `mothertree recover --format json`, unedited",
+            ) from exc

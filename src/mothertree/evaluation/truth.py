@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointNotFoundError, InvalidTruthError
+from ..io import discover
 
 EdgeSet = set[tuple[str, str]]
 
@@ -54,4 +55,22 @@ def edges_from_model_cards(declared: Mapping[str, Sequence[str]], model_ids: Ite
             parent = base if base in ids else by_last_part.get(base.rsplit("/", 1)[-1])
             if parent is not None and parent != child:
                 edges.add((parent, child))
+    return edges
+
+
+def declared_edges(folder: str | Path) -> EdgeSet:
+    """Edges that the model cards under ``folder`` declare, between models found there.
+
+    Raises:
+        InvalidTruthError: no model card there declares a base model of the folder.
+    """
+    refs, _ = discover(Path(folder))
+    edges = edges_from_model_cards(
+        {ref.id: ref.declared_base_models for ref in refs}, [ref.id for ref in refs]
+    )
+    if not edges:
+        raise InvalidTruthError(
+            f"no model card under `{folder}` declares a `base_model` that is in the folder",
+            hint='give a truth file instead: {"edges": [{"parent": ID, "child": ID}]}',
+        )
     return edges
