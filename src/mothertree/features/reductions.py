@@ -72,9 +72,9 @@ def is_sparse(stack: npt.NDArray[np.floating], threshold: float = SPARSE_ZERO_SH
 def common_support_distances(stack: npt.NDArray[np.floating]) -> tuple[FloatArray, FloatArray]:
     """Mean squared difference of each pair over the coordinates where both are nonzero, and norms there.
 
-    Returns ``(mean_squares, support_norms)``, both ``(n, n)``: ``mean_squares[i, j]`` is
+    Returns ``(mean_squares, norms)``, both ``(n, n)``: ``mean_squares[i, j]`` is
     ``sum_k m_ik m_jk (x_ik - x_jk)^2 / sum_k m_ik m_jk`` with ``m = (x != 0)``, NaN where the pair shares
-    no nonzero coordinate (nothing to compare; 0 on the diagonal); ``support_norms[i, j]`` is
+    no nonzero coordinate (nothing to compare; 0 on the diagonal); ``norms[i, j]`` is
     ``sum_k m_ik m_jk x_ik^2``, model i's squared norm over what it shares with j, so that a pruned child and
     its parent compare norms over the same weights.
 

@@ -219,7 +219,7 @@ def _read_truth(graph: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointNotFoundError(
             f"`{graph}` holds no `{TRUTH_FILE}`: it is not a built Model Graph",
-            hint="build one first (e.g. `mothertree.zoo.text.build_text_graph`), then make variants of it",
+            hint="build one first (`mothertree zoo build SPEC --out DIR`), then make variants of it",
             path=path,
         )
     try:
