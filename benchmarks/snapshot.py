@@ -2,6 +2,7 @@
 
     python benchmarks/snapshot.py take OUT GRAPH...     # recover each graph (a folder with truth.json)
     python benchmarks/snapshot.py compare BEFORE AFTER  # exit 1 if any output differs
+    python benchmarks/snapshot.py tables OUT.md ZOO SPLIT:SIZE...  # the bench's tables of built splits
 
 Per graph: JSON under every direction, distance and tree count below, text and DOT output, the saved
 features (.npz) and the JSON recovered from them. Take a snapshot with the old code (e.g. a worktree of the
@@ -55,6 +56,19 @@ def take(out: Path, graphs: list[Path]) -> None:
         result = runner.invoke(cli, ["recover", *saved, "--format", "json", "-q"])
         (out / f"{graph.name}.from-npz.json").write_text(_output(result))
         print(f"{graph.name}: done", file=sys.stderr)
+
+
+def tables(out: Path, zoo: Path, splits: list[str]) -> None:
+    """The tables ``make bench`` prints for each split (``zoo_bench.split_section``), built in ``zoo``."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import zoo_bench
+
+    lines = []
+    for split in splits:
+        name, _, size = split.partition(":")
+        rows, _ = zoo_bench.split_section(name, zoo / f"{name}-{size or 'small'}")
+        lines += [f"### {name} ({size or 'small'})", *rows, ""]
+    out.write_text("\n".join(lines))
 
 
 def _output(result: Any) -> str:
@@ -115,9 +129,15 @@ def main() -> None:
     comparing = commands.add_parser("compare")
     comparing.add_argument("before", type=Path)
     comparing.add_argument("after", type=Path)
+    tabling = commands.add_parser("tables")
+    tabling.add_argument("out", type=Path)
+    tabling.add_argument("zoo", type=Path)
+    tabling.add_argument("splits", nargs="+")
     args = parser.parse_args()
     if args.command == "take":
         take(args.out, args.graphs)
+    elif args.command == "tables":
+        tables(args.out, args.zoo, args.splits)
     else:
         sys.exit(1 if compare(args.before, args.after) else 0)
 
