@@ -20,7 +20,17 @@ SCHEMA = {
     "format": int,
     "mothertree_version": str,
     "models": [{"id": str, "path": str, "tree": int}],
-    "edges": [{"parent": str, "child": str, "distance": float, "confidence": float, "known": bool}],
+    "edges": [
+        {
+            "parent": str,
+            "child": str,
+            "distance": float,
+            "confidence": float,
+            "known": bool,
+            "direction_probability": float,
+            "direction": str,
+        }
+    ],
     "roots": [str],
     "trees": [{"root": str, "models": [str], "cue": (str, type(None))}],
     "skipped": [{"path": str, "error": str}],
@@ -49,7 +59,10 @@ def example() -> RecoveryResult:
             RecoveredModel("lora", "/m/lora", 0),
             RecoveredModel("alone", "/m/alone.safetensors", 1),
         ],
-        edges=[Edge("base", "ft", 0.0012, 0.97), Edge("base", "lora", 0.0004, 1.0, known=True)],
+        edges=[
+            Edge("base", "ft", 0.0012, 0.5, direction_probability=0.52),
+            Edge("base", "lora", 0.0004, 1.0, known=True),
+        ],
         trees=[
             RecoveredTree("base", ["base", "ft", "lora"], "norm grows"),
             RecoveredTree("alone", ["alone"]),
@@ -66,6 +79,8 @@ def test_the_json_has_exactly_the_documented_keys_and_types() -> None:
     assert data["mothertree_version"] == mothertree.__version__
     assert data["roots"] == ["base", "alone"]
     assert [e["known"] for e in data["edges"]] == [False, True]
+    # A coin-flip direction is marked; a known edge's direction is known.
+    assert [e["direction"] for e in data["edges"]] == ["undetermined", "determined"]
     assert data["skipped"] == [{"path": "/m/broken", "error": "`/m/broken` is truncated"}]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from .evaluation.metrics import Score
 from .evaluation.truth import EdgeSet
-from .result import RecoveryResult
+from .result import Edge, RecoveryResult
 
 
 def children_of(edges: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -37,15 +37,33 @@ def draw_tree(
 
 def to_text(result: RecoveryResult) -> str:
     children = children_of((e.parent, e.child) for e in result.edges)
-    label = {e.child: f"  (d={e.distance:.3g}, confidence {e.confidence:.3f})" for e in result.edges}
+    label = {
+        e.child: f"  (d={e.distance:.3g}, confidence {e.confidence:.3f}{_undetermined(e)})"
+        for e in result.edges
+    }
+    undetermined = {e.child for e in result.edges if not e.direction_determined}
     blocks = []
     for k, tree in enumerate(result.trees):
         label[tree.root] = "  (root: no parent in this collection)"
         header = f"tree {k}: {len(tree.models)} model{'s' if len(tree.models) != 1 else ''}"
         if tree.cue:
             header += f", oriented by: {tree.cue}"
-        blocks.append("\n".join([header, *draw_tree(tree.root, children, label)]))
+        lines = [header, *draw_tree(tree.root, children, label)]
+        ambiguous = [model for model in tree.models if model in undetermined]
+        if ambiguous:
+            lines.append(
+                f"  direction undetermined on {len(ambiguous)} of {len(tree.models) - 1} edges (marked ?): "
+                "these models are related as drawn, but the weights cannot tell which end came first; "
+                "the root may sit anywhere along them"
+            )
+        blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def _undetermined(edge: Edge) -> str:
+    if edge.direction_determined:
+        return ""
+    return f", ? direction {edge.direction_probability:.2f}"
 
 
 def to_dot(result: RecoveryResult) -> str:

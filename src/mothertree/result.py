@@ -15,7 +15,7 @@ from typing import Any
 from ._version import __version__
 from .errors import InvalidTruthError
 from .io.types import BrokenModel
-from .tree.recover import Edge
+from .tree.recover import Edge as Edge  # re-exported: the edges of a result
 
 RESULT_FORMAT = 1
 
@@ -64,6 +64,8 @@ class RecoveryResult:
                     "distance": e.distance,
                     "confidence": e.confidence,
                     "known": e.known,
+                    "direction_probability": e.direction_probability,
+                    "direction": "determined" if e.direction_determined else "undetermined",
                 }
                 for e in self.edges
             ],
@@ -96,6 +98,7 @@ class RecoveryResult:
                         float(e["distance"]),
                         float(e["confidence"]),
                         bool(e.get("known", False)),
+                        float(e.get("direction_probability", 1.0)),
                     )
                     for e in data["edges"]
                 ],

@@ -100,6 +100,15 @@ class FeatureSet:
             mean[unshared] = mean[~unshared].max()  # the diagonal is always shared
         return mean
 
+    def squared_distances(self) -> npt.NDArray[np.float64]:
+        """``(n_models, n_models)`` squared Euclidean distance over all compared tensors together.
+
+        What the angle between two models' differences from a third is computed from (``tree.direction``).
+        Masked tensors count over each pair's common support; a tensor a pair shares nothing of, not at all.
+        """
+        squared = self.rms_distances**2 * self.numel.astype(np.float64)[:, None, None]
+        return np.asarray(np.nansum(squared, axis=0), dtype=np.float64)
+
     @property
     def has_ranks(self) -> bool:
         """Whether ranks were extracted (both counts, and the caps), for some pairs at least."""

@@ -27,18 +27,21 @@ SLOPE = 0.95
 MARGIN_FLOOR = 1e-3
 
 
-def weakest_margin(placement: npt.ArrayLike, direction: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """The smaller of each edge's two margins (NaN for roots, whose margins are NaN)."""
-    return np.fmin(np.asarray(placement, dtype=np.float64), np.asarray(direction, dtype=np.float64))
+def placement_probability(
+    placement: npt.ArrayLike, intercept: float = INTERCEPT, slope: float = SLOPE
+) -> npt.NDArray[np.float64]:
+    """Estimated probability that each model's parent is the right model (either direction)."""
+    margin = np.clip(np.asarray(placement, dtype=np.float64), 0.0, 1.0)
+    logit = intercept + slope * np.log(margin + MARGIN_FLOOR)
+    return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=np.float64)
 
 
 def edge_confidence(
     placement: npt.ArrayLike,
-    direction: npt.ArrayLike,
+    direction_probability: npt.ArrayLike,
     intercept: float = INTERCEPT,
     slope: float = SLOPE,
 ) -> npt.NDArray[np.float64]:
-    """Estimated probability that each edge is right (placement and direction), from its two margins."""
-    margin = np.clip(weakest_margin(placement, direction), 0.0, 1.0)
-    logit = intercept + slope * np.log(margin + MARGIN_FLOOR)
-    return np.asarray(1.0 / (1.0 + np.exp(-logit)), dtype=np.float64)
+    """Estimated probability that each edge is right: placed right, and pointing the right way."""
+    direction = np.clip(np.asarray(direction_probability, dtype=np.float64), 0.0, 1.0)
+    return placement_probability(placement, intercept, slope) * direction

@@ -103,7 +103,7 @@ def root_scores(
         return scores
     parents = orient_from_root(n_nodes, edges, 0)
     scores[0] = sum(towards(int(p), c) for c, p in enumerate(parents) if p >= 0)
-    order = _preorder(parents)
+    order = preorder(parents)
     for node in order[1:]:
         parent = int(parents[node])
         scores[node] = scores[parent] - 2.0 * towards(parent, node)
@@ -118,7 +118,8 @@ def choose_root(scores: npt.ArrayLike) -> tuple[int, float]:
     return int(order[0]), margin
 
 
-def _preorder(parents: npt.NDArray[np.int64]) -> list[int]:
+def preorder(parents: npt.NDArray[np.int64]) -> list[int]:
+    """Every node, each after its parent (roots in index order)."""
     children: list[list[int]] = [[] for _ in parents]
     roots = []
     for child, parent in enumerate(parents.tolist()):
@@ -138,7 +139,7 @@ def _preorder(parents: npt.NDArray[np.int64]) -> list[int]:
 def subtree_maxima(values: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """For every node, the largest of ``values`` over the subtree it heads (itself included)."""
     best = np.asarray(values, dtype=np.float64).copy()
-    for node in reversed(_preorder(parents)):  # children before their parents
+    for node in reversed(preorder(parents)):  # children before their parents
         parent = int(parents[node])
         if parent >= 0:
             best[parent] = max(best[parent], best[node])

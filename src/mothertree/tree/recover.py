@@ -35,15 +35,18 @@ from .arborescence import minimum_spanning_arborescence
 from .calibration import edge_confidence
 from .cluster import UNRELATED_ABOVE, cluster_trees, split_unrelated
 from .costs import DEFAULT_LAM, KurtosisTrend, directed_costs
+from .direction import (
+    DETERMINED_ABOVE,
+    direction_probabilities,
+    fork_scores,
+    posterior_parents,
+    root_log_posterior,
+)
+from .orient import consistency as consistency_of
 from .orient import (
-    choose_cue,
-    choose_root,
-    direction_confidence,
     evidence_from_changes,
-    orient_from_root,
     pairwise_changes,
     placement_confidence,
-    root_scores,
     undirected_spanning_tree,
 )
 
@@ -81,10 +84,12 @@ class Edge:
     """A recovered fine-tuning relation: ``child`` was trained from ``parent``.
 
     ``confidence`` in [0, 1] is the estimated probability that the edge is right, placement and direction
-    (``tree/calibration.py``), computed from the smaller of two margins (``tree/orient.py``): placement,
-    1 - d(parent, child) / d(nearest other model, child); and direction, tanh(half the evidence, in edges,
-    that would have to flip to reverse the edge). It was fit on zoo graphs and checked on held-out ones.
-    ``known`` edges were not inferred: a PEFT adapter read on its base (confidence 1).
+    (``tree/calibration.py``): the probability that the parent is placed right, from the placement margin
+    1 - d(parent, child) / d(nearest other model, child), times ``direction_probability``, the posterior
+    probability that the edge points the right way (``tree/direction.py``). Below ``DETERMINED_ABOVE``
+    (0.75) the direction is *undetermined*: the two models are related, but which came first is a coin
+    flip or little better. ``known`` edges were not inferred: a PEFT adapter read on its base
+    (confidence 1).
     """
 
     parent: str
@@ -92,6 +97,12 @@ class Edge:
     distance: float
     confidence: float
     known: bool = False
+    direction_probability: float = 1.0
+
+    @property
+    def direction_determined(self) -> bool:
+        """Whether the direction is more than a coin flip with a hint (``DETERMINED_ABOVE``)."""
+        return self.known or self.direction_probability > DETERMINED_ABOVE
 
 
 @dataclass(frozen=True)
@@ -146,9 +157,13 @@ class TreeRecovery:
     confidences_ : ndarray of shape (n_models,)
         Confidence of each model's edge from its parent: the estimated probability that it is right
         (``tree.calibration``); NaN for roots, 1 for known edges.
-    placement_margins_, direction_margins_ : ndarray of shape (n_models,)
-        The margins the confidence is computed from (``tree.orient.placement_confidence`` and
-        ``direction_confidence``); NaN for roots.
+    placement_margins_ : ndarray of shape (n_models,)
+        How much nearer each model's parent is than the runner-up (``tree.orient.placement_confidence``);
+        NaN for roots.
+    direction_probabilities_ : ndarray of shape (n_models,)
+        The posterior probability that each edge points the right way, over every root and cue sign
+        (``tree.direction``); NaN for roots. Below ``DETERMINED_ABOVE`` an edge's direction is
+        undetermined: its cues and the shape of the tree cannot tell which end came first.
     roots_ : list of str
         One root per tree, in tree order.
     edges_ : list of Edge
@@ -216,6 +231,7 @@ class TreeRecovery:
             features.model_ids,
             log_norms=features.log_norm_pairs(),
             relative_distances=features.relative_distances(),
+            squared_distances=features.squared_distances(),
             known_parents=features.known_parents,
             distance_used=placing.kind,
             low_rank_pairs=placing.low_rank_pairs if self.distance == "auto" else None,
@@ -229,12 +245,15 @@ class TreeRecovery:
         *,
         log_norms: npt.ArrayLike | None = None,
         relative_distances: npt.ArrayLike | None = None,
+        squared_distances: npt.ArrayLike | None = None,
         known_parents: Mapping[str, str] | None = None,
     ) -> TreeRecovery:
         """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need).
 
         ``log_norms`` is ``(n,)`` per model, or ``(n, n)`` with ``[i, j]`` model i's log squared norm over
         the weights it shares with j (``FeatureSet.log_norm_pairs``; pruned models need it).
+        ``squared_distances`` (``FeatureSet.squared_distances``) lets the angles at forks help orient
+        (``tree.direction.fork_scores``); without them only the cues do.
         ``known_parents`` maps a child's id to its parent's where the relation is known; those edges are
         kept, in that direction.
         """
@@ -245,6 +264,7 @@ class TreeRecovery:
             model_ids,
             log_norms=log_norms,
             relative_distances=relative_distances,
+            squared_distances=squared_distances,
             known_parents=known_parents or {},
             distance_used="given",
             low_rank_pairs=None,
@@ -267,6 +287,7 @@ class TreeRecovery:
         *,
         log_norms: npt.ArrayLike | None,
         relative_distances: npt.ArrayLike | None,
+        squared_distances: npt.ArrayLike | None,
         known_parents: Mapping[str, str],
         distance_used: str,
         low_rank_pairs: int | None,
@@ -285,9 +306,11 @@ class TreeRecovery:
         if log_norms is not None:
             changes["norm"] = pairwise_changes(log_norms)
 
-        parents, placement, direction = self._orient_trees(labels, d, k, changes, known)
+        squared = None if squared_distances is None else np.asarray(squared_distances, dtype=np.float64)
+        parents, placement, direction = self._orient_trees(labels, d, k, changes, squared, known)
         confidences = edge_confidence(placement, direction)
         confidences[list(known)] = 1.0  # an adapter and the base it was read on: known, not inferred
+        direction[list(known)] = 1.0
 
         self.model_ids_ = list(model_ids)
         self.distance_ = distance_used
@@ -297,11 +320,18 @@ class TreeRecovery:
         self.labels_ = labels
         self.parents_ = parents
         self.placement_margins_ = placement
-        self.direction_margins_ = direction
+        self.direction_probabilities_ = direction
         self.confidences_ = confidences
         self.roots_ = [self.model_ids_[i] for i in np.flatnonzero(parents < 0)]
         self.edges_ = [
-            Edge(self.model_ids_[p], self.model_ids_[c], float(d[p, c]), float(confidences[c]), c in known)
+            Edge(
+                self.model_ids_[p],
+                self.model_ids_[c],
+                float(d[p, c]),
+                float(confidences[c]),
+                c in known,
+                1.0 if c in known else float(direction[c]),
+            )
             for c, p in enumerate(parents)
             if p >= 0
         ]
@@ -313,6 +343,7 @@ class TreeRecovery:
         d: npt.NDArray[np.float64],
         k: npt.NDArray[np.float64],
         changes: Mapping[str, npt.NDArray[np.float64]],
+        squared: npt.NDArray[np.float64] | None,
         known: Mapping[int, int],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Step 3 and 4 for every tree: each model's parent (-1 for roots) and its two margins.
@@ -331,6 +362,7 @@ class TreeRecovery:
                 d[np.ix_(members, members)],
                 k[members],
                 {name: change[np.ix_(members, members)] for name, change in changes.items()},
+                None if squared is None else squared[np.ix_(members, members)],
                 {local[c]: local[p] for c, p in known.items() if c in local and p in local},
             )
             has_parent = tree_edges.parents >= 0
@@ -361,19 +393,40 @@ class TreeRecovery:
         distances: npt.NDArray[np.float64],
         kurtosis: npt.NDArray[np.float64],
         changes: Mapping[str, npt.NDArray[np.float64]],
+        squared: npt.NDArray[np.float64] | None,
         known: Mapping[int, int],
     ) -> _TreeEdges:
         """Step 3 and 4 on one tree (local indices): parents, margins, and the cue that oriented it."""
         cues = CUES_OF[self.direction]
-        local_cues = [(changes[name], sign) for name, sign in cues]
         consistency: dict[str, float] | None = None
         if self.direction in ("auto", "norm"):
-            parents, chosen, scores = orient_by_cues(distances, local_cues, known)
+            edges = undirected_spanning_tree(_with_known_joined(distances, known))
+            used = {name: changes[name] for name in dict.fromkeys(name for name, _ in cues)}
+            priors = None if self.direction == "auto" else {"norm": {1.0: 1.0}}
+            fork = None if squared is None else fork_scores(len(distances), edges, squared)
+            log_posterior, signs = root_log_posterior(
+                len(distances), edges, used, signs=priors, known_parents=known, fork=fork
+            )
+            parents = posterior_parents(len(distances), edges, log_posterior)
+            scores = [
+                consistency_of(len(distances), edges, evidence_from_changes(changes[name], edges, sign))
+                for name, sign in cues
+            ]
             consistency = {CUE_NAMES[c]: v for c, v in zip(cues, scores, strict=True)}
+            chosen = max(
+                (c for c, (name, sign) in enumerate(cues) if signs.get(name) == sign),
+                key=lambda c: scores[c],
+            )
         else:
             trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
             parents, chosen = paper_arborescence(distances, kurtosis, self.lam, trend, known), 0
-        placement, direction = edge_margins(distances, *local_cues[chosen], parents)
+            edges = [(min(int(p), c), max(int(p), c)) for c, p in enumerate(parents) if p >= 0]
+            name, sign = cues[0]
+            log_posterior, _ = root_log_posterior(
+                len(distances), edges, {name: changes[name]}, signs={name: {sign: 1.0}}, known_parents=known
+            )
+        placement = placement_confidence(distances, parents)
+        direction = direction_probabilities(log_posterior, parents)
         return _TreeEdges(parents, placement, direction, CUE_NAMES[cues[chosen]], consistency)
 
     # --- validation -------------------------------------------------------------------------------------
@@ -426,33 +479,6 @@ class TreeRecovery:
 _DEFAULTS = dict(zip(_PARAMS, ("auto", DEFAULT_LAM, "auto", UNRELATED_ABOVE, "auto"), strict=True))
 
 
-def orient_by_cues(
-    distances: npt.NDArray[np.float64],
-    cues: Sequence[tuple[npt.NDArray[np.float64], float]],
-    known_parents: Mapping[int, int] | None = None,
-) -> tuple[npt.NDArray[np.int64], int, list[float]]:
-    """Parents from the minimum spanning tree of ``distances``, hung from the root favoured by the
-    ``(changes, sign)`` cue the tree is most consistent with (``tree.orient.choose_cue``).
-
-    Returns the parents, the index of the chosen cue and every cue's consistency. Known ``child ->
-    parent`` pairs are forced into the tree (distance zero) and their direction outweighs all the evidence
-    of the other edges together.
-    """
-    n_models = len(distances)
-    d = distances.copy()
-    for child, parent in (known_parents or {}).items():
-        d[child, parent] = d[parent, child] = 0.0
-    edges = undirected_spanning_tree(d)
-    chosen, scores = choose_cue(n_models, edges, cues)
-    changes, sign = cues[chosen]
-    evidence = evidence_from_changes(changes, edges, sign)
-    for child, parent in (known_parents or {}).items():
-        edge = (min(child, parent), max(child, parent))
-        evidence[edge] = float(n_models) if edge == (parent, child) else -float(n_models)
-    root, _ = choose_root(root_scores(n_models, edges, evidence))
-    return orient_from_root(n_models, edges, root), chosen, scores
-
-
 def paper_arborescence(
     distances: npt.NDArray[np.float64],
     kurtosis: npt.NDArray[np.float64],
@@ -473,13 +499,11 @@ def paper_arborescence(
     return minimum_spanning_arborescence(costs)
 
 
-def edge_margins(
-    distances: npt.NDArray[np.float64],
-    changes: npt.NDArray[np.float64],
-    sign: float,
-    parents: npt.NDArray[np.int64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Each node's placement and direction margins (``tree.orient``), NaN for roots."""
-    edges = [(min(int(p), c), max(int(p), c)) for c, p in enumerate(parents) if p >= 0]
-    scores = root_scores(len(parents), edges, evidence_from_changes(changes, edges, sign))
-    return placement_confidence(distances, parents), direction_confidence(scores, parents)
+def _with_known_joined(
+    distances: npt.NDArray[np.float64], known: Mapping[int, int]
+) -> npt.NDArray[np.float64]:
+    """``distances`` with every known pair at distance zero, so that the spanning tree keeps it."""
+    d = distances.copy()
+    for child, parent in known.items():
+        d[child, parent] = d[parent, child] = 0.0
+    return d

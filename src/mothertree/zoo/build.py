@@ -46,6 +46,7 @@ from .files import (
 from .mobilenet import MobileNetV2, load_imagenet_mobilenet_v2, mobilenet_from_state
 from .spec import GraphSpec, NodePlan, plan_graph
 from .tasks import get_task, mixture_task
+from .train import DEFAULT_WEIGHT_DECAY as DEFAULT_VISION_WEIGHT_DECAY
 from .train import TrainResult
 from .train import fine_tune as train_vision
 
@@ -226,7 +227,8 @@ def _settings(spec: GraphSpec, plan: NodePlan, position: tuple[int, int]) -> dic
         "task": plan.task,
         "lr": plan.lr,
         "seed": plan.seed,
-        "steps": spec.steps if tuned else None,
+        "steps": (plan.steps or spec.steps) if tuned else None,
+        "weight_decay": plan.weight_decay,
         "method": plan.method if tuned else None,
         "lora_rank": plan.lora_rank,
         "saved_as": plan.save,
@@ -269,7 +271,11 @@ def _make(spec: GraphSpec, plan: NodePlan, out: Path, weights: _ParentWeights) -
         return _text_fine_tune(spec, plan, out / plan.parent, folder)
     parent = weights.of(plan.parent)
     state, outcome = _vision_fine_tune(spec, plan, parent)
-    save_state_dict(state, folder, "safetensors" if plan.save == "safetensors" else "bin")
+    if plan.save == "fp16":
+        # Its children start from what is stored, as they would from a published half-precision file.
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_state_dict(state, folder, "bin" if plan.save == "bin" else "safetensors")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     weights.keep(plan.id, state)
     return {**outcome, "relative_change_from_parent": relative_change(state, parent)}
 
@@ -515,7 +521,7 @@ def _vision_fine_tune(
     result = train_vision(
         model,
         get_task(plan.task or ""),
-        steps=spec.steps,
+        steps=plan.steps or spec.steps,
         lr=plan.lr or 0.0,
         batch_size=spec.batch_size,
         seed=plan.seed,
@@ -523,6 +529,7 @@ def _vision_fine_tune(
         eval_samples=spec.eval_samples,
         progress=True,
         desc=plan.id,
+        weight_decay=DEFAULT_VISION_WEIGHT_DECAY if plan.weight_decay is None else plan.weight_decay,
     )
     return plain_state_dict(model), _outcome(result)
 
@@ -538,21 +545,21 @@ def _text_fine_tune(spec: GraphSpec, plan: NodePlan, parent_folder: Path, folder
     if spec.freeze_embeddings:
         encoder.embeddings.requires_grad_(False)
     if plan.lora_rank is None:
-        accuracy = _train_text(encoder, plan, spec.steps)
+        accuracy = _train_text(encoder, plan, plan.steps or spec.steps)
     else:
         from peft import LoraConfig, get_peft_model
 
         # peft wraps the encoder; the task head stays outside and trains in full.
         config = LoraConfig(r=plan.lora_rank, lora_alpha=plan.lora_rank, target_modules=LORA_TARGETS)
         wrapped = get_peft_model(encoder, config)
-        accuracy = _train_text(wrapped, plan, spec.steps)
+        accuracy = _train_text(wrapped, plan, plan.steps or spec.steps)
         if plan.save == "adapter":
             # What a user publishes: the adapter alone, naming its base by the folder it was loaded from.
             wrapped.save_pretrained(str(folder))
         encoder = wrapped.merge_and_unload()
     change = relative_change(encoder.state_dict(), parent_state)
-    if plan.save == "bf16":
-        encoder = encoder.to(torch.bfloat16)
+    if plan.save in ("bf16", "fp16"):
+        encoder = encoder.to(torch.bfloat16 if plan.save == "bf16" else torch.float16)
     if plan.save != "adapter":
         encoder.save_pretrained(folder, max_shard_size="20MB" if plan.save == "sharded" else "5GB")
     task = plan.task or ""
@@ -569,6 +576,7 @@ def _train_text(encoder: Any, plan: NodePlan, steps: int) -> float:
     from .text import CONTINUED_PRETRAINING, continue_pretraining, fine_tune
 
     lr, seed = plan.lr or 0.0, plan.seed
+    decay = {} if plan.weight_decay is None else {"weight_decay": plan.weight_decay}
     if plan.task == CONTINUED_PRETRAINING:
-        return continue_pretraining(encoder, _tokenizer(), lr=lr, seed=seed, steps=steps)
-    return fine_tune(encoder, _tokenizer(), plan.task or "", lr=lr, seed=seed, steps=steps)
+        return continue_pretraining(encoder, _tokenizer(), lr=lr, seed=seed, steps=steps, **decay)
+    return fine_tune(encoder, _tokenizer(), plan.task or "", lr=lr, seed=seed, steps=steps, **decay)

@@ -64,6 +64,9 @@ class NodePlan:
         lora_rank: a LoRA fine-tune (alpha = rank) of the attention matrices, text only; None: full.
         save: how it is stored (see ``GraphSpec.saves``); empty: ``bin`` (vision) or ``fp32`` (text), as
             roots always are.
+        steps: a fine-tune's optimiser steps; None: the spec's ``steps``.
+        weight_decay: a fine-tune's AdamW weight decay; None: the family's default (0.01). Its sign of
+            effect on the weight norm is what makes recipes differ (``docs/RESULTS.md``, shapes).
     """
 
     id: str
@@ -74,6 +77,8 @@ class NodePlan:
     seed: int = 0
     lora_rank: int | None = None
     save: str = ""
+    steps: int | None = None
+    weight_decay: float | None = None
 
     @property
     def method(self) -> Method:
@@ -99,7 +104,9 @@ class GraphSpec:
         lora_lrs: learning rates for LoRA nodes (default: ``lrs``); LoRA needs larger ones than full
             fine-tuning, which matters in ``mixed`` graphs.
         saves: how fine-tuned models are stored, handed out in turn: vision ``safetensors``/``bin``; text
-            ``fp32``/``sharded``/``bf16``, and ``adapter`` for LoRA nodes (a PEFT adapter folder).
+            ``fp32``/``sharded``/``bf16``, and ``adapter`` for LoRA nodes (a PEFT adapter folder). A node
+            may also be saved ``fp16`` (vision: a half-precision safetensors file; text: ``save_pretrained``
+            of the half-precision encoder).
         seed: fixes ids, wiring of tasks/lrs/ranks, and every model's training seed.
         nodes: every model, each after its parent, instead of a generated shape (the fields above, from
             ``roots`` to ``seed``, are then unused).
@@ -175,6 +182,10 @@ class GraphSpec:
         for name in ("eval_samples", "freeze_embeddings"):
             if data[name] == _FIELD_DEFAULTS[name]:
                 del data[name]
+        for node in data.get("nodes", ()):
+            for name in ("steps", "weight_decay"):
+                if node[name] is None:
+                    del node[name]
         return data
 
 
@@ -194,7 +205,7 @@ _GENERATION_FIELDS = (
     "seed",
 )
 _ROOT_KINDS = {"vision": {"imagenet", "scratch", "hf"}, "text": {"minilm", "scratch", "hf"}}
-_SAVES = {"vision": {"safetensors", "bin"}, "text": {"fp32", "sharded", "bf16", "adapter"}}
+_SAVES = {"vision": {"safetensors", "bin", "fp16"}, "text": {"fp32", "sharded", "bf16", "fp16", "adapter"}}
 _GENERATED_SAVES = {"vision": ("safetensors", "bin"), "text": ("fp32", "sharded", "bf16")}
 # How roots are stored, and fine-tunes that name no format.
 _PLAIN_SAVE = {"vision": "bin", "text": "fp32"}
@@ -281,6 +292,8 @@ def _node_problem(node: NodePlan, seen: dict[str, NodePlan]) -> str | None:
             return "a root needs its source (root)"
         if node.task or node.lr is not None or node.lora_rank is not None or node.save:
             return "a root is its source as it is: no task, lr, lora_rank or save"
+        if node.steps is not None or node.weight_decay is not None:
+            return "a root is its source as it is: no steps or weight_decay (see pretrain_steps)"
         return None
     parent = seen.get(node.parent)
     if parent is None:
@@ -295,6 +308,10 @@ def _node_problem(node: NodePlan, seen: dict[str, NodePlan]) -> str | None:
         return "lora_rank must be >= 1"
     if node.save == "adapter" and node.lora_rank is None:
         return "only a LoRA fine-tune is saved as an adapter"
+    if node.steps is not None and node.steps < 1:
+        return "steps must be >= 1"
+    if node.weight_decay is not None and node.weight_decay < 0:
+        return "weight_decay must be >= 0"
     return None
 
 

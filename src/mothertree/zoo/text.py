@@ -88,10 +88,11 @@ def _train(
     batch: Batch,
     logits: Callable[[dict[str, torch.Tensor]], torch.Tensor],
     loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    weight_decay: float,
 ) -> None:
     """AdamW on the encoder's trainable weights and the task head, ``steps`` batches of 16."""
     params = [p for p in encoder.parameters() if p.requires_grad] + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     encoder.train()
     for _ in range(steps):
         tokens, labels = batch(16)
@@ -102,7 +103,20 @@ def _train(
     encoder.eval()
 
 
-def fine_tune(encoder: Any, tokenizer: Any, task: str, *, lr: float, seed: int, steps: int) -> float:
+# AdamW's own default, which every text fine-tune of the zoo used before recipes could set it.
+DEFAULT_WEIGHT_DECAY = 0.01
+
+
+def fine_tune(
+    encoder: Any,
+    tokenizer: Any,
+    task: str,
+    *,
+    lr: float,
+    seed: int,
+    steps: int,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+) -> float:
     """Train ``encoder`` and a fresh head on ``task`` (reproducibly from ``seed``); held-out accuracy."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -119,7 +133,7 @@ def fine_tune(encoder: Any, tokenizer: Any, task: str, *, lr: float, seed: int, 
         mask = tokens["attention_mask"].unsqueeze(-1).float()
         return head((hidden * mask).sum(1) / mask.sum(1))
 
-    _train(encoder, head, lr, steps, batch, logits, torch.nn.functional.cross_entropy)
+    _train(encoder, head, lr, steps, batch, logits, torch.nn.functional.cross_entropy, weight_decay)
     with torch.no_grad():
         tokens, labels = batch(256)
         return float((logits(tokens).argmax(-1) == labels).float().mean())
@@ -140,7 +154,15 @@ LORA_TARGETS = ["query", "key", "value", "attention.output.dense"]
 CONTINUED_PRETRAINING = "mlm"
 
 
-def continue_pretraining(encoder: Any, tokenizer: Any, *, lr: float, seed: int, steps: int) -> float:
+def continue_pretraining(
+    encoder: Any,
+    tokenizer: Any,
+    *,
+    lr: float,
+    seed: int,
+    steps: int,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
+) -> float:
     """Masked-token training of ``encoder`` (fresh transform, decoder tied to the word embeddings).
 
     Returns the held-out accuracy on masked tokens.
@@ -171,7 +193,7 @@ def continue_pretraining(encoder: Any, tokenizer: Any, *, lr: float, seed: int, 
     def token_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(scores.flatten(0, 1), labels.flatten())
 
-    _train(encoder, transform, lr, steps, batch, logits, token_loss)
+    _train(encoder, transform, lr, steps, batch, logits, token_loss, weight_decay)
     with torch.no_grad():
         tokens, labels = batch(128)
         predicted = logits(tokens).argmax(-1)

@@ -39,7 +39,7 @@ __all__ = ["TrainResult", "evaluate", "fine_tune"]
 _EVAL_STREAM = 0x5EED_E7A1
 _HEAD_STREAM = 0x4EAD
 _WARMUP_FRACTION = 0.06
-_WEIGHT_DECAY = 0.01
+DEFAULT_WEIGHT_DECAY = 0.01
 # Averaging the training loss over a window makes "final loss" a property of the model, not of one batch.
 _LOSS_WINDOW = 20
 
@@ -138,6 +138,7 @@ def fine_tune(
     new_head: bool = True,
     progress: bool = False,
     desc: str | None = None,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
 ) -> TrainResult:
     """Fine-tune every parameter of ``model`` on ``task`` (in place) and report how well it learnt.
 
@@ -164,7 +165,7 @@ def fine_tune(
             replace_head(model, task.n_classes, generator=torch.Generator().manual_seed(seed ^ _HEAD_STREAM))
         _set_memory_format(model, torch.channels_last)
         model.train()  # BatchNorm too: its statistics adapt to the new images, as in any full fine-tune
-        optimiser = torch.optim.AdamW(_param_groups(model, _WEIGHT_DECAY), lr=lr)
+        optimiser = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: _lr_factor(step, steps))
         data = torch.Generator().manual_seed(seed)
         steps_iter = range(steps)
