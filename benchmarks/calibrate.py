@@ -1,9 +1,10 @@
 """Fit and check the edge-confidence calibration of ``mothertree.tree.calibration``.
 
-``fit`` is how ``INTERCEPT`` and ``SLOPE`` were obtained: a logistic regression of "the edge is right" on
-``log(weakest margin + MARGIN_FLOOR)``, by maximum likelihood (a 1e-2 ridge only keeps it finite when no
-edge is wrong). ``reliability_rows`` bins edges by confidence and compares the mean predicted probability
-with the observed accuracy: calibrated means they agree, and accuracy rises from bin to bin.
+``fit`` is how ``INTERCEPT`` and ``SLOPE`` are obtained: a maximum-likelihood fit of "the edge is right"
+with ``P = sigmoid(intercept + slope * log(placement margin + MARGIN_FLOOR)) * direction probability``
+(a 1e-2 ridge only keeps it finite when no edge is wrong). ``reliability_rows`` bins edges by
+confidence and compares the mean predicted probability with the observed accuracy: calibrated means they
+agree, and accuracy rises from bin to bin.
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ from mothertree.tree.calibration import MARGIN_FLOOR
 BIN_EDGES = (0.9, 0.98)
 
 
-def fit(margins: Sequence[float], correct: Sequence[bool]) -> tuple[float, float]:
-    """``(intercept, slope)`` of ``P(right) = sigmoid(intercept + slope * log(margin + MARGIN_FLOOR))``."""
-    x = np.log(np.clip(np.asarray(margins, dtype=np.float64), 0.0, 1.0) + MARGIN_FLOOR)
+def fit(
+    placement: Sequence[float], direction: Sequence[float], correct: Sequence[bool]
+) -> tuple[float, float]:
+    """``(intercept, slope)`` of the placement probability, given each edge's direction probability."""
+    x = np.log(np.clip(np.asarray(placement, dtype=np.float64), 0.0, 1.0) + MARGIN_FLOOR)
+    q = np.clip(np.asarray(direction, dtype=np.float64), 1e-6, 1.0)
     y = np.asarray(correct, dtype=np.float64)
 
     def negative_log_likelihood(theta: np.ndarray) -> float:
-        logit = theta[0] + theta[1] * x
-        nll = np.sum(y * np.logaddexp(0.0, -logit) + (1.0 - y) * np.logaddexp(0.0, logit))
+        log_placed = -np.logaddexp(0.0, -(theta[0] + theta[1] * x))
+        log_right = log_placed + np.log(q)
+        log_wrong = np.log(-np.expm1(np.minimum(log_right, -1e-12)))
+        nll = -np.sum(y * log_right + (1.0 - y) * log_wrong)
         return float(nll + 1e-2 * np.sum(theta**2))
 
     result = minimize(negative_log_likelihood, x0=np.array([3.0, 1.0]), method="BFGS")

@@ -143,7 +143,7 @@ def calibration_section() -> list[str]:
     tuning = [r for r in records if not r["heldout"]]
     heldout = [r for r in records if r["heldout"]]
     refit = calibrate.fit(
-        [min(r["placement"], r["direction"]) for r in tuning], [r["correct"] for r in tuning]
+        [r["placement"] for r in tuning], [r["direction"] for r in tuning], [r["correct"] for r in tuning]
     )
     shipped = (calibration.INTERCEPT, calibration.SLOPE)
 
@@ -159,7 +159,8 @@ def calibration_section() -> list[str]:
     wrong = sum(not r["correct"] for r in tuning)
     return [
         "`Edge.confidence` is the estimated probability that the edge is right (placement and direction): "
-        "`sigmoid(a + b log(weakest margin + 0.001))` (`mothertree/tree/calibration.py`). "
+        "`sigmoid(a + b log(placement margin + 0.001))` times the direction probability "
+        "(`mothertree/tree/calibration.py`, `mothertree/tree/direction.py`). "
         f"Shipped: a = {shipped[0]:.2f}, b = {shipped[1]:.2f}. The same logistic fit on this run's tuning "
         f"edges ({len(tuning)} edges, {wrong} wrong; `benchmarks/calibrate.py`): a = {refit[0]:.2f}, "
         f"b = {refit[1]:.2f}.",

@@ -78,7 +78,7 @@ def record_edges(recovery: TreeRecovery, truth: EdgeSet, graph: Path) -> None:
                 "graph": graph.name,
                 "heldout": not used_in_fit(graph),
                 "placement": float(recovery.placement_margins_[child]),
-                "direction": float(recovery.direction_margins_[child]),
+                "direction": float(recovery.direction_probabilities_[child]),
                 "confidence": edge.confidence,
                 "correct": (edge.parent, edge.child) in truth,
             }

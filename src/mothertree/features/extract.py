@@ -25,11 +25,14 @@ from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .featureset import FeatureSet
 from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, nearest_pairs, sketched_ranks
 from .reductions import (
+    PRECISIONS,
     central_moments,
     common_support_distances,
     is_sparse,
     mean_squares,
     pairwise_squared_distances,
+    precision_of,
+    rounded,
 )
 
 LOG = logging.getLogger(__name__)
@@ -61,6 +64,7 @@ def extract_features(
     for t, info in enumerate(progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")):
         values, filled = _read_stack(checkpoints, info, failed)
         arrays.add_tensor(t, info, filled, values)
+        arrays.add_precisions(t, filled, values, [checkpoints[i].tensors[info.name].dtype for i in filled])
         if ranks:
             index = np.asarray(filled)
             pairs = _pairs_to_rank(ranks, rank_pairs, arrays.rms_distances[t][np.ix_(index, index)], filled)
@@ -142,6 +146,8 @@ class _GroupArrays:
         self.ranks = np.full(shape, -1, dtype=np.int64) if with_ranks else None
         self.clear_ranks = np.full(shape, -1, dtype=np.int64) if with_ranks else None
         self.rank_caps = np.zeros(n_tensors, dtype=np.int64) if with_ranks else None
+        self.precisions = np.zeros((n_tensors, n_models), dtype=np.int8)
+        self.rounded_moments = np.full((len(PRECISIONS) - 1, n_tensors, n_models, 4), np.nan)
 
     def add_tensor(
         self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
@@ -159,6 +165,18 @@ class _GroupArrays:
             # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
             squared_norms = mean_squares(self.moments[t, index]) * info.numel
             self.common_support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
+
+    def add_precisions(
+        self, t: int, filled: list[int], values: npt.NDArray[np.float32], dtypes: Sequence[str]
+    ) -> None:
+        """Where tensor ``t`` is stored at several precisions: every model's moments at each coarser one."""
+        index = np.asarray(filled)
+        stored = np.array([precision_of(dtype) for dtype in dtypes], dtype=np.int8)
+        self.precisions[t, index] = stored
+        if len(set(stored.tolist())) < 2:
+            return
+        for precision in range(1, int(stored.max()) + 1):
+            self.rounded_moments[precision - 1, t, index] = central_moments(rounded(values, precision))
 
     def add_ranks(self, t: int, filled: list[int], estimate: RankEstimate) -> None:
         assert self.ranks is not None and self.clear_ranks is not None and self.rank_caps is not None
@@ -189,6 +207,8 @@ class _GroupArrays:
             clear_ranks=pairs(self.clear_ranks),
             rank_caps=self.rank_caps,
             common_support_norms=pairs(self.common_support_norms) if self.masked else None,
+            precisions=self.precisions[:, kept] if self.precisions.any() else None,
+            rounded_moments=self.rounded_moments[:, :, kept] if self.precisions.any() else None,
             metadata=metadata,
         )
 

@@ -30,6 +30,8 @@ _FILE_KEYS = {
     "rank_caps": "rank_caps",
     "clear_ranks": "firm_ranks",
     "common_support_norms": "support_norms",
+    "precisions": "precisions",
+    "rounded_moments": "rounded_moments",
 }
 
 
@@ -55,6 +57,11 @@ class FeatureSet:
         common_support_norms: ``(n_tensors, n_models, n_models)``, ``[t, i, j]`` the squared norm of model
             i's tensor t over the common support of i and j (for a dense tensor, all coordinates: model i's
             squared norm for every j); None when no tensor is masked.
+        precisions: ``(n_tensors, n_models)``, each tensor's storage precision per model as an index in
+            ``reductions.PRECISIONS`` (0 F32, 1 F16, 2 BF16); None when no tensor is stored at more than one.
+        rounded_moments: ``(2, n_tensors, n_models, 4)``, the moments of each model's tensor rounded to
+            F16 and to BF16, where the tensor is stored at more than one precision (NaN elsewhere, and at
+            precisions finer than the coarsest of the tensor); None with ``precisions``.
         known_parents: child id -> parent id where the relation is known, not inferred (a PEFT adapter and
             the base of the collection it was read on).
         metadata: free-form provenance (selection rule, reading time, ...).
@@ -70,6 +77,8 @@ class FeatureSet:
     rank_caps: npt.NDArray[np.int64] | None = None
     clear_ranks: npt.NDArray[np.int64] | None = None
     common_support_norms: npt.NDArray[np.float64] | None = None
+    precisions: npt.NDArray[np.int8] | None = None
+    rounded_moments: npt.NDArray[np.float64] | None = None
     known_parents: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -173,16 +182,41 @@ class FeatureSet:
         squared_norms = mean_squares(self.moments) * self.numel[:, None]
         return np.asarray(np.log(squared_norms.sum(axis=0)), dtype=np.float64)
 
+    def kurtosis_pairs(self) -> npt.NDArray[np.float64]:
+        """``(n_models, n_models)``: ``[i, j]`` model i's summed kurtosis at the coarser precision of i, j.
+
+        Rounding to fp16 or bf16 changes kurtosis by far more than fine-tuning does, so a model stored in
+        bf16 compared with its fp32 parent is compared after rounding the parent to bf16 too
+        (``reductions.rounded``). Without mixed precisions every row is ``summed_kurtosis()``.
+        """
+        return np.asarray(np.nansum(self._at_coarser(excess_kurtosis), axis=0), dtype=np.float64)
+
+    def _at_coarser(self, statistic: Any) -> npt.NDArray[np.float64]:
+        """``(n_tensors, n_models, n_models)``: ``statistic`` of moments, ``[t, i, j]`` for model i's tensor
+        t at the coarser storage precision of models i and j (as stored where no rounding was needed)."""
+        plain = statistic(self.moments)  # (n_tensors, n_models)
+        n = self.n_models
+        if self.precisions is None or self.rounded_moments is None:
+            return np.repeat(plain[:, :, None], n, axis=2)
+        at = np.concatenate([plain[None], statistic(self.rounded_moments)])  # (precisions, tensors, models)
+        coarser = np.maximum(self.precisions[:, :, None], self.precisions[:, None, :]).astype(np.int64)
+        tensors, models = np.meshgrid(np.arange(self.n_tensors), np.arange(n), indexing="ij")
+        values = at[coarser, tensors[:, :, None], models[:, :, None]]
+        fallback = np.repeat(plain[:, :, None], n, axis=2)
+        return np.asarray(np.where(np.isnan(values), fallback, values), dtype=np.float64)
+
     def log_norm_pairs(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)``: ``[i, j]`` the log squared norm of model i over what it shares with j.
 
         What the norm direction compares along an edge ``i - j``: ``[j, i] - [i, j]``. Pruning shrinks a
         model's whole-tensor norm whatever its place in the tree; over the coordinates both models kept, a
-        fine-tuned child's norm still exceeds its parent's. Without masked tensors every row is constant,
-        ``log_norms()`` repeated, and the comparison is the per-model one.
+        fine-tuned child's norm still exceeds its parent's. A tensor stored at two precisions in a pair is
+        compared at the coarser one (``kurtosis_pairs`` says why). Without masked tensors or mixed
+        precisions every row is constant, ``log_norms()`` repeated, and the comparison is the per-model one.
         """
         if self.common_support_norms is None:
-            return np.repeat(self.log_norms()[:, None], self.n_models, axis=1)
+            squared = self._at_coarser(mean_squares) * self.numel.astype(np.float64)[:, None, None]
+            return np.asarray(np.log(squared.sum(axis=0)), dtype=np.float64)
         with np.errstate(divide="ignore"):
             return np.asarray(np.log(self.common_support_norms.sum(axis=0)), dtype=np.float64)
 
@@ -205,6 +239,8 @@ class FeatureSet:
             rank_caps=None if self.rank_caps is None else self.rank_caps.copy(),
             clear_ranks=pairs(self.clear_ranks),
             common_support_norms=pairs(self.common_support_norms),
+            precisions=None if self.precisions is None else self.precisions[:, idx],
+            rounded_moments=None if self.rounded_moments is None else self.rounded_moments[:, :, idx],
             known_parents={c: p for c, p in self.known_parents.items() if c in ids and p in ids},
             metadata=dict(self.metadata),
         )
@@ -264,6 +300,8 @@ class FeatureSet:
             rank_caps=_as(optional["rank_caps"], np.int64),
             clear_ranks=_as(optional["clear_ranks"], np.int64),
             common_support_norms=_as(optional["common_support_norms"], np.float64),
+            precisions=_as(optional["precisions"], np.int8),
+            rounded_moments=_as(optional["rounded_moments"], np.float64),
             known_parents=dict(metadata.pop("known_parents", {})),
             metadata=metadata,
         )

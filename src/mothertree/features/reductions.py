@@ -140,3 +140,30 @@ def excess_kurtosis(moments: npt.NDArray[np.floating]) -> FloatArray:
     m4 = moments[..., 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(m2 > 0, m4 / (m2 * m2) - 3.0, np.nan)
+
+
+# Storage precisions a comparison may have to round to, coarsest last (by mantissa bits: 23, 10, 7).
+PRECISIONS = ("F32", "F16", "BF16")
+_FP16_MAX = 65504.0
+
+
+def precision_of(dtype: str) -> int:
+    """Index in ``PRECISIONS`` of a stored dtype: F16 and BF16 as themselves, anything else as F32."""
+    return PRECISIONS.index(dtype) if dtype in PRECISIONS[1:] else 0
+
+
+def rounded(stack: npt.NDArray[np.float32], precision: int) -> npt.NDArray[np.float32]:
+    """``stack`` rounded to nearest (ties to even) in ``PRECISIONS[precision]``, back in float32.
+
+    Rounding to fp16 or bf16 moves the statistics the direction cues read: on MiniLM, bf16 rounding lowers
+    the summed kurtosis by about 6 and fp16 by about 0.6, while a fine-tuning step moves it by 0.01. A
+    pair stored at two precisions is compared at the coarser one (``FeatureSet.kurtosis_pairs``).
+    """
+    if PRECISIONS[precision] == "F16":
+        return np.clip(stack, -_FP16_MAX, _FP16_MAX).astype(np.float16).astype(np.float32)
+    if PRECISIONS[precision] == "BF16":
+        bits = np.ascontiguousarray(stack, dtype=np.float32).view(np.uint32)
+        # Round to nearest even on the upper 16 bits: add 0x7FFF plus the lowest kept bit, then cut.
+        bits = (bits + (((bits >> 16) & 1) + 0x7FFF)) & np.uint32(0xFFFF0000)
+        return bits.view(np.float32)
+    return stack

@@ -23,7 +23,6 @@ child's subtree); ``tree.calibration`` turns it and the placement margin into th
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -42,6 +41,8 @@ SIGN_PRIOR: dict[str, dict[float, float]] = {
     "norm": {1.0: 2.0 / 3.0, -1.0: 1.0 / 3.0},
     "kurtosis": {-1.0: 0.5, 1.0: 0.5},
 }
+# How often an edge to a leaf moves a cue the way the tree's inner edges do (``root_log_posterior``).
+LEAF_SIGN_KEPT = 1.0
 # How many nats a cosine of 1 between a neighbour's difference and the others' counts at a fork
 # (``fork_scores``): on the shapes zoo's masked-token chains parent-child pairs sit near -0.1 and sibling
 # pairs near +0.03, so one fork gives the upstream side about 2 to 1.
@@ -57,6 +58,7 @@ def root_log_posterior(
     *,
     signs: Mapping[str, Mapping[float, float]] | None = None,
     beta: float = BETA,
+    leaf_sign_kept: float = LEAF_SIGN_KEPT,
     known_parents: Mapping[int, int] | None = None,
     fork: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.float64], dict[str, float]]:
@@ -64,29 +66,61 @@ def root_log_posterior(
 
     ``cues`` maps a cue's name to its ``(n, n)`` pairwise changes (``tree.orient.pairwise_changes``);
     ``signs`` gives each cue's sign prior (default ``SIGN_PRIOR``; a single sign with probability 1 fixes
-    it, as ``direction="norm"`` does). ``fork``: ``fork_scores`` of the tree, added to every hypothesis.
+    it, as ``direction="norm"`` does). Edges to a leaf have a sign of their own, equal to the inner
+    edges' with probability ``leaf_sign_kept`` (a task fine-tune at the end of a lineage of continued
+    pre-training). ``fork``: ``fork_scores`` of the tree, added to every hypothesis.
     """
     signs = signs if signs is not None else {name: SIGN_PRIOR[name] for name in cues}
     names = list(cues)
-    agreement = np.array(
-        [root_scores(n_nodes, edges, evidence_from_changes(cues[name], edges, 1.0)) for name in names]
-    ).reshape(len(names), n_nodes)
-    combos = list(itertools.product(*(sorted(signs[name].items()) for name in names)))
-    joint = np.array(
-        [
-            sum(np.log(p) for _, p in combo) + beta * sum(s * agreement[c] for c, (s, _) in enumerate(combo))
-            for combo in combos
-        ]
-    ).reshape(len(combos), n_nodes)
+    at_leaf = _leaf_edges(n_nodes, edges)
+    joint = np.zeros((1, n_nodes))
+    for name in names:
+        evidence = evidence_from_changes(cues[name], edges, 1.0)
+        inner = root_scores(n_nodes, edges, {e: 0.0 if e in at_leaf else v for e, v in evidence.items()})
+        outer = root_scores(n_nodes, edges, {e: v if e in at_leaf else 0.0 for e, v in evidence.items()})
+        options = []
+        for sign, prior in signs[name].items():
+            for leaf_sign in signs[name]:
+                kept = leaf_sign == sign
+                weight = (
+                    prior * (leaf_sign_kept if kept else 1.0 - leaf_sign_kept)
+                    if len(signs[name]) > 1
+                    else prior
+                )
+                if weight > 0:
+                    options.append(np.log(weight) + beta * (sign * inner + leaf_sign * outer))
+        joint = (joint[:, None, :] + np.array(options)[None, :, :]).reshape(-1, n_nodes)
     if fork is not None:
         joint = joint + np.asarray(fork, dtype=np.float64)[None, :]
     excluded = _roots_reversing(n_nodes, edges, known_parents or {})
     joint[:, excluded] = -np.inf
     log_posterior = logsumexp(joint, axis=0)
     log_posterior = log_posterior - logsumexp(log_posterior)
-    best_root = int(np.argmax(log_posterior))
-    best_combo = combos[int(np.argmax(joint[:, best_root]))]
-    return log_posterior, {name: sign for name, (sign, _) in zip(names, best_combo, strict=True)}
+    return log_posterior, _likely_signs(n_nodes, edges, cues, signs, int(np.argmax(log_posterior)), beta)
+
+
+def _likely_signs(
+    n_nodes: int,
+    edges: Edges,
+    cues: Mapping[str, npt.NDArray[np.float64]],
+    signs: Mapping[str, Mapping[float, float]],
+    root: int,
+    beta: float,
+) -> dict[str, float]:
+    """Each cue's more probable sign over all edges, given the root."""
+    likely = {}
+    for name, changes in cues.items():
+        agreement = root_scores(n_nodes, edges, evidence_from_changes(changes, edges, 1.0))[root]
+        likely[name] = max(signs[name], key=lambda s: np.log(signs[name][s]) + beta * s * agreement)
+    return likely
+
+
+def _leaf_edges(n_nodes: int, edges: Edges) -> set[tuple[int, int]]:
+    degree = np.zeros(n_nodes, dtype=np.int64)
+    for i, j in edges:
+        degree[i] += 1
+        degree[j] += 1
+    return {(i, j) for i, j in edges if degree[i] == 1 or degree[j] == 1}
 
 
 def fork_scores(

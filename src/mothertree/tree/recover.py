@@ -230,6 +230,7 @@ class TreeRecovery:
             features.summed_kurtosis(),
             features.model_ids,
             log_norms=features.log_norm_pairs(),
+            kurtosis_pairs=features.kurtosis_pairs(),
             relative_distances=features.relative_distances(),
             squared_distances=features.squared_distances(),
             known_parents=features.known_parents,
@@ -246,6 +247,7 @@ class TreeRecovery:
         log_norms: npt.ArrayLike | None = None,
         relative_distances: npt.ArrayLike | None = None,
         squared_distances: npt.ArrayLike | None = None,
+        kurtosis_pairs: npt.ArrayLike | None = None,
         known_parents: Mapping[str, str] | None = None,
     ) -> TreeRecovery:
         """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need).
@@ -253,7 +255,9 @@ class TreeRecovery:
         ``log_norms`` is ``(n,)`` per model, or ``(n, n)`` with ``[i, j]`` model i's log squared norm over
         the weights it shares with j (``FeatureSet.log_norm_pairs``; pruned models need it).
         ``squared_distances`` (``FeatureSet.squared_distances``) lets the angles at forks help orient
-        (``tree.direction.fork_scores``); without them only the cues do.
+        (``tree.direction.fork_scores``); without them only the cues do. ``kurtosis_pairs``
+        (``FeatureSet.kurtosis_pairs``, pairs stored at two precisions compared at the coarser) replaces
+        ``kurtosis`` as the direction cue.
         ``known_parents`` maps a child's id to its parent's where the relation is known; those edges are
         kept, in that direction.
         """
@@ -265,6 +269,7 @@ class TreeRecovery:
             log_norms=log_norms,
             relative_distances=relative_distances,
             squared_distances=squared_distances,
+            kurtosis_pairs=kurtosis_pairs,
             known_parents=known_parents or {},
             distance_used="given",
             low_rank_pairs=None,
@@ -290,6 +295,7 @@ class TreeRecovery:
         squared_distances: npt.ArrayLike | None,
         known_parents: Mapping[str, str],
         distance_used: str,
+        kurtosis_pairs: npt.ArrayLike | None = None,
         low_rank_pairs: int | None,
     ) -> TreeRecovery:
         d = np.asarray(distances, dtype=np.float64)
@@ -302,7 +308,7 @@ class TreeRecovery:
             if child in index and parent in index
         }
         labels = self._split_trees(d, relative_distances, known)
-        changes = {"kurtosis": pairwise_changes(k)}
+        changes = {"kurtosis": pairwise_changes(k if kurtosis_pairs is None else kurtosis_pairs)}
         if log_norms is not None:
             changes["norm"] = pairwise_changes(log_norms)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .spec import Family, GraphSpec, NodePlan
 
-__all__ = ["HELDOUT", "SHAPES", "TUNING", "shape_specs"]
+__all__ = ["HELDOUT", "RECIPES", "SHAPES", "TUNING", "shape_specs"]
 
 _VISION_TASKS = ("counting", "location", "orientation", "texture", "frequency", "colour", "distance", "shape")
 _TEXT_TASKS = ("verb-positive", "has-number", "colour", "person", "place-time", "water", "plural", "city")
@@ -136,6 +136,12 @@ TUNING: tuple[GraphSpec, ...] = (
         "minilm@0",
         _chain(5, ("mlm", 1e-4, None), [(2, "colour", 5e-5), (4, "person", 8e-5)]),
     ),
+    _spec(
+        "shape-text-chain-wd",
+        "text",
+        "minilm@2",
+        _chain(5, ("mlm", 1e-4, 0.1), [(1, "colour", 5e-5), (3, "water", 8e-5)]),
+    ),
     _spec("shape-text-deep", "text", "minilm@2", _deep(_TEXT_TASKS, (5e-5, 8e-5, 3e-5))),
     _spec("shape-text-mixed", "text", "minilm@4", _text_mixed(None, (2, 1))),
     _spec(
@@ -154,6 +160,17 @@ TUNING: tuple[GraphSpec, ...] = (
             ("", 3e-4, None),
             [(2, "size", 2e-4), (4, "texture", 5e-4)],
             stage_tasks=("counting", "location", "orientation", "frequency", "colour"),
+        ),
+    ),
+    _spec(
+        "shape-vision-chain-mixed-wd",
+        "vision",
+        "imagenet",
+        _chain(
+            5,
+            ("", 3e-4, 0.1),
+            [(1, "texture", 2e-4), (3, "shape", 5e-4)],
+            stage_tasks=("colour", "counting", "distance", "location", "frequency"),
         ),
     ),
     _spec("shape-vision-deep", "vision", "imagenet", _deep(_VISION_TASKS, (2e-4, 5e-4, 1e-4))),
@@ -223,6 +240,27 @@ HELDOUT: tuple[GraphSpec, ...] = (
 )
 
 SHAPES: dict[str, GraphSpec] = {spec.name: spec for spec in (*TUNING, *HELDOUT)}
+
+# What each shape is, in a few words, for the tables of docs/RESULTS.md.
+RECIPES: dict[str, str] = {
+    "shape-text-chain": "5 masked-token stages (lr 1e-4, wd 0.01) + 2 task fine-tunes off stages 2, 4",
+    "shape-text-chain-wd": "5 masked-token stages (wd 0.1) + 2 fine-tunes (wd 0.01) off stages 1, 3",
+    "shape-vision-chain-mixed-wd": "5 successive task fine-tunes (wd 0.1) + 2 side fine-tunes (wd 0.01)",
+    "shape-text-deep": "task fine-tunes 5 deep + 3 side branches (wd 0.01)",
+    "shape-text-mixed": "2 masked-token stages, then full and LoRA fine-tunes",
+    "shape-text-fp16": "fan, fine-tunes saved fp16 / bf16",
+    "shape-text-brief-root": "fan under a root pre-trained 150 steps from random init",
+    "shape-vision-chain": "5 successive task fine-tunes (wd 0.01) + 2 side fine-tunes",
+    "shape-vision-deep": "task fine-tunes 5 deep + 3 side branches (wd 0.01)",
+    "shape-vision-fp16": "fan, fine-tunes saved fp16",
+    "shape-vision-brief-root": "fan under a root pre-trained 150 steps from random init",
+    "shape-text-chain-nowd": "5 masked-token stages (lr 2e-4, no weight decay) + 2 fine-tunes off 1, 3",
+    "shape-text-chain-ft": "5 successive task fine-tunes (wd 0.1) + 2 side fine-tunes",
+    "shape-text-mixed-wd": "2 masked-token stages (wd 0.1), then full and LoRA fine-tunes",
+    "shape-vision-chain-nowd": "5 successive task fine-tunes (lr 5e-4, no weight decay) + 2 side",
+    "shape-vision-chain-wd": "5 successive task fine-tunes (wd 0.1) + 2 side fine-tunes",
+    "shape-vision-deep-wd": "deep tree (wd 0.1) under a root pre-trained 150 steps",
+}
 
 
 def shape_specs(split: str = "all") -> tuple[GraphSpec, ...]:
