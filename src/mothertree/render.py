@@ -53,8 +53,8 @@ def to_text(result: RecoveryResult) -> str:
         if ambiguous:
             lines.append(
                 f"  direction undetermined on {len(ambiguous)} of {len(tree.models) - 1} edges (marked ?): "
-                "these models are related as drawn, but the weights cannot tell which end came first; "
-                "the root may sit anywhere along them"
+                "each marked model is related to the one above it, but the weights do not tell which "
+                "of the two came first; the true root may lie at the far end of a marked path"
             )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"

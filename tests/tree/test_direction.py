@@ -25,15 +25,16 @@ def test_a_bare_chain_is_a_coin_flip_whichever_way_its_cue_moves():
     changes = pairwise_changes([0.0, 1.0, 2.0, 3.0])
     log_posterior, _ = root_log_posterior(4, CHAIN, {"kurtosis": changes}, signs=EVEN, beta=1.0)
     posterior = np.exp(log_posterior)
-    # By hand: each edge's evidence is tanh(1) = 0.7616 (the median step); root 0 agrees with 3 of them
-    # under the rising sign, root 1 with 2 and against 1, ..., so P(r) is proportional to
-    # cosh(E(r)): cosh(2.285) = 4.962 at either end and cosh(0.762) = 1.304 inside.
-    assert posterior == pytest.approx([0.3959, 0.1041, 0.1041, 0.3959], abs=1e-4)
+    # By hand: each edge's evidence is t = tanh(1) = 0.7616 (the median step); root 0 agrees with 3 of them
+    # under the rising sign (E = 3t), root 1 with 2 and against 1 (E = t), ... Relative to chance
+    # (cosh(t)^3 = 2.218), the cue explains root r with 0.5 (e^E + e^-E) / 2.218: 2.237 at either end and
+    # 0.588 inside; half-weighted against telling nothing (1): 1.619 and 0.794, so P = 0.3354 and 0.1646.
+    assert posterior == pytest.approx([0.3354, 0.1646, 0.1646, 0.3354], abs=1e-4)
     parents = posterior_parents(4, CHAIN, log_posterior)
     probability = direction_probabilities(log_posterior, parents)
     assert np.isnan(probability[parents < 0]).all()
-    # Hung from 0, edge k -> k+1 is right when the root is at k or before it: 0.396, 0.5, 0.604.
-    assert probability[1:] == pytest.approx([0.3959, 0.5, 0.6041], abs=1e-4)
+    # Hung from 0, edge k -> k+1 is right when the root is at k or before it: 0.335, 0.5, 0.665.
+    assert probability[1:] == pytest.approx([0.3354, 0.5, 0.6646], abs=1e-4)
     assert (probability[1:] < DETERMINED_ABOVE).all()
 
 
@@ -45,10 +46,12 @@ def test_a_fan_decides_its_sign_and_its_root():
     assert signs == {"kurtosis": 1.0}
     parents = posterior_parents(4, FAN, log_posterior)
     assert parents.tolist() == [-1, 0, 0, 0]
-    # By hand: E(0) = 3t, E(leaf) = -t (t = tanh 1), P(r) ~ cosh(2 E(r)): cosh(4.570) = 48.3 for the
-    # centre, cosh(1.523) = 2.40 for each leaf, so each edge is right with 1 - 2.400 / 55.46 = 0.9567.
+    # By hand: E(0) = 3t, E(leaf) = -t (t = tanh 1). With beta = 2, relative to chance (cosh(2t)^3 =
+    # 13.83), the cue explains the centre with cosh(6t) / 13.83 = 3.49 and a leaf with cosh(2t) / 13.83 =
+    # 0.174; half-weighted against telling nothing: 2.245 and 0.587, so each edge is right with
+    # 1 - 0.587 / (2.245 + 3 * 0.587) = 0.8533 (three edges are little to rule out a noisy cue).
     probability = direction_probabilities(log_posterior, parents)
-    assert probability[1:] == pytest.approx([0.9567] * 3, abs=1e-4)
+    assert probability[1:] == pytest.approx([0.8533] * 3, abs=1e-4)
     assert (probability[1:] > DETERMINED_ABOVE).all()
 
 

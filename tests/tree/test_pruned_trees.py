@@ -136,6 +136,8 @@ def test_dense_features_recover_as_with_per_model_norms(bert_family: Path):
         features.model_ids,
         log_norms=features.log_norms(),
         relative_distances=features.relative_distances(),
+        squared_distances=features.squared_distances(),
+        kurtosis_pairs=features.kurtosis_pairs(),
     )
     assert pairwise.edges_ == per_model.edges_
 

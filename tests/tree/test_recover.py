@@ -34,14 +34,16 @@ def test_recovers_tree_with_falling_kurtosis():
     edge = next(e for e in recovery.edges_ if (e.parent, e.child) == ("r", "a"))
     assert edge.distance == 1.0
     # Worked by hand. Placement: the nearest model outside a's subtree is b, at 1.2 + 1.0, so the margin is
-    # 1 - 1.0 / 2.2 = 0.5455. Direction: every edge's evidence is tanh(1) = 0.7616 (kurtosis falls by 1 per
-    # generation, the median step); the root r scores 4 tanh(1), the best root inside a's subtree (a itself)
-    # 2 tanh(1), so the margin is tanh(2 tanh(1) / 2) = 0.6420. The weaker one decides:
-    # sigmoid(6.63 + 0.95 ln(0.5455 + 0.001)) = sigmoid(6.0559) = 0.99766.
+    # 1 - 1.0 / 2.2 = 0.5455 and sigmoid(6.63 + 0.95 ln(0.5455 + 0.001)) = 0.99766. Direction (the sign
+    # fixed: kurtosis falls): every edge's evidence is t = tanh(1) = 0.7616 (a fall of 1 per generation, the
+    # median step). Root r agrees with 4 edges, a and b with 3 against 1, a1 and a2 with 2 against 2, so
+    # with BETA = 1.5 the roots weigh exp(6t) = 96.50, exp(3t) = 9.824 (twice) and 1 (twice). The edge
+    # r -> a is reversed when the root is in a's subtree {a, a1, a2}: 1 - 11.824 / 118.15 = 0.89993.
+    # Confidence: 0.99766 * 0.89993 = 0.89782.
     a = IDS.index("a")
     assert recovery.placement_margins_[a] == pytest.approx(1 - 1.0 / 2.2)
-    assert recovery.direction_margins_[a] == pytest.approx(0.64201, abs=1e-5)
-    assert edge.confidence == pytest.approx(0.99766, abs=1e-5)
+    assert recovery.direction_probabilities_[a] == pytest.approx(0.89993, abs=1e-5)
+    assert edge.confidence == pytest.approx(0.89782, abs=1e-5)
     assert recovery.parents_[IDS.index("r")] == -1
 
 
@@ -135,7 +137,9 @@ def test_a_model_with_no_relative_is_a_root_of_its_own():
 
 def test_confidence_is_low_for_a_near_tie_and_high_for_a_clear_parent():
     # a and b are almost equally close to c (far=1.001): c's placement is close to a coin flip; with far=2,
-    # a is clearly c's parent. The norm grows a -> b and a -> c by 3 units: the direction is clear.
+    # a is clearly c's parent. The norm grows a -> b and a -> c by 3 units: with the sign fixed, two edges
+    # weigh root a against b or c as exp(1.5 * 2 tanh 1) = 9.82 to 1 each, a direction probability of
+    # 1 - 1 / 11.82 = 0.9154 (two edges cannot say more).
     def confidences(far: float) -> dict[tuple[str, str], float]:
         d = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, far], [1.0, far, 0.0]])
         recovery = TreeRecovery(n_trees=None, direction="norm").fit_matrices(
@@ -145,7 +149,9 @@ def test_confidence_is_low_for_a_near_tie_and_high_for_a_clear_parent():
 
     tie, clear = confidences(1.001), confidences(2.0)
     assert set(tie) == set(clear) == {("a", "b"), ("a", "c")}
-    assert max(tie.values()) < 0.75 and min(clear.values()) > 0.99
+    assert max(tie.values()) < 0.75
+    # Placement margin 1 - 1/2: sigmoid(6.63 + 0.95 ln 0.501) = 0.99746.
+    assert min(clear.values()) == pytest.approx(0.9154 * 0.99746, abs=1e-4)
 
 
 @pytest.mark.parametrize("direction", ["norm", "falls"])

@@ -13,9 +13,9 @@ edge's full evidence counts: an edge whose cue moves clearly one way agrees with
 probability ``sigmoid(2 * BETA)``. ``known(r)`` rules out roots that would reverse a known edge.
 
 What decides a sign is a fork: a parent with two children, which the wrong sign can only explain by hanging
-the tree from a child. A bare chain is explained equally by both signs (one root at each end); there the
-posterior falls back on the prior, which favours the fine-tuning signature (norm grows, kurtosis falls)
-only mildly: a chain comes out at about 0.67, below ``DETERMINED_ABOVE``, and is reported undetermined.
+the tree from a child. A bare chain is explained equally by both signs (one root at each end), so its
+direction is a coin flip, reported undetermined (below ``DETERMINED_ABOVE``), unless the angles at its
+forks (``fork_scores``: a side branch off the chain) say which neighbour of a fork is its parent.
 
 Each edge's *direction probability* is the posterior mass of the roots that keep it as it is (outside its
 child's subtree); ``tree.calibration`` turns it and the placement margin into the edge's confidence.
@@ -31,18 +31,19 @@ from scipy.special import logsumexp
 
 from .orient import Edges, evidence_from_changes, orient_from_root, preorder, root_scores
 
-# sigmoid(2 * 0.5) = 0.73: an edge whose cue moves clearly agrees with its tree's sign about 3 times in 4
-# (on the zoo and the shapes zoo, the norm's sign holds on 70-100 % of a tree's edges; docs/RESULTS.md).
-BETA = 0.5
-# Prior of a cue's sign, +1: the statistic grows from parent to child. The fine-tuning signature (an update
-# nearly orthogonal to the weights makes the norm grow; the paper's kurtosis falls) is favoured 2 to 1 over
-# its mirror image, which is not enough to decide a chain alone.
+# An edge whose cue moves by the tree's median step (evidence tanh(1) = 0.76) agrees with the recipe's
+# sign with probability sigmoid(2 * 1.5 * 0.76) = 0.91. Chosen on the tuning shapes and the zoo's fans
+# (docs/DESIGN.md): 0.5 left the fans' right edges at 0.6-0.9, 2 and more made no edge more right.
+BETA = 1.5
+# Prior of a cue's sign, +1: the statistic grows from parent to child. Even: which way the norm and the
+# kurtosis move depends on the recipe (weight decay shrinks the norm, continued pre-training can raise the
+# kurtosis), so no sign is favoured and a bare chain is a coin flip.
 SIGN_PRIOR: dict[str, dict[float, float]] = {
-    "norm": {1.0: 2.0 / 3.0, -1.0: 1.0 / 3.0},
+    "norm": {1.0: 0.5, -1.0: 0.5},
     "kurtosis": {-1.0: 0.5, 1.0: 0.5},
 }
-# How often an edge to a leaf moves a cue the way the tree's inner edges do (``root_log_posterior``).
-LEAF_SIGN_KEPT = 1.0
+# Prior probability that a cue tells nothing about a tree's directions (``_cue_log_likelihood``).
+CUE_UNINFORMATIVE = 0.5
 # How many nats a cosine of 1 between a neighbour's difference and the others' counts at a fork
 # (``fork_scores``): on the shapes zoo's masked-token chains parent-child pairs sit near -0.1 and sibling
 # pairs near +0.03, so one fork gives the upstream side about 2 to 1.
@@ -58,7 +59,6 @@ def root_log_posterior(
     *,
     signs: Mapping[str, Mapping[float, float]] | None = None,
     beta: float = BETA,
-    leaf_sign_kept: float = LEAF_SIGN_KEPT,
     known_parents: Mapping[int, int] | None = None,
     fork: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.float64], dict[str, float]]:
@@ -66,61 +66,48 @@ def root_log_posterior(
 
     ``cues`` maps a cue's name to its ``(n, n)`` pairwise changes (``tree.orient.pairwise_changes``);
     ``signs`` gives each cue's sign prior (default ``SIGN_PRIOR``; a single sign with probability 1 fixes
-    it, as ``direction="norm"`` does). Edges to a leaf have a sign of their own, equal to the inner
-    edges' with probability ``leaf_sign_kept`` (a task fine-tune at the end of a lineage of continued
-    pre-training). ``fork``: ``fork_scores`` of the tree, added to every hypothesis.
+    it, as ``direction="norm"`` does). ``fork``: ``fork_scores`` of the tree, added to every hypothesis.
     """
     signs = signs if signs is not None else {name: SIGN_PRIOR[name] for name in cues}
-    names = list(cues)
-    at_leaf = _leaf_edges(n_nodes, edges)
-    joint = np.zeros((1, n_nodes))
-    for name in names:
-        evidence = evidence_from_changes(cues[name], edges, 1.0)
-        inner = root_scores(n_nodes, edges, {e: 0.0 if e in at_leaf else v for e, v in evidence.items()})
-        outer = root_scores(n_nodes, edges, {e: v if e in at_leaf else 0.0 for e, v in evidence.items()})
-        options = []
-        for sign, prior in signs[name].items():
-            for leaf_sign in signs[name]:
-                kept = leaf_sign == sign
-                weight = (
-                    prior * (leaf_sign_kept if kept else 1.0 - leaf_sign_kept)
-                    if len(signs[name]) > 1
-                    else prior
-                )
-                if weight > 0:
-                    options.append(np.log(weight) + beta * (sign * inner + leaf_sign * outer))
-        joint = (joint[:, None, :] + np.array(options)[None, :, :]).reshape(-1, n_nodes)
-    if fork is not None:
-        joint = joint + np.asarray(fork, dtype=np.float64)[None, :]
-    excluded = _roots_reversing(n_nodes, edges, known_parents or {})
-    joint[:, excluded] = -np.inf
-    log_posterior = logsumexp(joint, axis=0)
-    log_posterior = log_posterior - logsumexp(log_posterior)
-    return log_posterior, _likely_signs(n_nodes, edges, cues, signs, int(np.argmax(log_posterior)), beta)
-
-
-def _likely_signs(
-    n_nodes: int,
-    edges: Edges,
-    cues: Mapping[str, npt.NDArray[np.float64]],
-    signs: Mapping[str, Mapping[float, float]],
-    root: int,
-    beta: float,
-) -> dict[str, float]:
-    """Each cue's more probable sign over all edges, given the root."""
-    likely = {}
+    joint = np.zeros(n_nodes) if fork is None else np.asarray(fork, dtype=np.float64).copy()
+    agreements = {}
     for name, changes in cues.items():
-        agreement = root_scores(n_nodes, edges, evidence_from_changes(changes, edges, 1.0))[root]
-        likely[name] = max(signs[name], key=lambda s: np.log(signs[name][s]) + beta * s * agreement)
-    return likely
+        evidence = evidence_from_changes(changes, edges, 1.0)
+        agreements[name] = root_scores(n_nodes, edges, evidence)
+        joint += _cue_log_likelihood(agreements[name], list(evidence.values()), signs[name], beta)
+    joint[_roots_reversing(n_nodes, edges, known_parents or {})] = -np.inf
+    log_posterior = joint - logsumexp(joint)
+    root = int(np.argmax(log_posterior))
+    likely = {
+        name: max(signs[name], key=lambda s: np.log(signs[name][s]) + beta * s * agreements[name][root])
+        for name in cues
+    }
+    return log_posterior, likely
 
 
-def _leaf_edges(n_nodes: int, edges: Edges) -> set[tuple[int, int]]:
-    degree = np.zeros(n_nodes, dtype=np.int64)
-    for i, j in edges:
-        degree[i] += 1
-        degree[j] += 1
-    return {(i, j) for i, j in edges if degree[i] == 1 or degree[j] == 1}
+def _cue_log_likelihood(
+    agreement: npt.NDArray[np.float64],
+    evidence: Sequence[float],
+    signs: Mapping[float, float],
+    beta: float,
+) -> npt.NDArray[np.float64]:
+    """``(n,)`` log-likelihood of one cue's evidence for each root, relative to the cue telling nothing.
+
+    Each edge agrees with the recipe's sign with probability ``exp(beta e) / 2 cosh(beta e)``; a cue
+    that tells nothing agrees by chance (1/2). The cue is informative with probability
+    ``1 - CUE_UNINFORMATIVE``, so a statistic without a trend along this tree (a norm that grows on half
+    the edges) adds little either way instead of pulling the root to wherever its noise fits best.
+    """
+    chance = float(np.sum(np.log(np.cosh(beta * np.asarray(evidence, dtype=np.float64)))))
+    informative = logsumexp(
+        [np.log(prior) + beta * sign * agreement - chance for sign, prior in signs.items() if prior > 0],
+        axis=0,
+    )
+    if len([p for p in signs.values() if p > 0]) == 1:  # the sign is given: the cue is taken at its word
+        return np.asarray(informative, dtype=np.float64)
+    return np.asarray(
+        np.logaddexp(np.log(CUE_UNINFORMATIVE), np.log1p(-CUE_UNINFORMATIVE) + informative), dtype=np.float64
+    )
 
 
 def fork_scores(
