@@ -131,7 +131,8 @@ def cue_summary() -> str:
     records = zoo_bench.CUE_RECORDS
     right = sum(holds for _, holds in records)
     return (
-        f"`--direction auto` chose, per tree, a cue that holds on most of that tree's true edges for "
+        f"`--direction auto` took, per tree, cues (with their signs) that each hold on most of that tree's "
+        "true edges for "
         f"**{right} of {len(records)}** trees (all splits of this file, K given; per tree in each split's "
         "section)."
     )

@@ -179,15 +179,17 @@ def cue_lines(recovery: TreeRecovery, features: FeatureSet, truth: EdgeSet, grap
         falls = sum(kurtosis[index[c]] < kurtosis[index[p]] for p, c in edges)
         grows = sum(norms[index[c]] > norms[index[p]] for p, c in edges)
         cue = recovery.cues_[tree_of_model[root]]
-        holds = {
+        held = {
             "kurtosis falls": falls,
             "kurtosis rises": len(edges) - falls,
             "norm grows": grows,
             "norm shrinks": len(edges) - grows,
-        }[cue]
-        CUE_RECORDS.append((graph.name, 2 * holds > len(edges)))
+        }
+        parts = [part for part in cue.split(" + ") if part in held]
+        CUE_RECORDS.append((graph.name, all(2 * held[part] > len(edges) for part in parts)))
+        holds = ", ".join(f"{part} on {held[part]}" for part in parts) or "no cue"
         lines.append(
-            f"- tree of `{root}`: auto chose **{cue}** (it holds on {holds} of its {len(edges)} true edges); "
+            f"- tree of `{root}`: auto took **{cue}** ({holds} of its {len(edges)} true edges); "
             f"kurtosis falls on {falls}, the norm grows on {grows}."
         )
     return lines

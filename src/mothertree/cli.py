@@ -123,10 +123,11 @@ def main() -> None:
     type=click.Choice(DIRECTIONS),
     default="auto",
     show_default=True,
-    help="auto: distance places edges, and each tree hangs from the root favoured by the cue it is most "
-    "consistent with (weight norm grows, kurtosis falls, kurtosis rises, norm shrinks). norm: the same "
-    "with the norm cue only. falls/rises: the paper's method, with the kurtosis trend from parent to child "
-    "(falls for fine-tuning, rises for continued pre-training) as a cost penalty.",
+    help="auto: distance places edges, and each tree hangs from its most probable root over every root and "
+    "every sign of the weight-norm and kurtosis cues (signs are learnt from the tree's forks, not assumed), "
+    "with the angles at forks; an edge whose direction is a near coin flip is marked undetermined. norm: the "
+    "same with the norm cue only, growing. falls/rises: the paper's method, with the kurtosis trend from "
+    "parent to child (falls for fine-tuning, rises for continued pre-training) as a cost penalty.",
 )
 @click.option(
     "--distance",

@@ -61,8 +61,9 @@ def root_log_posterior(
     beta: float = BETA,
     known_parents: Mapping[int, int] | None = None,
     fork: npt.ArrayLike | None = None,
-) -> tuple[npt.NDArray[np.float64], dict[str, float]]:
-    """``(n_nodes,)`` log posterior of each node being the root, and the most probable sign per cue.
+) -> tuple[npt.NDArray[np.float64], dict[str, float | None]]:
+    """``(n_nodes,)`` log posterior of each node being the root, and per cue its most probable sign at the
+    most probable root (None: the cue more likely tells nothing about this tree).
 
     ``cues`` maps a cue's name to its ``(n, n)`` pairwise changes (``tree.orient.pairwise_changes``);
     ``signs`` gives each cue's sign prior (default ``SIGN_PRIOR``; a single sign with probability 1 fixes
@@ -70,19 +71,29 @@ def root_log_posterior(
     """
     signs = signs if signs is not None else {name: SIGN_PRIOR[name] for name in cues}
     joint = np.zeros(n_nodes) if fork is None else np.asarray(fork, dtype=np.float64).copy()
-    agreements = {}
+    agreements, evidence_of = {}, {}
     for name, changes in cues.items():
-        evidence = evidence_from_changes(changes, edges, 1.0)
-        agreements[name] = root_scores(n_nodes, edges, evidence)
-        joint += _cue_log_likelihood(agreements[name], list(evidence.values()), signs[name], beta)
+        evidence_of[name] = list(evidence_from_changes(changes, edges, 1.0).values())
+        agreements[name] = root_scores(n_nodes, edges, evidence_from_changes(changes, edges, 1.0))
+        joint += _cue_log_likelihood(agreements[name], evidence_of[name], signs[name], beta)
     joint[_roots_reversing(n_nodes, edges, known_parents or {})] = -np.inf
     log_posterior = joint - logsumexp(joint)
     root = int(np.argmax(log_posterior))
-    likely = {
-        name: max(signs[name], key=lambda s: np.log(signs[name][s]) + beta * s * agreements[name][root])
-        for name in cues
+    return log_posterior, {
+        name: _likely_sign(agreements[name][root], evidence_of[name], signs[name], beta) for name in cues
     }
-    return log_posterior, likely
+
+
+def _likely_sign(
+    agreement: float, evidence: Sequence[float], signs: Mapping[float, float], beta: float
+) -> float | None:
+    """The cue's most probable sign given the root, or None when it more likely tells nothing."""
+    chance = float(np.sum(np.log(np.cosh(beta * np.asarray(evidence, dtype=np.float64)))))
+    sign = max(signs, key=lambda s: np.log(signs[s]) + beta * s * agreement)
+    if len([p for p in signs.values() if p > 0]) == 1:
+        return sign
+    informative = np.log1p(-CUE_UNINFORMATIVE) + np.log(signs[sign]) + beta * sign * agreement - chance
+    return sign if informative > np.log(CUE_UNINFORMATIVE) else None
 
 
 def _cue_log_likelihood(

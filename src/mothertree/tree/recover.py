@@ -58,10 +58,9 @@ TreeCount = int | Literal["auto"] | None
 
 # A cue: a per-model statistic and the sign of its change from parent to child.
 Cue = tuple[str, float]
-# The cues ``direction="auto"`` chooses from, per tree. The order is the prior that breaks ties (a chain is
-# explained equally well by both signs of one cue): fine-tuning adds an update nearly orthogonal to the
-# weights, so the norm grows; the paper's kurtosis falls for fine-tuning and rises for continued
-# pre-training; a shrinking norm (strong weight decay) last.
+# The cues ``direction="auto"`` weighs, per tree, with both signs of each (``tree.direction``): fine-tuning
+# adds an update nearly orthogonal to the weights, so the norm grows, unless weight decay shrinks it; the
+# paper's kurtosis falls for fine-tuning and may rise for continued pre-training.
 AUTO_CUES: tuple[Cue, ...] = (("norm", 1.0), ("kurtosis", -1.0), ("kurtosis", 1.0), ("norm", -1.0))
 CUE_NAMES: dict[Cue, str] = {
     ("norm", 1.0): "norm grows",
@@ -173,7 +172,9 @@ class TreeRecovery:
     low_rank_pairs_ : int or None
         With ``distance="auto"``, how many pairs were judged clearly low-rank (None otherwise).
     cues_ : list of str
-        Per tree (in label order), the cue that oriented it: ``"norm grows"``, ``"kurtosis falls"``, ...
+        Per tree (in label order), the cues that oriented it, with the signs they took at its root:
+        ``"norm grows + kurtosis falls"``, ``"kurtosis rises"``, ... (a cue that more likely tells nothing
+        about the tree is left out; ``"no cue (the shape of the tree alone)"`` when none tells).
     cue_consistency_ : list of dict
         Per tree, every candidate cue's consistency (``tree.orient.consistency``; auto and norm only).
     """
@@ -419,13 +420,12 @@ class TreeRecovery:
                 for name, sign in cues
             ]
             consistency = {CUE_NAMES[c]: v for c, v in zip(cues, scores, strict=True)}
-            chosen = max(
-                (c for c, (name, sign) in enumerate(cues) if signs.get(name) == sign),
-                key=lambda c: scores[c],
-            )
+            telling = [CUE_NAMES[(name, sign)] for name, sign in signs.items() if sign is not None]
+            cue = " + ".join(telling) or "no cue (the shape of the tree alone)"
         else:
             trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
-            parents, chosen = paper_arborescence(distances, kurtosis, self.lam, trend, known), 0
+            parents = paper_arborescence(distances, kurtosis, self.lam, trend, known)
+            cue = CUE_NAMES[cues[0]]
             edges = [(min(int(p), c), max(int(p), c)) for c, p in enumerate(parents) if p >= 0]
             name, sign = cues[0]
             log_posterior, _ = root_log_posterior(
@@ -433,7 +433,7 @@ class TreeRecovery:
             )
         placement = placement_confidence(distances, parents)
         direction = direction_probabilities(log_posterior, parents)
-        return _TreeEdges(parents, placement, direction, CUE_NAMES[cues[chosen]], consistency)
+        return _TreeEdges(parents, placement, direction, cue, consistency)
 
     # --- validation -------------------------------------------------------------------------------------
 
