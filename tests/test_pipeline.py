@@ -68,17 +68,18 @@ def test_a_missing_root_leaves_its_children_in_their_own_tree(two_text_trees: Pa
     assert len(result.trees) == 2
 
 
-def test_a_continued_pretraining_chain_is_oriented_from_its_start(pretraining_chain: Path):
-    """Measured, not guaranteed: the weight norm grew at every stage (kurtosis rose at only 2 of 4)."""
+def test_a_bare_chain_is_placed_right_and_no_wrong_direction_is_called_sure(pretraining_chain: Path):
+    """A chain of continued pre-training stages with no side branch: both signs of every cue explain it,
+    so which end came first is not in the weights. The placement must be right, and any edge pointing the
+    wrong way must say so: undetermined, confidence at most 0.75."""
     from mothertree.evaluation.metrics import score_edges
     from mothertree.evaluation.truth import load_edges
 
     result = recover([pretraining_chain])
-    score = score_edges(
-        {(e.parent, e.child) for e in result.edges}, load_edges(pretraining_chain / "truth.json")
-    )
-    assert score.directed == 1.0
-    assert result.roots == ["s3"]
+    truth = load_edges(pretraining_chain / "truth.json")
+    assert score_edges({(e.parent, e.child) for e in result.edges}, truth).undirected == 1.0
+    wrong = [e for e in result.edges if (e.parent, e.child) not in truth]
+    assert all(not e.direction_determined and e.confidence <= 0.75 for e in wrong), wrong
 
 
 def test_lora_differences_have_the_adapters_rank(lora_family: Path):

@@ -1,4 +1,4 @@
-"""The direction posterior on hand-made trees (synthetic statistics and points: the mechanics, worked by hand)."""
+"""The direction posterior on hand-made trees (synthetic statistics and points: the mechanics, by hand)."""
 
 import numpy as np
 import pytest

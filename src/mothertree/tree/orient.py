@@ -1,12 +1,11 @@
-"""Orienting a placed tree by choosing its root (``--direction auto`` and ``norm``).
+"""The pieces of orienting a placed tree: its spanning tree, each edge's evidence, the scores of roots.
 
 When the undirected edges of a tree are right, every direction follows from the root, so orienting is
-choosing the root. Each tree edge carries evidence for one direction from a *cue*: a per-model statistic
-that should move one way along training, with the sign of that move (the weight norm grows: fine-tuning
-adds an update nearly orthogonal to the weights it starts from; the paper's kurtosis falls). The root is
-the one whose orientation agrees with the most evidence; ``choose_cue`` picks, per tree, the cue that one
-root explains best. Evidence per edge is squashed with ``tanh`` after dividing by the median change along
-the tree, so that no single large step decides alone.
+choosing the root (``tree.direction`` weighs every root). Each tree edge carries evidence for one direction
+from a *cue*: a per-model statistic that moves one way along training (the weight norm grows when
+fine-tuning adds an update nearly orthogonal to the weights; the paper's kurtosis falls). Evidence per edge
+is squashed with ``tanh`` after dividing by the median change along the tree, so that no single large step
+decides alone.
 
 A statistic is either one value per model or, pairwise, ``s[i, j]`` model i's value as compared with
 model j. Pruning needs the pairwise form: a pruned child's whole norm is smaller than its parent's, but
@@ -110,14 +109,6 @@ def root_scores(
     return scores
 
 
-def choose_root(scores: npt.ArrayLike) -> tuple[int, float]:
-    """The best-scoring root and its margin over the runner-up (0 when alone)."""
-    s = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-s, kind="stable")
-    margin = float(s[order[0]] - s[order[1]]) if s.size > 1 else 0.0
-    return int(order[0]), margin
-
-
 def preorder(parents: npt.NDArray[np.int64]) -> list[int]:
     """Every node, each after its parent (roots in index order)."""
     children: list[list[int]] = [[] for _ in parents]
@@ -136,39 +127,12 @@ def preorder(parents: npt.NDArray[np.int64]) -> list[int]:
     return order
 
 
-def subtree_maxima(values: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """For every node, the largest of ``values`` over the subtree it heads (itself included)."""
-    best = np.asarray(values, dtype=np.float64).copy()
-    for node in reversed(preorder(parents)):  # children before their parents
-        parent = int(parents[node])
-        if parent >= 0:
-            best[parent] = max(best[parent], best[node])
-    return best
-
-
-def direction_confidence(scores: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
-    """``(n,)`` confidence in the direction of each node's edge from its parent (NaN for roots).
-
-    An edge ``p -> c`` reverses only if the root moves into ``c``'s subtree; the margin is the root's score
-    minus the best score in that subtree, in units of edges' evidence (each edge counts at most 1). The
-    confidence is ``tanh(margin / 2)``: 0 for a tie, 0.76 when two edges' worth of evidence separate them.
-    """
-    s = np.asarray(scores, dtype=np.float64)
-    inside = subtree_maxima(s, parents)
-    confidence = np.full(len(parents), np.nan)
-    for child, parent in enumerate(parents.tolist()):
-        if parent >= 0:
-            root = _root_of(child, parents)
-            confidence[child] = np.tanh(max(s[root] - inside[child], 0.0) / 2.0)
-    return confidence
-
-
 def placement_confidence(distances: npt.ArrayLike, parents: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     """``(n,)`` confidence in each node's parent (NaN for roots).
 
     ``1 - d(parent, child) / d(runner-up, child)``, the runner-up being the nearest model that could have
     been the parent instead: any other model outside the child's own subtree (whether a descendant should
-    have been the parent is a question of direction, see ``direction_confidence``). 0 means another model
+    have been the parent is a question of direction, see ``tree.direction``). 0 means another model
     is as close as the chosen parent; 1 when there is no other candidate.
     """
     d = np.asarray(distances, dtype=np.float64)
@@ -191,12 +155,6 @@ def _is_in_subtree(node: int, head: int, parents: npt.NDArray[np.int64]) -> bool
     return False
 
 
-def _root_of(node: int, parents: npt.NDArray[np.int64]) -> int:
-    while parents[node] >= 0:
-        node = int(parents[node])
-    return node
-
-
 def consistency(
     n_nodes: int, edges: Sequence[tuple[int, int]], evidence: dict[tuple[int, int], float]
 ) -> float:
@@ -211,17 +169,3 @@ def consistency(
     if total == 0.0:
         return 0.0
     return float(root_scores(n_nodes, edges, evidence).max() / total)
-
-
-def choose_cue(
-    n_nodes: int, edges: Sequence[tuple[int, int]], cues: Sequence[tuple[npt.NDArray[np.float64], float]]
-) -> tuple[int, list[float]]:
-    """Index of the ``(changes, sign)`` cue the tree is most consistent with, and every cue's consistency.
-
-    Ties (within 1e-9) go to the cue listed first, so the order of ``cues`` is the prior.
-    """
-    scores = [
-        consistency(n_nodes, edges, evidence_from_changes(changes, edges, sign)) for changes, sign in cues
-    ]
-    best = max(range(len(cues)), key=lambda c: (round(scores[c], 9), -c))
-    return best, scores

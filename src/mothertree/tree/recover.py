@@ -9,10 +9,10 @@
 2. trees: split where models are unrelated (``n_trees="auto"``, ``tree.cluster.split_unrelated``) or
    Ward clustering into K trees, as the paper;
 3. each tree's edges and their direction. ``direction="auto"`` (the default) and ``"norm"``: the minimum
-   spanning tree of the distances, hung from the root a per-model cue favours (``tree.orient``); auto
-   chooses the cue per tree. ``"falls"`` / ``"rises"``: the paper's method, distance plus a kurtosis
+   spanning tree of the distances, hung from the most probable root over every root and cue sign
+   (``tree.direction``). ``"falls"`` / ``"rises"``: the paper's method, distance plus a kurtosis
    penalty (``tree.costs``) and a minimum directed spanning tree (``tree.arborescence``);
-4. each edge's placement and direction margins and its calibrated confidence (``tree.calibration``).
+4. each edge's placement margin and direction probability, and its confidence (``tree.calibration``).
 
 Parameters live in ``__init__`` and are stored untouched; ``fit`` validates them and sets the results,
 whose names end in ``_`` (scikit-learn's convention).
@@ -128,10 +128,10 @@ class TreeRecovery:
         Weight λ of the kurtosis penalty, in units of the tree's mean distance (paper: 0.3); used by
         ``direction="falls"`` and ``"rises"`` only.
     direction : {"auto", "norm", "falls", "rises"}
-        ``"auto"`` (default): place edges by distance alone (minimum spanning tree), then orient each tree
-        by the cue it is most consistent with (``AUTO_CUES``: weight norm grows, kurtosis falls, kurtosis
-        rises, norm shrinks; ``tree.orient.choose_cue``) and the root that cue favours. ``"norm"``: the
-        same with the norm-grows cue only. ``"falls"`` / ``"rises"``: the paper's method, the expected
+        ``"auto"`` (default): place edges by distance alone (minimum spanning tree), then hang each tree
+        from its most probable root, over every root and both signs of the weight-norm and kurtosis cues,
+        with the angles at forks (``tree.direction``). ``"norm"``: the same with the norm-grows cue only.
+        ``"falls"`` / ``"rises"``: the paper's method, the expected
         kurtosis trend from parent to child (falls for fine-tuning, the paper's default; rises for
         continued pre-training) as a penalty ``lam`` in the directed costs, then a minimum directed
         spanning tree.
