@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench bench-small clean
+.PHONY: install test test-fast lint demo bench bench-small bench-shapes clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: $(STAMP)
 # The same tables on the splits' small size (3 trees x 7 models): about an hour on 2 cores the first time.
 bench-small: $(STAMP)
 	$(BIN)/python benchmarks/run.py --small
+
+# Section (d) of docs/RESULTS.md: the shapes zoo (chains, deep and mixed trees, fp16), 17 small trees;
+# about 1 h 15 min of CPU training the first time, minutes afterwards.
+bench-shapes: $(STAMP)
+	$(BIN)/python benchmarks/shapes_bench.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_mdst  # noqa: E402
 import calibrate  # noqa: E402
+import shapes_bench  # noqa: E402
 import zoo_bench  # noqa: E402
 
 from mothertree.evaluation.metrics import score_edges  # noqa: E402
@@ -438,7 +439,9 @@ def main() -> None:
         "",
     ]
     out = ROOT / "docs" / "RESULTS.md"
-    out.write_text("\n".join(sections))
+    # Section (d) comes from its own command (`make bench-shapes`), dated in its own header: kept as it is.
+    shapes = shapes_bench.current_section(out)
+    out.write_text("\n".join(sections) + ("\n" + shapes + "\n" if shapes else ""))
     print(f"wrote {out}", file=sys.stderr)
 
 

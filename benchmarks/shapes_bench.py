@@ -138,6 +138,14 @@ def section(results: list[ShapeResult]) -> list[str]:
     return lines
 
 
+def current_section(results_file: Path) -> str:
+    """The shapes section already in ``results_file`` (markers included), or ``""``."""
+    text = results_file.read_text() if results_file.exists() else ""
+    if START not in text or END not in text:
+        return ""
+    return START + text.split(START, 1)[1].split(END, 1)[0] + END
+
+
 def write(lines: list[str], results_file: Path) -> None:
     text = results_file.read_text() if results_file.exists() else ""
     block = "\n".join(lines)
