@@ -1,4 +1,5 @@
-"""Pairs stored at two precisions are compared at the coarser one (synthetic weights: the mechanics)."""
+"""Pairs stored at two precisions are compared at the coarser one; the skew of norm changes (synthetic
+weights and moments: the mechanics)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from mothertree.features.featureset import FeatureSet
 from mothertree.features.reductions import PRECISIONS, rounded
 from mothertree.pipeline import read_features
 
@@ -56,3 +58,32 @@ def test_a_bf16_copy_is_compared_with_its_fp32_parent_in_bf16(tmp_path: Path):
     features.save(tmp_path / "features.npz")
     again = type(features).load(tmp_path / "features.npz")
     np.testing.assert_array_equal(again.kurtosis_pairs(), pairs)
+
+
+def _features_with_mean_squares(mean_squares: np.ndarray) -> FeatureSet:
+    """A FeatureSet whose tensors have the given per-model mean squares (zero mean), nothing else."""
+    n_tensors, n_models = mean_squares.shape
+    moments = np.zeros((n_tensors, n_models, 4))
+    moments[..., 1] = mean_squares
+    return FeatureSet(
+        model_ids=[f"m{i}" for i in range(n_models)],
+        model_paths=[""] * n_models,
+        tensor_names=[f"t{k}" for k in range(n_tensors)],
+        numel=np.full(n_tensors, 100, dtype=np.int64),
+        rms_distances=np.zeros((n_tensors, n_models, n_models)),
+        moments=moments,
+    )
+
+
+def test_norm_changes_skew_right_from_parent_to_child_even_under_weight_decay():
+    # Synthetic mean squares. The child: every tensor shrunk by weight decay (x 0.99), and training adding
+    # energy unevenly, most of it to one tensor: a long right tail of log changes, read parent -> child.
+    parent = np.array([1.0, 2.0, 0.5, 1.5, 1.0])
+    child = parent * 0.99 * np.array([1.001, 1.002, 1.001, 1.0, 1.05])
+    skew = _features_with_mean_squares(np.column_stack([parent, child])).norm_change_skew()
+    assert skew[0, 1] > 1.0 and skew[1, 0] == -skew[0, 1]
+    # The norm itself shrank: the norm cue would call the child the parent, the skew does not.
+    assert np.log(child.sum()) < np.log(parent.sum())
+    # By hand: log changes log(0.99) + log([1.001, 1.002, 1.001, 1, 1.05]); their skewness is that of
+    # [0.0010, 0.0020, 0.0010, 0, 0.0488] (a shift changes nothing): m3 / m2^1.5 = 1.4959.
+    assert skew[0, 1] == pytest.approx(1.4959, abs=1e-3)

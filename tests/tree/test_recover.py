@@ -37,13 +37,13 @@ def test_recovers_tree_with_falling_kurtosis():
     # 1 - 1.0 / 2.2 = 0.5455 and sigmoid(6.63 + 0.95 ln(0.5455 + 0.001)) = 0.99766. Direction (the sign
     # fixed: kurtosis falls): every edge's evidence is t = tanh(1) = 0.7616 (a fall of 1 per generation, the
     # median step). Root r agrees with 4 edges, a and b with 3 against 1, a1 and a2 with 2 against 2, so
-    # with BETA = 1.5 the roots weigh exp(6t) = 96.50, exp(3t) = 9.824 (twice) and 1 (twice). The edge
-    # r -> a is reversed when the root is in a's subtree {a, a1, a2}: 1 - 11.824 / 118.15 = 0.89993.
-    # Confidence: 0.99766 * 0.89993 = 0.89782.
+    # with BETA = 2 the roots weigh exp(8t) = 442.64, exp(4t) = 21.039 (twice) and 1 (twice). The edge
+    # r -> a is reversed when the root is in a's subtree {a, a1, a2}: 1 - 23.039 / 486.72 = 0.95266.
+    # Confidence: 0.99766 * 0.95266 = 0.95044.
     a = IDS.index("a")
     assert recovery.placement_margins_[a] == pytest.approx(1 - 1.0 / 2.2)
-    assert recovery.direction_probabilities_[a] == pytest.approx(0.89993, abs=1e-5)
-    assert edge.confidence == pytest.approx(0.89782, abs=1e-5)
+    assert recovery.direction_probabilities_[a] == pytest.approx(0.95266, abs=1e-5)
+    assert edge.confidence == pytest.approx(0.95044, abs=1e-5)
     assert recovery.parents_[IDS.index("r")] == -1
 
 
@@ -138,8 +138,8 @@ def test_a_model_with_no_relative_is_a_root_of_its_own():
 def test_confidence_is_low_for_a_near_tie_and_high_for_a_clear_parent():
     # a and b are almost equally close to c (far=1.001): c's placement is close to a coin flip; with far=2,
     # a is clearly c's parent. The norm grows a -> b and a -> c by 3 units: with the sign fixed, two edges
-    # weigh root a against b or c as exp(1.5 * 2 tanh 1) = 9.82 to 1 each, a direction probability of
-    # 1 - 1 / 11.82 = 0.9154 (two edges cannot say more).
+    # weigh root a against b or c as exp(2 * 2 tanh 1) = 21.04 to 1 each, a direction probability of
+    # 1 - 1 / 23.04 = 0.9566 (two edges cannot say more).
     def confidences(far: float) -> dict[tuple[str, str], float]:
         d = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, far], [1.0, far, 0.0]])
         recovery = TreeRecovery(n_trees=None, direction="norm").fit_matrices(
@@ -151,7 +151,7 @@ def test_confidence_is_low_for_a_near_tie_and_high_for_a_clear_parent():
     assert set(tie) == set(clear) == {("a", "b"), ("a", "c")}
     assert max(tie.values()) < 0.75
     # Placement margin 1 - 1/2: sigmoid(6.63 + 0.95 ln 0.501) = 0.99746.
-    assert min(clear.values()) == pytest.approx(0.9154 * 0.99746, abs=1e-4)
+    assert min(clear.values()) == pytest.approx(0.9566 * 0.99746, abs=1e-4)
 
 
 @pytest.mark.parametrize("direction", ["norm", "falls"])

@@ -32,15 +32,18 @@ from scipy.special import logsumexp
 from .orient import Edges, evidence_from_changes, orient_from_root, preorder, root_scores
 
 # An edge whose cue moves by the tree's median step (evidence tanh(1) = 0.76) agrees with the recipe's
-# sign with probability sigmoid(2 * 1.5 * 0.76) = 0.91. Chosen on the tuning shapes and the zoo's fans
-# (docs/DESIGN.md): 0.5 left the fans' right edges at 0.6-0.9, 2 and more made no edge more right.
-BETA = 1.5
+# sign with probability sigmoid(2 * 2 * 0.76) = 0.95. Chosen on the shapes zoo and the zoo's fans
+# (docs/DESIGN.md, `benchmarks/direction_sweep.py`).
+BETA = 2.0
 # Prior of a cue's sign, +1: the statistic grows from parent to child. Even: which way the norm and the
 # kurtosis move depends on the recipe (weight decay shrinks the norm, continued pre-training can raise the
 # kurtosis), so no sign is favoured and a bare chain is a coin flip.
 SIGN_PRIOR: dict[str, dict[float, float]] = {
     "norm": {1.0: 0.5, -1.0: 0.5},
     "kurtosis": {-1.0: 0.5, 1.0: 0.5},
+    # The skew of per-tensor norm changes leans right from parent to child by how training works, not by
+    # recipe (``FeatureSet.norm_change_skew``): its sign is all but known.
+    "skew": {1.0: 0.95, -1.0: 0.05},
 }
 # Prior probability that a cue tells nothing about a tree's directions (``_cue_log_likelihood``).
 CUE_UNINFORMATIVE = 0.5

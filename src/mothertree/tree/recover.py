@@ -61,12 +61,21 @@ Cue = tuple[str, float]
 # The cues ``direction="auto"`` weighs, per tree, with both signs of each (``tree.direction``): fine-tuning
 # adds an update nearly orthogonal to the weights, so the norm grows, unless weight decay shrinks it; the
 # paper's kurtosis falls for fine-tuning and may rise for continued pre-training.
-AUTO_CUES: tuple[Cue, ...] = (("norm", 1.0), ("kurtosis", -1.0), ("kurtosis", 1.0), ("norm", -1.0))
+AUTO_CUES: tuple[Cue, ...] = (
+    ("norm", 1.0),
+    ("kurtosis", -1.0),
+    ("kurtosis", 1.0),
+    ("norm", -1.0),
+    ("skew", 1.0),
+    ("skew", -1.0),
+)
 CUE_NAMES: dict[Cue, str] = {
     ("norm", 1.0): "norm grows",
     ("norm", -1.0): "norm shrinks",
     ("kurtosis", -1.0): "kurtosis falls",
     ("kurtosis", 1.0): "kurtosis rises",
+    ("skew", 1.0): "norm changes skew right",
+    ("skew", -1.0): "norm changes skew left",
 }
 CUES_OF: dict[Direction, tuple[Cue, ...]] = {
     "auto": AUTO_CUES,
@@ -232,6 +241,7 @@ class TreeRecovery:
             features.model_ids,
             log_norms=features.log_norm_pairs(),
             kurtosis_pairs=features.kurtosis_pairs(),
+            norm_change_skew=features.norm_change_skew(),
             relative_distances=features.relative_distances(),
             squared_distances=features.squared_distances(),
             known_parents=features.known_parents,
@@ -249,6 +259,7 @@ class TreeRecovery:
         relative_distances: npt.ArrayLike | None = None,
         squared_distances: npt.ArrayLike | None = None,
         kurtosis_pairs: npt.ArrayLike | None = None,
+        norm_change_skew: npt.ArrayLike | None = None,
         known_parents: Mapping[str, str] | None = None,
     ) -> TreeRecovery:
         """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need).
@@ -258,7 +269,8 @@ class TreeRecovery:
         ``squared_distances`` (``FeatureSet.squared_distances``) lets the angles at forks help orient
         (``tree.direction.fork_scores``); without them only the cues do. ``kurtosis_pairs``
         (``FeatureSet.kurtosis_pairs``, pairs stored at two precisions compared at the coarser) replaces
-        ``kurtosis`` as the direction cue.
+        ``kurtosis`` as the direction cue. ``norm_change_skew`` (``FeatureSet.norm_change_skew``) adds the
+        skew cue.
         ``known_parents`` maps a child's id to its parent's where the relation is known; those edges are
         kept, in that direction.
         """
@@ -271,6 +283,7 @@ class TreeRecovery:
             relative_distances=relative_distances,
             squared_distances=squared_distances,
             kurtosis_pairs=kurtosis_pairs,
+            norm_change_skew=norm_change_skew,
             known_parents=known_parents or {},
             distance_used="given",
             low_rank_pairs=None,
@@ -296,8 +309,9 @@ class TreeRecovery:
         squared_distances: npt.ArrayLike | None,
         known_parents: Mapping[str, str],
         distance_used: str,
-        kurtosis_pairs: npt.ArrayLike | None = None,
         low_rank_pairs: int | None,
+        kurtosis_pairs: npt.ArrayLike | None = None,
+        norm_change_skew: npt.ArrayLike | None = None,
     ) -> TreeRecovery:
         d = np.asarray(distances, dtype=np.float64)
         k = np.asarray(kurtosis, dtype=np.float64)
@@ -312,6 +326,8 @@ class TreeRecovery:
         changes = {"kurtosis": pairwise_changes(k if kurtosis_pairs is None else kurtosis_pairs)}
         if log_norms is not None:
             changes["norm"] = pairwise_changes(log_norms)
+        if norm_change_skew is not None:
+            changes["skew"] = np.asarray(norm_change_skew, dtype=np.float64)
 
         squared = None if squared_distances is None else np.asarray(squared_distances, dtype=np.float64)
         parents, placement, direction = self._orient_trees(labels, d, k, changes, squared, known)
@@ -408,18 +424,21 @@ class TreeRecovery:
         consistency: dict[str, float] | None = None
         if self.direction in ("auto", "norm"):
             edges = undirected_spanning_tree(_with_known_joined(distances, known))
-            used = {name: changes[name] for name in dict.fromkeys(name for name, _ in cues)}
+            used = {
+                name: changes[name] for name in dict.fromkeys(name for name, _ in cues) if name in changes
+            }
             priors = None if self.direction == "auto" else {"norm": {1.0: 1.0}}
             fork = None if squared is None else fork_scores(len(distances), edges, squared)
             log_posterior, signs = root_log_posterior(
                 len(distances), edges, used, signs=priors, known_parents=known, fork=fork
             )
             parents = posterior_parents(len(distances), edges, log_posterior)
+            measured = [cue for cue in cues if cue[0] in changes]
             scores = [
                 consistency_of(len(distances), edges, evidence_from_changes(changes[name], edges, sign))
-                for name, sign in cues
+                for name, sign in measured
             ]
-            consistency = {CUE_NAMES[c]: v for c, v in zip(cues, scores, strict=True)}
+            consistency = {CUE_NAMES[c]: v for c, v in zip(measured, scores, strict=True)}
             telling = [CUE_NAMES[(name, sign)] for name, sign in signs.items() if sign is not None]
             cue = " + ".join(telling) or "no cue (the shape of the tree alone)"
         else:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .spec import Family, GraphSpec, NodePlan
 
-__all__ = ["HELDOUT", "RECIPES", "SHAPES", "TUNING", "shape_specs"]
+__all__ = ["FRESH", "HELDOUT", "RECIPES", "SHAPES", "TUNING", "shape_specs"]
 
 _VISION_TASKS = ("counting", "location", "orientation", "texture", "frequency", "colour", "distance", "shape")
 _TEXT_TASKS = ("verb-positive", "has-number", "colour", "person", "place-time", "water", "plural", "city")
@@ -239,7 +239,41 @@ HELDOUT: tuple[GraphSpec, ...] = (
     ),
 )
 
-SHAPES: dict[str, GraphSpec] = {spec.name: spec for spec in (*TUNING, *HELDOUT)}
+# Recipes built only after the direction rules were final (the skew cue included), measured once.
+FRESH: tuple[GraphSpec, ...] = (
+    _spec(
+        "shape-text-chain-lowlr-wd",
+        "text",
+        "minilm@4",
+        _chain(5, ("mlm", 5e-5, 0.05), [(2, "plural", 5e-5), (3, "city", 1e-4)]),
+    ),
+    _spec("shape-text-deep-wd", "text", "minilm@0", _deep(_TEXT_TASKS[::-1], (1e-4, 6e-5), 0.1)),
+    _spec(
+        "shape-vision-chain-hlr",
+        "vision",
+        "imagenet",
+        _chain(
+            5,
+            ("", 1e-3, 0.05),
+            [(2, "orientation", 1e-4), (4, "distance", 2e-4)],
+            stage_tasks=("shape", "colour", "size", "texture", "counting"),
+        ),
+    ),
+    _spec("shape-vision-deep-mixed-wd", "vision", "imagenet", _deep(_VISION_TASKS[2:], (1e-3, 2e-4), 0.05)),
+    _spec(
+        "shape-vision-fp16-wd",
+        "vision",
+        "imagenet",
+        _fan(
+            _VISION_TASKS[1:],
+            (3e-4, 6e-4),
+            saves=("fp16", "fp16", "safetensors", "fp16", "fp16", "bin"),
+            decay=0.1,
+        ),
+    ),
+)
+
+SHAPES: dict[str, GraphSpec] = {spec.name: spec for spec in (*TUNING, *HELDOUT, *FRESH)}
 
 # What each shape is, in a few words, for the tables of docs/RESULTS.md.
 RECIPES: dict[str, str] = {
@@ -260,9 +294,14 @@ RECIPES: dict[str, str] = {
     "shape-vision-chain-nowd": "5 successive task fine-tunes (lr 5e-4, no weight decay) + 2 side",
     "shape-vision-chain-wd": "5 successive task fine-tunes (wd 0.1) + 2 side fine-tunes",
     "shape-vision-deep-wd": "deep tree (wd 0.1) under a root pre-trained 150 steps",
+    "shape-text-chain-lowlr-wd": "5 masked-token stages (lr 5e-5, wd 0.05) + 2 fine-tunes off 2, 3",
+    "shape-text-deep-wd": "task fine-tunes 5 deep + 3 side branches (wd 0.1)",
+    "shape-vision-chain-hlr": "5 successive task fine-tunes (lr 1e-3, wd 0.05) + 2 side (lr 1e-4, 2e-4)",
+    "shape-vision-deep-mixed-wd": "task fine-tunes 5 deep + 3 side branches (wd 0.05, lr 1e-3 / 2e-4)",
+    "shape-vision-fp16-wd": "fan (wd 0.1), fine-tunes saved fp16",
 }
 
 
 def shape_specs(split: str = "all") -> tuple[GraphSpec, ...]:
-    """The shapes of a split: ``tuning``, ``heldout`` or ``all``."""
-    return {"tuning": TUNING, "heldout": HELDOUT, "all": (*TUNING, *HELDOUT)}[split]
+    """The shapes of a split: ``tuning``, ``heldout``, ``fresh`` or ``all``."""
+    return {"tuning": TUNING, "heldout": HELDOUT, "fresh": FRESH, "all": (*TUNING, *HELDOUT, *FRESH)}[split]
