@@ -8,6 +8,7 @@ milliseconds, and a saved FeatureSet (``.npz``) reruns without the checkpoints.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,23 +232,20 @@ class FeatureSet:
         true edges, among them every edge of the weight-decay chains that reverse the norm cue.
         Norms are over each pair's common support and at its coarser precision, as in ``log_norm_pairs``.
         """
-        n = self.n_models
         if self.common_support_norms is not None:
             with np.errstate(divide="ignore"):
                 own = np.log(self.common_support_norms)  # [t, i, j]: i's squared norm where i and j overlap
         else:
             own = np.log(self._at_coarser(mean_squares) * self.numel.astype(np.float64)[:, None, None])
         change = np.transpose(own, (0, 2, 1)) - own  # [t, i, j]: log change from i to j
-        skew = np.zeros((n, n))
-        if self.n_tensors < 3:
-            return skew
-        finite = np.isfinite(change)
-        for i in range(n):
-            for j in range(i + 1, n):
-                values = change[finite[:, i, j], i, j]
-                skew[i, j] = _skewness(values)
-                skew[j, i] = -skew[i, j]
-        return skew
+        change = np.where(np.isfinite(change), change, np.nan)
+        counted = np.sum(~np.isnan(change), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # pairs without a finite change: 0 below
+            centred = change - np.nanmean(change, axis=0)
+            m2 = np.nanmean(centred**2, axis=0)
+            skew = np.nanmean(centred**3, axis=0) / m2**1.5
+        return np.asarray(np.where((counted >= 3) & (m2 > 0), skew, 0.0), dtype=np.float64)
 
     def subset(self, indices: npt.ArrayLike) -> FeatureSet:
         """The FeatureSet of some of the models, in the order given."""
@@ -334,15 +332,6 @@ class FeatureSet:
             known_parents=dict(metadata.pop("known_parents", {})),
             metadata=metadata,
         )
-
-
-def _skewness(values: npt.NDArray[np.float64]) -> float:
-    """Sample skewness ``m3 / m2^1.5`` (0 for fewer than 3 values or no spread)."""
-    if values.size < 3:
-        return 0.0
-    centred = values - values.mean()
-    m2 = float(np.mean(centred**2))
-    return float(np.mean(centred**3) / m2**1.5) if m2 > 0 else 0.0
 
 
 def _as(array: npt.NDArray[Any] | None, dtype: type[np.generic]) -> Any:
