@@ -102,3 +102,13 @@ def test_a_malformed_result_names_the_problem() -> None:
     del data["edges"][0]["child"]
     with pytest.raises(InvalidTruthError, match="missing or malformed field: 'child'"):
         RecoveryResult.from_json(data)
+
+
+def test_text_output_marks_undetermined_edges_and_says_how_many() -> None:
+    from mothertree.render import to_text
+
+    text = to_text(example())
+    assert "ft  (d=0.0012, confidence 0.500, ? direction 0.52)" in text
+    assert "lora  (d=0.0004, confidence 1.000)" in text  # a known edge is never undetermined
+    assert "direction undetermined on 1 of 2 edges (marked ?)" in text
+    assert "oriented by: norm grows" in text
