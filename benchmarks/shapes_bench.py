@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -136,7 +140,8 @@ def section(results: list[ShapeResult], fans: list[str]) -> list[str]:
         "## (d) Shapes: chains, deep and mixed trees, half precision",
         "",
         f"Produced by `make bench-shapes` (`python benchmarks/shapes_bench.py --write`) on "
-        f"{dt.date.today().isoformat()}; the shapes are `mothertree.zoo.shapes` (MiniLM cut to 2 layers, "
+        f"{dt.date.today().isoformat()} ({os.cpu_count()} cores, Python {platform.python_version()}, numpy "
+        f"{np.__version__}); the shapes are `mothertree.zoo.shapes` (MiniLM cut to 2 layers, "
         "MobileNetV2 at 32 px, 120 steps per model), one tree of 7-9 models each, recovered with the "
         "default settings (`--trees auto`, `--direction auto`, `--distance auto`); the paper's columns "
         "have the tree given. An edge is *undetermined* when its direction probability is at most "
