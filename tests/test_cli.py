@@ -90,7 +90,9 @@ def test_distance_places_every_edge_of_the_tiny_tree(bert_family: Path, tmp_path
 def test_text_and_dot_output(bert_family: Path):
     code, out, _ = run("recover", str(bert_family), "--quiet")
     assert code == 0
-    assert out.splitlines()[0] == "tree 0: 5 models, oriented by: norm grows"  # as in the JSON contract
+    assert (
+        out.splitlines()[0] == "tree 0: 5 models, oriented by: norm grows + norm changes skew right"
+    )  # as in the JSON contract
     assert "└── " in out
     assert out.splitlines()[1].endswith("(root: no parent in this collection)")
     assert out.count("confidence 0.") + out.count("confidence 1.000") == 4

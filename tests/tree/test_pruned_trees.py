@@ -138,6 +138,7 @@ def test_dense_features_recover_as_with_per_model_norms(bert_family: Path):
         relative_distances=features.relative_distances(),
         squared_distances=features.squared_distances(),
         kurtosis_pairs=features.kurtosis_pairs(),
+        norm_change_skew=features.norm_change_skew(),
     )
     assert pairwise.edges_ == per_model.edges_
 
