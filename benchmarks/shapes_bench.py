@@ -42,7 +42,15 @@ from mothertree.zoo.spec import GraphSpec  # noqa: E402
 
 SHAPES_DIR = ROOT / ".bench" / "shapes"
 # Fans built by `make bench` / `make bench-small`, measured here too when they are on disk (not built here).
-FAN_GRAPHS = ("minilm-graph", "demo", "zoo/text-ft-small", "zoo/vision-ft-small", "zoo/vision-ft-heldout")
+FAN_GRAPHS = (
+    "minilm-graph",
+    "demo",
+    "zoo/text-ft-small",
+    "zoo/vision-ft-small",
+    "zoo/text-lora-v-small",
+    "zoo/text-mixed-small",
+    "zoo/vision-ft-heldout",
+)
 START, END = "<!-- shapes: benchmarks/shapes_bench.py -->", "<!-- /shapes -->"
 
 

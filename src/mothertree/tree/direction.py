@@ -23,7 +23,7 @@ child's subtree); ``tree.calibration`` turns it and the placement margin into th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -74,24 +74,27 @@ def root_log_posterior(
     """
     signs = signs if signs is not None else {name: SIGN_PRIOR[name] for name in cues}
     joint = np.zeros(n_nodes) if fork is None else np.asarray(fork, dtype=np.float64).copy()
-    agreements, evidence_of = {}, {}
+    agreements, chances = {}, {}
     for name, changes in cues.items():
-        evidence_of[name] = list(evidence_from_changes(changes, edges, 1.0).values())
-        agreements[name] = root_scores(n_nodes, edges, evidence_from_changes(changes, edges, 1.0))
-        joint += _cue_log_likelihood(agreements[name], evidence_of[name], signs[name], beta)
+        evidence = evidence_from_changes(changes, edges, 1.0)
+        agreements[name] = root_scores(n_nodes, edges, evidence)
+        chances[name] = _chance(evidence.values(), beta)
+        joint += _cue_log_likelihood(agreements[name], chances[name], signs[name], beta)
     joint[_roots_reversing(n_nodes, edges, known_parents or {})] = -np.inf
     log_posterior = joint - logsumexp(joint)
     root = int(np.argmax(log_posterior))
     return log_posterior, {
-        name: _likely_sign(agreements[name][root], evidence_of[name], signs[name], beta) for name in cues
+        name: _likely_sign(agreements[name][root], chances[name], signs[name], beta) for name in cues
     }
 
 
-def _likely_sign(
-    agreement: float, evidence: Sequence[float], signs: Mapping[float, float], beta: float
-) -> float | None:
+def _chance(evidence: Iterable[float], beta: float) -> float:
+    """Log of how much likelier each edge's evidence is under its best sign than by chance, summed."""
+    return float(np.sum(np.log(np.cosh(beta * np.fromiter(evidence, dtype=np.float64)))))
+
+
+def _likely_sign(agreement: float, chance: float, signs: Mapping[float, float], beta: float) -> float | None:
     """The cue's most probable sign given the root, or None when it more likely tells nothing."""
-    chance = float(np.sum(np.log(np.cosh(beta * np.asarray(evidence, dtype=np.float64)))))
     sign = max(signs, key=lambda s: np.log(signs[s]) + beta * s * agreement)
     if len([p for p in signs.values() if p > 0]) == 1:
         return sign
@@ -101,7 +104,7 @@ def _likely_sign(
 
 def _cue_log_likelihood(
     agreement: npt.NDArray[np.float64],
-    evidence: Sequence[float],
+    chance: float,
     signs: Mapping[float, float],
     beta: float,
 ) -> npt.NDArray[np.float64]:
@@ -112,7 +115,6 @@ def _cue_log_likelihood(
     ``1 - CUE_UNINFORMATIVE``, so a statistic without a trend along this tree (a norm that grows on half
     the edges) adds little either way instead of pulling the root to wherever its noise fits best.
     """
-    chance = float(np.sum(np.log(np.cosh(beta * np.asarray(evidence, dtype=np.float64)))))
     informative = logsumexp(
         [np.log(prior) + beta * sign * agreement - chance for sign, prior in signs.items() if prior > 0],
         axis=0,

@@ -119,7 +119,7 @@ class _TreeEdges:
 
     parents: npt.NDArray[np.int64]
     placement: npt.NDArray[np.float64]
-    direction: npt.NDArray[np.float64]
+    direction_probability: npt.NDArray[np.float64]
     cue: str
     cue_consistency: dict[str, float] | None
 
@@ -391,7 +391,7 @@ class TreeRecovery:
             has_parent = tree_edges.parents >= 0
             parents[members[has_parent]] = members[tree_edges.parents[has_parent]]
             placement[members[has_parent]] = tree_edges.placement[has_parent]
-            direction[members[has_parent]] = tree_edges.direction[has_parent]
+            direction[members[has_parent]] = tree_edges.direction_probability[has_parent]
             self.cues_.append(tree_edges.cue)
             if tree_edges.cue_consistency is not None:
                 self.cue_consistency_.append(tree_edges.cue_consistency)
