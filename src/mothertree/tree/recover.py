@@ -139,7 +139,8 @@ class TreeRecovery:
     direction : {"auto", "norm", "falls", "rises"}
         ``"auto"`` (default): place edges by distance alone (minimum spanning tree), then hang each tree
         from its most probable root, over every root and both signs of the weight-norm and kurtosis cues,
-        with the angles at forks (``tree.direction``). ``"norm"``: the same with the norm-grows cue only.
+        with the skew of the per-tensor norm changes (sign known) and the angles at forks
+        (``tree.direction``). ``"norm"``: the same with the norm-grows cue only.
         ``"falls"`` / ``"rises"``: the paper's method, the expected
         kurtosis trend from parent to child (falls for fine-tuning, the paper's default; rises for
         continued pre-training) as a penalty ``lam`` in the directed costs, then a minimum directed
@@ -353,7 +354,7 @@ class TreeRecovery:
                 float(d[p, c]),
                 float(confidences[c]),
                 c in known,
-                1.0 if c in known else float(direction[c]),
+                float(direction[c]),
             )
             for c, p in enumerate(parents)
             if p >= 0
