@@ -196,15 +196,21 @@ class FeatureSet:
         """``(n_tensors, n_models, n_models)``: ``statistic`` of moments, ``[t, i, j]`` for model i's tensor
         t at the coarser storage precision of models i and j (as stored where no rounding was needed)."""
         plain = statistic(self.moments)  # (n_tensors, n_models)
-        n = self.n_models
+        as_stored = np.repeat(plain[:, :, None], self.n_models, axis=2)
         if self.precisions is None or self.rounded_moments is None:
-            return np.repeat(plain[:, :, None], n, axis=2)
+            return as_stored
         at = np.concatenate([plain[None], statistic(self.rounded_moments)])  # (precisions, tensors, models)
         coarser = np.maximum(self.precisions[:, :, None], self.precisions[:, None, :]).astype(np.int64)
-        tensors, models = np.meshgrid(np.arange(self.n_tensors), np.arange(n), indexing="ij")
+        tensors, models = np.meshgrid(np.arange(self.n_tensors), np.arange(self.n_models), indexing="ij")
         values = at[coarser, tensors[:, :, None], models[:, :, None]]
-        fallback = np.repeat(plain[:, :, None], n, axis=2)
-        return np.asarray(np.where(np.isnan(values), fallback, values), dtype=np.float64)
+        return np.asarray(np.where(np.isnan(values), as_stored, values), dtype=np.float64)
+
+    def _pair_squared_norms(self) -> npt.NDArray[np.float64]:
+        """``(n_tensors, n_models, n_models)``: ``[t, i, j]`` model i's squared norm of tensor t as compared
+        with model j: over their common support where a tensor is masked, else at their coarser precision."""
+        if self.common_support_norms is not None:
+            return self.common_support_norms
+        return self._at_coarser(mean_squares) * self.numel.astype(np.float64)[:, None, None]
 
     def log_norm_pairs(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)``: ``[i, j]`` the log squared norm of model i over what it shares with j.
@@ -215,11 +221,8 @@ class FeatureSet:
         compared at the coarser one (``kurtosis_pairs`` says why). Without masked tensors or mixed
         precisions every row is constant, ``log_norms()`` repeated, and the comparison is the per-model one.
         """
-        if self.common_support_norms is None:
-            squared = self._at_coarser(mean_squares) * self.numel.astype(np.float64)[:, None, None]
-            return np.asarray(np.log(squared.sum(axis=0)), dtype=np.float64)
         with np.errstate(divide="ignore"):
-            return np.asarray(np.log(self.common_support_norms.sum(axis=0)), dtype=np.float64)
+            return np.asarray(np.log(self._pair_squared_norms().sum(axis=0)), dtype=np.float64)
 
     def norm_change_skew(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)``: ``[i, j]`` the skewness, over tensors, of the log change of each
@@ -232,11 +235,8 @@ class FeatureSet:
         true edges, among them every edge of the weight-decay chains that reverse the norm cue.
         Norms are over each pair's common support and at its coarser precision, as in ``log_norm_pairs``.
         """
-        if self.common_support_norms is not None:
-            with np.errstate(divide="ignore"):
-                own = np.log(self.common_support_norms)  # [t, i, j]: i's squared norm where i and j overlap
-        else:
-            own = np.log(self._at_coarser(mean_squares) * self.numel.astype(np.float64)[:, None, None])
+        with np.errstate(divide="ignore"):
+            own = np.log(self._pair_squared_norms())
         change = np.transpose(own, (0, 2, 1)) - own  # [t, i, j]: log change from i to j
         change = np.where(np.isfinite(change), change, np.nan)
         counted = np.sum(~np.isnan(change), axis=0)
