@@ -148,6 +148,7 @@ class _GroupArrays:
         self.rank_caps = np.zeros(n_tensors, dtype=np.int64) if with_ranks else None
         self.precisions = np.zeros((n_tensors, n_models), dtype=np.int8)
         self.rounded_moments = np.full((len(PRECISIONS) - 1, n_tensors, n_models, 4), np.nan)
+        self.mixed_precision = False  # some tensor stored at more than one precision across the models
 
     def add_tensor(
         self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
@@ -175,6 +176,7 @@ class _GroupArrays:
         self.precisions[t, index] = stored
         if len(set(stored.tolist())) < 2:
             return
+        self.mixed_precision = True
         for precision in range(1, int(stored.max()) + 1):
             self.rounded_moments[precision - 1, t, index] = central_moments(rounded(values, precision))
 
@@ -207,8 +209,8 @@ class _GroupArrays:
             clear_ranks=pairs(self.clear_ranks),
             rank_caps=self.rank_caps,
             common_support_norms=pairs(self.common_support_norms) if self.masked else None,
-            precisions=self.precisions[:, kept] if self.precisions.any() else None,
-            rounded_moments=self.rounded_moments[:, :, kept] if self.precisions.any() else None,
+            precisions=self.precisions[:, kept] if self.mixed_precision else None,
+            rounded_moments=self.rounded_moments[:, :, kept] if self.mixed_precision else None,
             metadata=metadata,
         )
 
