@@ -152,6 +152,13 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the extracted features (.npz); `recover` on that file reruns without the weights.",
 )
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Follow symbolic links wherever they lead. By default every file read must lie inside PATHS "
+    "(a Hugging Face cache entry's snapshot links into its own blobs/); a link leading out is skipped, "
+    "saying why.",
+)
 @quiet_option
 @_report_errors
 def recover(
@@ -164,6 +171,7 @@ def recover(
     layers: str | None,
     fmt: str,
     save_features: Path | None,
+    follow_links: bool,
     quiet: bool,
 ) -> None:
     """Recover the Model Trees of the models under PATHS.
@@ -181,6 +189,7 @@ def recover(
         layers=layers,
         base=base,
         save_features=save_features,
+        follow_links=follow_links,
     )
     click.echo(RENDERERS[fmt](result), nl=False)
     _report_skipped(result.broken)

@@ -46,6 +46,35 @@ class InvalidCheckpointError(MotherTreeError, ValueError):
     default_hint = "the file may be truncated or corrupt: download or save it again"
 
 
+class OutsideInputError(MotherTreeError, PermissionError):
+    """A link, shard name or cache ref leads outside the input mothertree was given."""
+
+    default_hint = (
+        "mothertree opens only files inside the folders it is given: copy the files in, or pass "
+        "`--follow-links` if you trust where the links lead"
+    )
+
+
+class NotARegularFileError(InvalidCheckpointError):
+    """A path that should be a file is a FIFO, a socket, a device or a folder."""
+
+    default_hint = "replace it with the real file, or remove it from the collection"
+
+
+class LimitExceededError(InvalidCheckpointError):
+    """A file's structure is larger than any real checkpoint's: too many tensors, too deep, too big."""
+
+    default_hint = (
+        "real checkpoints stay far below this limit: the file is malformed or crafted; save the model again"
+    )
+
+
+class UnreadableFileError(MotherTreeError, OSError):
+    """The operating system refused to open or read a file (permissions, I/O error, link loop)."""
+
+    default_hint = "check that the file is readable and not damaged"
+
+
 class MissingShardError(InvalidCheckpointError):
     """A shard index names a file that is not there."""
 

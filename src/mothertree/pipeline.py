@@ -24,7 +24,7 @@ from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
 from .features.select import group_by_architecture, select_tensors, weight_signature
-from .io import discover, match_base, open_checkpoint
+from .io import discover, match_base, open_checkpoint, os_error
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
 from .result import RecoveredModel, RecoveredTree, RecoveryResult
 from .tree.cluster import split_counts, tree_linkage
@@ -47,14 +47,19 @@ def recover(
     layers: str | None = None,
     base: str | Path | None = None,
     save_features: str | Path | None = None,
+    follow_links: bool = False,
 ) -> RecoveryResult:
     """The Model Trees of the models under ``paths``, or of FeatureSet files (``.npz``) written before.
 
     ``layers`` (a regex of tensor names) and ``base`` (the base of LoRA adapters whose declared base is
     not in the collection) apply when weights are read. ``save_features`` also writes the features read
-    (one file per architecture group: ``save_feature_sets``). See ``recover_trees`` for the rest.
+    (one file per architecture group: ``save_feature_sets``). ``follow_links`` lets links in the input
+    lead anywhere (by default every file read lies inside the paths given). See ``recover_trees`` for the
+    rest.
     """
-    feature_sets, broken = load_features(paths, layers=layers, base=base, ranks=ranks_for(distance))
+    feature_sets, broken = load_features(
+        paths, layers=layers, base=base, ranks=ranks_for(distance), follow_links=follow_links
+    )
     if save_features is not None:
         save_feature_sets(feature_sets, save_features)
     return recover_trees(
@@ -68,11 +73,12 @@ def load_features(
     layers: str | None = None,
     base: str | Path | None = None,
     ranks: RankRequest = False,
+    follow_links: bool = False,
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
     """``FeatureSet.load`` of each path when all are ``.npz`` files, else ``read_features(paths)``."""
     feature_files = [Path(p) for p in paths if Path(p).suffix == FEATURES_SUFFIX]
     if not feature_files:
-        return read_features(paths, layers=layers, ranks=ranks, base=base)
+        return read_features(paths, layers=layers, ranks=ranks, base=base, follow_links=follow_links)
     if len(feature_files) != len(paths):
         raise InvalidParameterError(
             "give either model folders or FeatureSet (.npz) files, not both",
@@ -119,6 +125,7 @@ def read_features(
     layers: str | None = None,
     ranks: RankRequest = False,
     base: str | Path | None = None,
+    follow_links: bool = False,
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
     """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked).
 
@@ -130,7 +137,7 @@ def read_features(
     refs: list[ModelRef] = []
     broken: list[BrokenModel] = []
     for path in paths:
-        found, failed = discover(Path(path))
+        found, failed = discover(Path(path), follow_links=follow_links)
         refs.extend(found)
         broken.extend(failed)
 
@@ -138,13 +145,17 @@ def read_features(
         opened: list[_OpenModel] = []
         for ref in refs:
             try:
-                model = _open_model(ref, refs, base)
-            except MotherTreeError as exc:
-                LOG.warning("skipping `%s`: %s", ref.path, exc)
-                broken.append(BrokenModel(path=ref.path, error=exc))
+                model = _open_model(ref, refs, base, follow_links)
+            except (MotherTreeError, OSError) as exc:
+                # Readers name their OS errors; one that slips through still only costs this model.
+                error = exc if isinstance(exc, MotherTreeError) else os_error(ref.path, exc)
+                LOG.warning("skipping `%s`: %s", ref.path, error)
+                broken.append(BrokenModel(path=ref.path, error=error))
                 continue
             stack.enter_context(model.checkpoint)
             opened.append(model)
+        if not opened and len(broken) == 1 and isinstance(broken[0].error, MotherTreeError):
+            raise broken[0].error  # one model, alone: what is wrong with it is the news
         if len(opened) < 2:
             raise TooFewModelsError(_too_few_message(paths, len(opened), broken))
 
@@ -168,16 +179,19 @@ def read_features(
     return feature_sets, broken
 
 
-def _open_model(ref: ModelRef, refs: Sequence[ModelRef], base: str | Path | None) -> _OpenModel:
+def _open_model(
+    ref: ModelRef, refs: Sequence[ModelRef], base: str | Path | None, follow_links: bool
+) -> _OpenModel:
     """Open ``ref``; an adapter on the base it declares among ``refs``, else on ``base``."""
     declared = match_base(ref.adapter_base, refs) if ref.adapter_base else None
 
     def resolve_base(_name: str) -> Checkpoint | None:
         if declared is not None:
-            return open_checkpoint(declared)
-        return open_checkpoint(Path(base)) if base is not None else None
+            return open_checkpoint(declared, follow_links=follow_links)
+        # `--base` is a path the user named: its own folder is its boundary.
+        return open_checkpoint(Path(base), follow_links=follow_links) if base is not None else None
 
-    checkpoint = open_checkpoint(ref, resolve_base=resolve_base)
+    checkpoint = open_checkpoint(ref, resolve_base=resolve_base, follow_links=follow_links)
     return _OpenModel(ref, checkpoint, declared.id if declared is not None else None)
 
 
@@ -308,5 +322,12 @@ def _too_few_message(paths: Sequence[str | Path], n_readable: int, broken: list[
     where = ", ".join(f"`{p}`" for p in paths)
     message = f"found {n_readable} readable model{'s' if n_readable != 1 else ''} in {where}; need at least 2"
     if broken:
-        message += f" ({len(broken)} could not be read)"
+        shown = broken[:_LISTED]
+        more = f"; and {len(broken) - len(shown)} more" if len(broken) > len(shown) else ""
+        reasons = "; ".join(str(model.error) for model in shown)
+        message += f". {len(broken)} could not be read: {reasons}{more}"
     return message
+
+
+# How many unreadable models an error message names (the CLI's skipped list names them all).
+_LISTED = 5

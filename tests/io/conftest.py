@@ -231,6 +231,6 @@ def file_open_tracker(monkeypatch: pytest.MonkeyPatch) -> Iterator[HandleTracker
     """Tracks the shard files the safetensors reader opens to read tensor data."""
     from mothertree.io import safetensors_reader
 
-    tracker = HandleTracker(open)
+    tracker = HandleTracker(safetensors_reader.open_shard_file)
     monkeypatch.setattr(safetensors_reader, "open_shard_file", tracker)
     yield tracker

@@ -72,9 +72,21 @@ def test_without_refs_the_newest_snapshot_wins(
     assert resolve_snapshot(entry) == entry / "snapshots" / NEW
     os.utime(entry / "snapshots" / OLD, (3_000, 3_000))
     assert resolve_snapshot(entry) == entry / "snapshots" / OLD
-    (entry / "refs").mkdir()
+
+
+@pytest.mark.slow
+def test_a_ref_to_a_missing_snapshot_is_an_error_not_another_revision(
+    saved: Saved, tmp_path: Path, make_cache_entry: MakeEntry
+) -> None:
+    entry = make_cache_entry(tmp_path, "org/m", saved.single, commit=OLD)
     (entry / "refs" / "main").write_text("3333333333333333333333333333333333333333")  # not downloaded
-    assert resolve_snapshot(entry) == entry / "snapshots" / OLD
+    with pytest.raises(InvalidCheckpointError) as caught:
+        resolve_snapshot(entry)
+    assert str(caught.value) == (
+        f"`{entry / 'refs' / 'main'}` names commit `3333333333333333333333333333333333333333`, whose "
+        f"snapshot is not in the cache (snapshots present: `{OLD}`)"
+    )
+    assert "hf download org/m" in (caught.value.hint or "")
 
 
 def test_entry_without_snapshot(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from ._files import (
     is_broken_link,
     shown,
 )
+from ._guards import FOLLOW_LINKS, boundary_of, check_inside, os_error
 from ._layout import file_names, loose_weight_files, weights_file
 from .discovery import discover
 from .hf_cache import is_cache_entry, repo_id, resolve_snapshot
@@ -55,6 +56,7 @@ __all__ = [
     "is_cache_entry",
     "match_base",
     "open_checkpoint",
+    "os_error",
     "read_declared_base_models",
     "repo_id",
     "resolve_snapshot",
@@ -64,7 +66,10 @@ BaseResolver = Callable[[str], Checkpoint | None]
 
 
 def open_checkpoint(
-    ref_or_path: ModelRef | str | os.PathLike[str], *, resolve_base: BaseResolver | None = None
+    ref_or_path: ModelRef | str | os.PathLike[str],
+    *,
+    resolve_base: BaseResolver | None = None,
+    follow_links: bool = False,
 ) -> Checkpoint:
     """Open one model for reading, validating it first (index, every shard present, headers, truncation).
 
@@ -79,6 +84,10 @@ def open_checkpoint(
     must return the base model's checkpoint, opened, or None when it has none; the returned
     ``PeftCheckpoint`` owns that checkpoint (closing it closes both).
 
+    Every file opened must lie inside the model's boundary: a ModelRef's (the input it was found in), else
+    the folder of the path given, widened to its Hugging Face cache entry; ``follow_links`` lifts that.
+    Only regular files are opened (see ``_guards``).
+
     Raises:
         CheckpointNotFoundError: the path does not exist; an adapter's base is not found (no resolver, or it
             returned None); an adapter folder without its weights file.
@@ -86,31 +95,40 @@ def open_checkpoint(
         UnsupportedFormatError: a file that is not a checkpoint; a kohya-style LoRA file; LoRA factors
             without their ``adapter_config.json``; an adapter that is not plain LoRA (IA3, DoRA, ...).
         InvalidCheckpointError: a missing shard, a broken cache link, a truncated or corrupt file, an adapter
-            whose factors do not fit its base.
+            whose factors do not fit its base; NotARegularFileError for a FIFO or device, LimitExceededError
+            for a structure larger than any real checkpoint's.
+        OutsideInputError: a link, shard name or cache ref leads outside the boundary.
+        UnreadableFileError: the operating system refused a read (permissions, I/O error, link loop).
         MissingDependencyError: a PyTorch checkpoint without torch installed.
     """
+    boundary: Path | None = None
     if isinstance(ref_or_path, ModelRef):
-        target, user_path = ref_or_path.weights_path, ref_or_path.path
+        target, user_path, boundary = ref_or_path.weights_path, ref_or_path.path, ref_or_path.boundary
     else:
         target = user_path = Path(ref_or_path)
     if is_broken_link(target):
         raise broken_link_error(target)
-    if not target.exists():
+    if not os.path.lexists(target):
         raise CheckpointNotFoundError(f"{shown(target)} does not exist", path=target)
+    if follow_links:
+        boundary = FOLLOW_LINKS
+    elif boundary is None:
+        boundary = boundary_of(target)
     if is_cache_entry(target):
         target = resolve_snapshot(target)
+    check_inside(target, boundary)
     adapter = adapter_folder_of(target)
     if adapter is not None:
-        return _open_adapter(adapter, user_path, resolve_base)
+        return _open_adapter(adapter, user_path, resolve_base, boundary)
     if target.is_dir():
         target = _weights_file_of_folder(target)
 
     name = target.name
     checkpoint: Checkpoint
     if name.endswith((SAFETENSORS_SUFFIX, ".safetensors.index.json")):
-        checkpoint = SafetensorsCheckpoint(target)
+        checkpoint = SafetensorsCheckpoint(target, boundary=boundary)
     elif name.endswith((*TORCH_SUFFIXES, ".bin.index.json")):
-        checkpoint = TorchCheckpoint(target)
+        checkpoint = TorchCheckpoint(target, boundary=boundary)
     else:
         raise UnsupportedFormatError(
             f"{shown(target)} is not a checkpoint file mothertree reads",
@@ -171,9 +189,11 @@ def _only(name: str, refs: list[ModelRef]) -> ModelRef:
     )
 
 
-def _open_adapter(folder: Path, user_path: Path, resolve_base: BaseResolver | None) -> Checkpoint:
+def _open_adapter(
+    folder: Path, user_path: Path, resolve_base: BaseResolver | None, boundary: Path
+) -> Checkpoint:
     # The adapter's own files first: what is wrong with them is the more specific news.
-    config = read_adapter_config(folder)
+    config = read_adapter_config(folder, boundary)
     adapter_weights_file(folder)
     base = resolve_base(config.base_name) if resolve_base is not None else None
     if base is None:
@@ -187,7 +207,8 @@ def _open_adapter(folder: Path, user_path: Path, resolve_base: BaseResolver | No
             message = f"{shown(user_path)} is a LoRA adapter whose `adapter_config.json` names no base model"
             hint = "name the base model's folder with `--base PATH`"
         raise CheckpointNotFoundError(message, hint=hint, path=user_path)
-    checkpoint = PeftCheckpoint(folder, base)  # closes `base` itself when the adapter does not fit it
+    # Closes `base` itself when the adapter does not fit it.
+    checkpoint = PeftCheckpoint(folder, base, boundary=boundary)
     checkpoint.path = user_path
     return checkpoint
 

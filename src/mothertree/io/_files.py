@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import errno
 import os
 import re
 from collections.abc import Container, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from ..errors import CheckpointNotFoundError, InvalidCheckpointError, MissingShardError
+from ..errors import InvalidCheckpointError, MissingShardError, OutsideInputError, UnreadableFileError
+from ._guards import MAX_JSON_BYTES, parse_json, read_bounded
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
@@ -61,8 +62,18 @@ def is_broken_link(path: Path) -> bool:
     return path.is_symlink() and not path.exists()
 
 
-def broken_link_error(path: Path) -> MissingShardError:
-    """A symlink whose target is gone: in a Hugging Face cache, a snapshot file whose blob is missing."""
+def broken_link_error(path: Path) -> MissingShardError | UnreadableFileError:
+    """A symlink whose target is gone: in a Hugging Face cache, a snapshot file whose blob is missing.
+    A link that loops back on itself is another matter, and said so."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return UnreadableFileError(
+                f"{shown(path)} cannot be read: it is a symbolic link that loops",
+                hint="fix or remove the link",
+                path=path,
+            )
     target = Path(os.readlink(path))
     if not target.is_absolute():
         target = path.parent / target
@@ -77,7 +88,7 @@ def check_shards_exist(index: Path, shards: list[Path]) -> None:
     broken = [shard for shard in shards if is_broken_link(shard)]
     if broken:
         raise broken_link_error(broken[0])
-    missing = [shard for shard in shards if not shard.is_file()]
+    missing = [shard for shard in shards if not os.path.lexists(shard)]
     if len(missing) == 1:
         raise MissingShardError(
             f"{shown(missing[0])} is missing: {shown(index)} names it as a shard", path=index
@@ -101,29 +112,21 @@ def check_index_kept(index: Path, weight_map: Mapping[str, Path], found: Contain
         )
 
 
-def read_json(path: Path, what: str, hint: str | None = None) -> object:
-    """The JSON value in ``path``; else an error saying it is not ``what`` ("a shard index"), and why."""
+def read_json(path: Path, what: str, hint: str | None = None, boundary: Path | None = None) -> object:
+    """The JSON value in ``path``; else an error saying it is not ``what`` ("a shard index"), and why.
+
+    The file must be a regular file inside ``boundary`` (default: its own folder), of at most
+    ``MAX_JSON_BYTES``; see ``_guards.parse_json`` for what its contents may not do.
+    """
     if is_broken_link(path):
         raise broken_link_error(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path) from None
-    except UnicodeDecodeError:
-        raise InvalidCheckpointError(
-            f"{shown(path)} is not {what}: it is not text", hint=hint, path=path
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidCheckpointError(
-            f"{shown(path)} is not {what}: invalid JSON at line {exc.lineno}", hint=hint, path=path
-        ) from None
+    raw = read_bounded(path, MAX_JSON_BYTES, what, boundary)
+    return parse_json(raw, path, what, hint)
 
 
-def read_weight_map(index: Path) -> dict[str, str]:
+def read_weight_map(index: Path, boundary: Path | None = None) -> dict[str, str]:
     """``weight_map`` (tensor name -> shard file name) of a ``*.index.json`` written by transformers."""
-    content = read_json(index, "a shard index")
+    content = read_json(index, "a shard index", boundary=boundary)
     weight_map = content.get("weight_map") if isinstance(content, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
@@ -136,7 +139,20 @@ def read_weight_map(index: Path) -> dict[str, str]:
         raise InvalidCheckpointError(
             f"{shown(index)} names no tensors: its `weight_map` is empty", path=index
         )
+    for shard in set(weight_map.values()):
+        _check_shard_name(index, shard)
     return weight_map
+
+
+def _check_shard_name(index: Path, name: str) -> None:
+    # transformers writes bare file names; a path, `..` or an absolute name can only point elsewhere.
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in name or "\0" in name:
+        raise OutsideInputError(
+            f"{shown(index)} names the shard `{name}`, which is not a file beside the index",
+            hint="a shard index lists shard files by their bare names; this one was edited or crafted",
+            path=index,
+        )
 
 
 def shard_paths(index: Path, weight_map: dict[str, str]) -> list[Path]:

@@ -23,6 +23,7 @@ from ._files import (
     shard_paths,
     shown,
 )
+from ._guards import boundary_of, check_regular
 from .types import TensorInfo
 
 T = TypeVar("T")
@@ -34,11 +35,16 @@ INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json")
 
 
 def file_names(folder: Path) -> list[str]:
-    """Names of the files in ``folder`` (broken links included: they are files whose content is missing)."""
+    """Names of the entries of ``folder`` that are not folders: files, broken or looping links, and special
+    files (a FIFO named ``model.safetensors`` is a model that cannot be read, and must be reported as one)."""
     names = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path)):
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # a link that loops or leads nowhere readable
+                is_dir = False
+            if not is_dir:
                 names.append(entry.name)
     return sorted(names)
 
@@ -71,13 +77,16 @@ def weights_file(folder: Path) -> Path | None:
 
 
 def locate_weights(
-    path: Path, *, accepts: tuple[str, ...], expected: str, hint: str
+    path: Path, *, accepts: tuple[str, ...], expected: str, hint: str, boundary: Path | None = None
 ) -> tuple[Path | None, list[Path], dict[str, Path] | None]:
     """(index or None, shard files, tensor name -> shard file or None) for a file or folder a user gave.
 
     ``accepts`` are the file-name endings a reader handles (its weight files and its index); ``expected``
-    says what a folder should hold, for the error when it holds none of them.
+    says what a folder should hold, for the error when it holds none of them. Every file must lie inside
+    ``boundary`` (default: the folder of ``path``), shards included.
     """
+    if boundary is None:
+        boundary = boundary_of(path)
     if is_broken_link(path):
         raise broken_link_error(path)
     if path.is_dir():
@@ -87,12 +96,15 @@ def locate_weights(
         path = found
         if is_broken_link(path):
             raise broken_link_error(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise CheckpointNotFoundError(f"{shown(path)} does not exist", path=path)
+    check_regular(path, boundary)
     if path.name.endswith(".index.json"):
-        weight_map = read_weight_map(path)
+        weight_map = read_weight_map(path, boundary)
         shards = shard_paths(path, weight_map)
         check_shards_exist(path, shards)
+        for shard in shards:
+            check_regular(shard, boundary, named_by=path)
         return path, shards, {name: path.parent / shard for name, shard in weight_map.items()}
     return None, [path], None
 

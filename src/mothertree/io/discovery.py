@@ -32,6 +32,12 @@ Models are returned sorted by id, broken models by path.
 
 A weights file that is a broken link (a cache snapshot whose blob is missing) makes its model broken;
 everything else (index contents, headers, truncation) is checked by ``open_checkpoint``.
+
+Hostile input is listed, never followed and never dropped without a word (each is a ``BrokenModel``): a
+folder or weights file whose link leads outside the input (unless ``follow_links``), a folder nested more than
+``MAX_DEPTH`` below the root, a folder that cannot be listed, a folder named like a weights file that holds
+no model. Every ``ModelRef`` carries the input's boundary, which ``open_checkpoint`` confines its reads to
+(see ``_guards``).
 """
 
 from __future__ import annotations
@@ -41,7 +47,15 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from ..errors import CheckpointNotFoundError, InvalidCheckpointError, MotherTreeError, NoModelsFoundError
+from ..errors import (
+    CheckpointNotFoundError,
+    InvalidCheckpointError,
+    LimitExceededError,
+    MotherTreeError,
+    NoModelsFoundError,
+    NotARegularFileError,
+    OutsideInputError,
+)
 from ._files import (
     WEIGHT_SUFFIXES,
     broken_link_error,
@@ -49,6 +63,7 @@ from ._files import (
     is_shard_name,
     shown,
 )
+from ._guards import FOLLOW_LINKS, boundary_of, check_inside, is_inside, os_error, real_path
 from ._layout import INDEX_SUFFIXES, file_names, loose_weight_files, named_weights_file
 from .hf_cache import OTHER_ENTRY_PREFIXES, is_cache_entry, repo_id, resolve_snapshot
 from .model_card import read_declared_base_models
@@ -57,10 +72,15 @@ from .types import BrokenModel, ModelRef
 
 # Folders that never hold models and can be large; hidden ones are skipped by name already.
 _SKIPPED_FOLDERS = frozenset({"__pycache__", "node_modules"})
+# Real collections are a few levels deep (a cache root, an entry, a snapshot); the search recurses.
+MAX_DEPTH = 64
 
 
-def discover(root: Path) -> tuple[list[ModelRef], list[BrokenModel]]:
+def discover(root: Path, *, follow_links: bool = False) -> tuple[list[ModelRef], list[BrokenModel]]:
     """The models under ``root`` (see the module docstring for the rules), and those found but unusable.
+
+    ``follow_links`` lets links lead anywhere (a symlink farm the user trusts); by default a model's files
+    must lie inside ``root`` (or the Hugging Face cache entry ``root`` is in).
 
     Raises:
         CheckpointNotFoundError: ``root`` does not exist.
@@ -69,7 +89,7 @@ def discover(root: Path) -> tuple[list[ModelRef], list[BrokenModel]]:
     root = Path(root)
     if not root.exists() and not root.is_symlink():
         raise CheckpointNotFoundError(f"{shown(root)} does not exist", path=root)
-    search = _Search(root)
+    search = _Search(root, FOLLOW_LINKS if follow_links else boundary_of(root))
     adapter = adapter_folder_of(root)
     if adapter is not None and not root.is_dir():
         search.adapter(_name(adapter), path=adapter, folder=adapter)
@@ -87,8 +107,9 @@ def discover(root: Path) -> tuple[list[ModelRef], list[BrokenModel]]:
 
 
 class _Search:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, boundary: Path) -> None:
         self.root = root
+        self.boundary = boundary
         self.models: list[ModelRef] = []
         self.broken: list[BrokenModel] = []
         self._visited: set[Path] = set()
@@ -109,12 +130,22 @@ class _Search:
         if is_broken_link(weights_file):
             self.broken.append(BrokenModel(path=path, error=broken_link_error(weights_file)))
             return
-        self.models.append(ModelRef(model_id, path, weights_path, declared, adapter_base))
+        if not is_inside(weights_file, self.boundary):
+            self.refuse(weights_file)
+            return
+        self.models.append(ModelRef(model_id, path, weights_path, declared, adapter_base, self.boundary))
+
+    def refuse(self, path: Path) -> None:
+        """A link that leads outside the input: listed, not followed."""
+        try:
+            check_inside(path, self.boundary)
+        except OutsideInputError as exc:
+            self.broken.append(BrokenModel(path=path, error=exc))
 
     def adapter(self, model_id: str, *, path: Path, folder: Path) -> None:
         """A PEFT adapter in ``folder`` (a cache snapshot's, when ``path`` is the cache entry)."""
         try:
-            config = read_adapter_config(folder)
+            config = read_adapter_config(folder, self.boundary)
         except MotherTreeError as exc:
             self.broken.append(BrokenModel(path=path, error=exc))
             return
@@ -123,7 +154,7 @@ class _Search:
             for name in ADAPTER_WEIGHTS
             if (folder / name).is_file() or is_broken_link(folder / name)
         ]
-        declared = (config.base_name, *read_declared_base_models(folder))
+        declared = (config.base_name, *read_declared_base_models(folder, self.boundary))
         self.add(
             model_id,
             path=path,
@@ -134,21 +165,34 @@ class _Search:
             adapter_base=config.base_name,
         )
 
-    def folder(self, folder: Path) -> None:
-        real = folder.resolve()
+    def folder(self, folder: Path, depth: int = 0) -> None:
+        if not is_inside(folder, self.boundary):
+            self.refuse(folder)
+            return
+        real = real_path(folder)
         if real in self._visited:  # a symlink loop, or two links to one folder
             return
         self._visited.add(real)
+        if depth > MAX_DEPTH:
+            too_deep = LimitExceededError(
+                f"{shown(folder)} is nested more than {MAX_DEPTH} folders below {shown(self.root)}; "
+                "it was not searched",
+                hint="pass that folder itself if it holds models",
+                path=folder,
+            )
+            self.broken.append(BrokenModel(path=folder, error=too_deep))
+            return
         if is_cache_entry(folder):
             self.cache_entry(folder)
             return
         try:
             names = file_names(folder)
             subfolders = _subfolders(folder)
-        except OSError:
+        except OSError as exc:
             if folder == self.root:
-                raise
-            return  # an unreadable folder somewhere below is not worth failing the whole search for
+                raise os_error(folder, exc) from None
+            self.broken.append(BrokenModel(path=folder, error=os_error(folder, exc)))
+            return
         if is_adapter_folder(folder):
             self.adapter(_name(folder), path=folder, folder=folder)
             return
@@ -159,7 +203,7 @@ class _Search:
                 path=folder,
                 weights_path=folder,
                 weights_file=folder / named,
-                declared=read_declared_base_models(folder),
+                declared=read_declared_base_models(folder, self.boundary),
             )
             return
 
@@ -168,15 +212,21 @@ class _Search:
         singles = [name for name in loose if not is_shard_name(name)]
         before = self.found()
         for subfolder in subfolders:
-            self.folder(subfolder)
+            self.folder(subfolder, depth + 1)
         if len(singles) == 1 and not shards and self.found() == before:
             self.add(
                 _name(folder),
                 path=folder,
                 weights_path=folder,
                 weights_file=folder / singles[0],
-                declared=read_declared_base_models(folder),
+                declared=read_declared_base_models(folder, self.boundary),
             )
+            return
+        if self.found() == before and not loose and folder.name.endswith(WEIGHT_SUFFIXES):
+            not_a_file = NotARegularFileError(
+                f"{shown(folder)} is a folder, not a weights file, and holds no model", path=folder
+            )
+            self.broken.append(BrokenModel(path=folder, error=not_a_file))
             return
         if shards:
             listed = ", ".join(f"`{name}`" for name in shards[:3]) + (", ..." if len(shards) > 3 else "")
@@ -216,7 +266,7 @@ class _Search:
             path=entry,
             weights_path=snapshot,
             weights_file=snapshot / (named if named is not None else loose[0]),
-            declared=read_declared_base_models(snapshot),
+            declared=read_declared_base_models(snapshot, self.boundary),
         )
 
 
@@ -227,7 +277,11 @@ def _subfolders(folder: Path) -> list[Path]:
             name = entry.name
             if name.startswith(".") or name in _SKIPPED_FOLDERS or name.startswith(OTHER_ENTRY_PREFIXES):
                 continue
-            if entry.is_dir():
+            try:
+                is_dir = entry.is_dir()
+            except OSError:  # listed by `file_names`, and reported when read
+                is_dir = False
+            if is_dir:
                 found.append(folder / name)
     return sorted(found)
 

@@ -13,10 +13,12 @@ A snapshot is an ordinary model folder once found, so the readers never need to 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from ..errors import InvalidCheckpointError
+from ..errors import InvalidCheckpointError, OutsideInputError
 from ._files import shown
+from ._guards import boundary_of, read_bounded
 
 ENTRY_PREFIX = "models--"
 # Other repository kinds share the cache root; they never hold models.
@@ -40,8 +42,13 @@ def resolve_snapshot(entry: Path, revision: str = "main") -> Path:
     """The snapshot folder of a cache entry: the one ``refs/<revision>`` names, else the only one, else the
     most recently modified one.
 
+    A ref is only ever a commit hash, the name of one of ``snapshots/``'s folders: a ref holding a path
+    (``../../..``) is refused, not followed.
+
     Raises:
-        InvalidCheckpointError: the entry has no snapshot (the download never got that far).
+        InvalidCheckpointError: the entry has no snapshot (the download never got that far), or the ref
+            names a commit whose snapshot is not there (the files of another commit are not read instead).
+        OutsideInputError: the ref holds a path rather than a commit.
     """
     snapshots_dir = entry / "snapshots"
     snapshots = (
@@ -54,14 +61,34 @@ def resolve_snapshot(entry: Path, revision: str = "main") -> Path:
             path=entry,
         )
     ref = entry / "refs" / revision
-    if ref.is_file():
-        try:
-            commit = ref.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            commit = ""
-        # A ref may point at a commit whose files were never fetched (e.g. `main` moved on since).
-        if commit and (snapshots_dir / commit).is_dir():
-            return snapshots_dir / commit
+    if os.path.lexists(ref):
+        commit = _read_ref(ref)
+        if any(sep in commit for sep in ("/", "\\", "\0")) or commit in ("", ".", ".."):
+            raise OutsideInputError(
+                f"{shown(ref)} holds `{commit[:80]}`, not a commit hash",
+                hint="a ref names one of the entry's `snapshots/` folders; download the model again",
+                path=ref,
+            )
+        by_name = {snapshot.name: snapshot for snapshot in snapshots}
+        if commit not in by_name:
+            present = ", ".join(f"`{name}`" for name in sorted(by_name))
+            raise InvalidCheckpointError(
+                f"{shown(ref)} names commit `{commit}`, whose snapshot is not in the cache "
+                f"(snapshots present: {present})",
+                hint=f"download that revision (`hf download {repo_id(entry)}`), or pass the snapshot folder "
+                "you mean to read",
+                path=ref,
+            )
+        return by_name[commit]
     if len(snapshots) == 1:
         return snapshots[0]
     return max(snapshots, key=lambda snapshot: (snapshot.stat().st_mtime, snapshot.name))
+
+
+def _read_ref(ref: Path) -> str:
+    # A ref is 40 hex digits and a newline; anything much longer is not one.
+    raw = read_bounded(ref, 4096, "a cache ref", boundary_of(ref.parent.parent))
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise InvalidCheckpointError(f"{shown(ref)} is not a cache ref: it is not text", path=ref) from None

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +42,22 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+import regex
 
-from ..errors import CheckpointNotFoundError, InvalidCheckpointError, UnsupportedFormatError
+from ..errors import (
+    CheckpointNotFoundError,
+    InvalidCheckpointError,
+    LimitExceededError,
+    UnsupportedFormatError,
+)
 from ._files import ADAPTER_CONFIG, broken_link_error, is_broken_link, read_json, shown
 from .safetensors_reader import SafetensorsCheckpoint
 from .torch_reader import TorchCheckpoint
 from .types import Checkpoint, TensorInfo
+
+# A regex from a config file is matched with a time limit (the `regex` module's): Python's `re` has none,
+# and `(.|.)*Z` backtracks for ever on a long module name.
+PATTERN_TIMEOUT_S = 0.5
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _KEY_PREFIX = "base_model.model."
@@ -110,8 +120,8 @@ class AdapterConfig:
 
     def rank_and_alpha(self, module: str) -> tuple[int, float]:
         """The rank and alpha peft gives ``module`` (its name without ``base_model.model.``)."""
-        r_key = _pattern_key(self.rank_pattern, module)
-        alpha_key = _pattern_key(self.alpha_pattern, module)
+        r_key = _pattern_key(self.rank_pattern, module, self.path)
+        alpha_key = _pattern_key(self.alpha_pattern, module, self.path)
         r = self.rank_pattern[r_key] if r_key is not None else self.r
         alpha = self.alpha_pattern[alpha_key] if alpha_key is not None else self.lora_alpha
         return r, alpha
@@ -122,8 +132,9 @@ class AdapterConfig:
 
 def is_adapter_folder(folder: Path) -> bool:
     """Whether ``folder`` holds ``adapter_config.json`` (a broken link to one counts: it is still meant)."""
+    # Any entry of that name counts (a broken link, a FIFO): it is still meant, and reading it says why not.
     config = folder / ADAPTER_CONFIG
-    return config.is_file() or is_broken_link(config)
+    return os.path.lexists(config) and not config.is_dir()
 
 
 def adapter_folder_of(path: Path) -> Path | None:
@@ -146,7 +157,7 @@ def adapter_weights_file(folder: Path) -> Path:
         file = folder / name
         if is_broken_link(file):
             raise broken_link_error(file)
-        if file.is_file():
+        if os.path.lexists(file) and not file.is_dir():
             return file
     raise CheckpointNotFoundError(
         f"{shown(folder)} holds `{ADAPTER_CONFIG}` but no adapter weights "
@@ -156,7 +167,7 @@ def adapter_weights_file(folder: Path) -> Path:
     )
 
 
-def read_adapter_config(folder: Path) -> AdapterConfig:
+def read_adapter_config(folder: Path, boundary: Path | None = None) -> AdapterConfig:
     """Parse and check ``folder/adapter_config.json``: a plain LoRA adapter, with sane ranks and alphas.
 
     Raises:
@@ -165,7 +176,7 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
         MissingShardError: the config is a broken link.
     """
     path = folder / ADAPTER_CONFIG
-    raw = _config_json(path)
+    raw = _config_json(path, boundary)
     _refuse_other_adapters(path, raw)
     base_name = raw.get("base_model_name_or_path")
     if base_name is not None and not isinstance(base_name, str):
@@ -188,9 +199,9 @@ def read_adapter_config(folder: Path) -> AdapterConfig:
     )
 
 
-def _config_json(path: Path) -> dict[str, Any]:
+def _config_json(path: Path, boundary: Path | None) -> dict[str, Any]:
     """The JSON object in ``path``, or a clear error."""
-    raw = read_json(path, "a valid PEFT adapter config", hint=_CONFIG_HINT)
+    raw = read_json(path, "a valid PEFT adapter config", hint=_CONFIG_HINT, boundary=boundary)
     if not isinstance(raw, dict):
         raise _bad_config(path, "it is not a JSON object")
     return raw
@@ -269,15 +280,15 @@ class PeftCheckpoint(Checkpoint):
         weights_file: ``adapter_model.safetensors`` or ``adapter_model.bin``.
     """
 
-    def __init__(self, folder: str | Path, base: Checkpoint) -> None:
+    def __init__(self, folder: str | Path, base: Checkpoint, *, boundary: Path | None = None) -> None:
         self.path = Path(folder)
         self.base = base
         self._adapter: Checkpoint | None = None
         try:
-            self.config = read_adapter_config(self.path)
+            self.config = read_adapter_config(self.path, boundary)
             self.base_name = self.config.base_name
             self.weights_file = adapter_weights_file(self.path)
-            self._adapter = _open_weights(self.weights_file)
+            self._adapter = _open_weights(self.weights_file, boundary)
             self._plan()
         except BaseException:
             self.close()
@@ -570,17 +581,25 @@ def _add_low_rank(out: np.ndarray, a: np.ndarray, b: np.ndarray, update: _Update
         flat[start : start + rows] += block
 
 
-def _open_weights(file: Path) -> Checkpoint:
+def _open_weights(file: Path, boundary: Path | None) -> Checkpoint:
     if file.suffix == ".safetensors":
-        return SafetensorsCheckpoint(file)
-    return TorchCheckpoint(file)
+        return SafetensorsCheckpoint(file, boundary=boundary)
+    return TorchCheckpoint(file, boundary=boundary)
 
 
-def _pattern_key(pattern: Mapping[str, object], module: str) -> str | None:
+def _pattern_key(pattern: Mapping[str, object], module: str, path: Path) -> str | None:
     # peft's `get_pattern_key`: the key is a regex that must match the whole name or a tail after a dot.
     for key in pattern:
-        if re.match(rf"(.*\.)?({key})$", module):
-            return key
+        try:
+            if regex.match(rf"(.*\.)?({key})$", module, timeout=PATTERN_TIMEOUT_S):
+                return key
+        except TimeoutError:
+            raise LimitExceededError(
+                f"{shown(path)}: the pattern `{key}` takes more than {PATTERN_TIMEOUT_S} s to match "
+                f"`{module}`: it backtracks without end",
+                hint="peft patterns are module names such as `query` or `layer\\.0\\..*`; fix the config",
+                path=path,
+            ) from None
     return None
 
 
@@ -631,7 +650,7 @@ def _pattern(path: Path, name: str, value: object) -> dict[str, object]:
         raise _bad_config(path, f"`{name}` is not an object of module patterns")
     for key in value:
         try:
-            re.compile(key)
-        except re.error:
+            regex.compile(key)
+        except regex.error:
             raise _bad_config(path, f"`{name}` key `{key}` is not a valid regular expression") from None
     return value

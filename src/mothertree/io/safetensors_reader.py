@@ -10,7 +10,6 @@ bf16 and float8).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct
@@ -22,12 +21,18 @@ import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from ..errors import CheckpointNotFoundError, InvalidCheckpointError, UnsupportedFormatError
+from ..errors import (
+    CheckpointNotFoundError,
+    InvalidCheckpointError,
+    LimitExceededError,
+    UnsupportedFormatError,
+)
 from ._files import (
     SAFETENSORS_SUFFIX,
     looks_like_a_failed_download,
     shown,
 )
+from ._guards import boundary_of, open_regular, os_error, parse_json
 from ._layout import locate_weights, tensors_by_shard
 from .quantized import StoredTensorsCheckpoint
 from .types import TensorInfo
@@ -75,7 +80,9 @@ _NUMPY_DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
 }
 # The opener of tensor data files; a name of its own so that tests can count open handles.
-open_shard_file = open
+open_shard_file = open_regular
+# No real checkpoint file comes near this (the largest hub models hold a few thousand tensors per shard).
+MAX_TENSORS = 100_000
 
 _UNCONVERTIBLE = frozenset({"F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64"})
 
@@ -91,24 +98,29 @@ class HeaderEntry:
     end: int
 
 
-def read_header(path: Path) -> list[HeaderEntry]:
+def read_header(path: Path, boundary: Path | None = None) -> list[HeaderEntry]:
     """Parse and check a safetensors header, reading no tensor data; entries in storage (offset) order.
 
     Raises:
-        InvalidCheckpointError: the file is not a safetensors file, is truncated, or its header is malformed.
+        InvalidCheckpointError: the file is not a safetensors file, is truncated, or its header is malformed
+            (LimitExceededError: it lists more than ``MAX_TENSORS`` tensors).
+        NotARegularFileError, OutsideInputError, UnreadableFileError: see ``_guards.open_regular``.
     """
-    size = path.stat().st_size
-    with path.open("rb") as file:
-        prefix = file.read(8)
-        if size < 8:
-            why = "it is empty" if size == 0 else f"it is only {size} bytes long"
-            raise _not_safetensors(path, why)
-        (length,) = struct.unpack("<Q", prefix)
-        if length > _MAX_HEADER_BYTES or length < 2:
-            raise _not_safetensors(
-                path, _guess_what(prefix, "its first 8 bytes are not a plausible header length")
-            )
-        raw = file.read(length)
+    with open_regular(path, boundary) as file:
+        try:
+            size = os.fstat(file.fileno()).st_size
+            prefix = file.read(8)
+            if size < 8:
+                why = "it is empty" if size == 0 else f"it is only {size} bytes long"
+                raise _not_safetensors(path, why)
+            (length,) = struct.unpack("<Q", prefix)
+            if length > _MAX_HEADER_BYTES or length < 2:
+                raise _not_safetensors(
+                    path, _guess_what(prefix, "its first 8 bytes are not a plausible header length")
+                )
+            raw = file.read(length)
+        except OSError as exc:
+            raise os_error(path, exc) from None
     if raw and not raw.startswith(b"{"):
         raise _not_safetensors(path, _guess_what(prefix, "its header is not a JSON object"))
     if len(raw) < length:
@@ -116,10 +128,16 @@ def read_header(path: Path) -> list[HeaderEntry]:
             f"{shown(path)} is truncated: header says it is {length} bytes long, file has {len(raw)}",
             path=path,
         )
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _not_safetensors(path, "its header is not valid JSON") from None
+    # Counted before parsing: a crafted header of a million empty tensors costs minutes downstream.
+    listed = raw.count(b'"data_offsets"')
+    if listed > MAX_TENSORS:
+        raise LimitExceededError(
+            f"{shown(path)} lists {listed:,} tensors; mothertree reads at most {MAX_TENSORS:,} per file",
+            path=path,
+        )
+    header = parse_json(
+        raw, path, "a safetensors file", hint=_RESAVE_HINT, invalid="its header is not valid JSON"
+    )
     if not isinstance(header, dict):
         raise _not_safetensors(path, "its header is not a JSON object")
 
@@ -164,14 +182,17 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         shards: the files read, in order (one unless sharded).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, boundary: Path | None = None) -> None:
         self.path = Path(path)
         self._handle: BufferedReader | None = None
         self._handle_shard: int | None = None
-        index, shards, weight_map = _locate(self.path)
+        self._boundary = boundary if boundary is not None else boundary_of(self.path)
+        index, shards, weight_map = _locate(self.path, self._boundary)
         self.shards: tuple[Path, ...] = tuple(shards)
 
-        stored, self._entries = tensors_by_shard(self.shards, index, weight_map, _describe_shard)
+        stored, self._entries = tensors_by_shard(
+            self.shards, index, weight_map, lambda shard: _describe_shard(shard, self._boundary)
+        )
         self._list_tensors(stored)
 
     def _read_stored(self, name: str) -> np.ndarray:
@@ -191,8 +212,12 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         # peak RSS grow with everything read so far, not with one tensor.
         raw = np.empty(entry.end - entry.start, dtype=np.uint8)
         file = self._open_shard(number)
-        file.seek(entry.start)
-        if file.readinto(raw.data) != raw.size:
+        try:
+            file.seek(entry.start)
+            got = file.readinto(raw.data)
+        except OSError as exc:
+            raise os_error(shard, exc) from None
+        if got != raw.size:
             raise InvalidCheckpointError(f"{shown(shard)} is truncated: `{name}` is cut short", path=shard)
         array = raw.view(dtype).reshape(entry.shape)
         return array if dtype == np.float32 else array.astype(np.float32)
@@ -206,25 +231,21 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         if self._handle is not None and self._handle_shard == number:
             return self._handle
         self.close()
-        try:
-            self._handle = open_shard_file(self.shards[number], "rb")
-        except FileNotFoundError:
-            raise CheckpointNotFoundError(
-                f"{shown(self.shards[number])} does not exist", path=self.shards[number]
-            ) from None
+        self._handle = open_shard_file(self.shards[number], self._boundary)
         self._handle_shard = number
         return self._handle
 
 
-def _describe_shard(shard: Path) -> list[tuple[TensorInfo, HeaderEntry]]:
-    entries = read_header(shard)
+def _describe_shard(shard: Path, boundary: Path) -> list[tuple[TensorInfo, HeaderEntry]]:
+    entries = read_header(shard, boundary)
     _check_with_safetensors(shard)
     return [(TensorInfo(entry.name, entry.shape, entry.dtype), entry) for entry in entries]
 
 
-def _locate(path: Path) -> tuple[Path | None, list[Path], dict[str, Path] | None]:
+def _locate(path: Path, boundary: Path) -> tuple[Path | None, list[Path], dict[str, Path] | None]:
     return locate_weights(
         path,
+        boundary=boundary,
         accepts=(SAFETENSORS_SUFFIX, ".safetensors.index.json"),
         expected="`model.safetensors`, `*.safetensors.index.json` or single `.safetensors` file",
         hint="pass the `.safetensors` file itself, or a model folder",
@@ -254,7 +275,7 @@ def _parse_entry(path: Path, name: str, spec: object) -> tuple[str, tuple[int, .
     bits = _DTYPE_BITS.get(dtype)
     if bits is None:
         raise malformed(f"has unknown dtype `{dtype}`")
-    expected = math.ceil(math.prod(shape) * bits / 8)
+    expected = -(-math.prod(shape) * bits // 8)  # integers: a crafted shape must not overflow a float
     if offsets[1] - offsets[0] != expected:
         raise malformed(f"spans {offsets[1] - offsets[0]} bytes, but {dtype} {shape} needs {expected}")
     return dtype, tuple(shape), (offsets[0], offsets[1])
@@ -277,11 +298,12 @@ def _safe_open(shard: Path) -> safe_open:
         raise CheckpointNotFoundError(f"{shown(shard)} does not exist", path=shard) from None
 
 
+_RESAVE_HINT = "download or save it again; a real `.safetensors` file starts with its header length and JSON"
+
+
 def _not_safetensors(path: Path, why: str) -> InvalidCheckpointError:
     return InvalidCheckpointError(
-        f"{shown(path)} is not a safetensors file: {why}",
-        hint="download or save it again; a real `.safetensors` file starts with its header length and JSON",
-        path=path,
+        f"{shown(path)} is not a safetensors file: {why}", hint=_RESAVE_HINT, path=path
     )
 
 

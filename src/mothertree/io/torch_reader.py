@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InvalidCheckpointError, MissingDependencyError
+from ..errors import InvalidCheckpointError, LimitExceededError, MissingDependencyError
 from ._files import (
     TORCH_SUFFIXES,
     looks_like_a_failed_download,
     shown,
 )
+from ._guards import boundary_of, check_regular, open_regular, os_error
 from ._layout import locate_weights, tensors_by_shard
 from .quantized import StoredTensorsCheckpoint
 from .types import TensorInfo
@@ -46,6 +47,10 @@ _SAVE_STATE_DICT = "save the weights with `torch.save(model.state_dict(), path)`
 _ZIP_MAGIC = b"PK\x03\x04"
 # torch.save's legacy format is a plain pickle, which starts with the PROTO opcode.
 _PICKLE_PROTO = b"\x80"
+# Bounds on what a pickle's dicts may make the flattening walk: a state_dict is one or two levels deep and
+# the largest hold a few hundred thousand tensors.
+MAX_DEPTH = 32
+MAX_ENTRIES = 2_000_000
 _DTYPE_NAMES = {
     "float64": "F64",
     "float32": "F32",
@@ -85,16 +90,21 @@ def dtype_name(dtype: torch.dtype) -> str:
     return _DTYPE_NAMES.get(short, short)
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def load_state_dict(path: Path, boundary: Path | None = None) -> dict[str, torch.Tensor]:
     """The tensors of one pickled checkpoint file, by name, in the order the file holds them.
 
     Raises:
         InvalidCheckpointError: the file is not a PyTorch checkpoint, is corrupt, holds something
-            ``weights_only`` refuses (a whole model), or holds no tensors.
+            ``weights_only`` refuses (a whole model), or holds no tensors (LimitExceededError: dicts nested
+            deeper than ``MAX_DEPTH``, or more than ``MAX_ENTRIES`` entries, shared ones counted each time).
+        NotARegularFileError, OutsideInputError, UnreadableFileError: see ``_guards.open_regular``.
     """
     torch = import_torch()
-    with path.open("rb") as file:
-        magic = file.read(16)
+    with open_regular(path, boundary) as file:
+        try:
+            magic = file.read(16)
+        except OSError as exc:
+            raise os_error(path, exc) from None
     if magic.startswith(_ZIP_MAGIC):
         mmap = True
         if _is_torchscript(path):
@@ -112,11 +122,12 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             else looks_like_a_failed_download(magic) or "it is neither a zip archive nor a pickle"
         )
         raise InvalidCheckpointError(f"{shown(path)} is not a PyTorch checkpoint: {why}", path=path)
+    check_regular(path, boundary)  # torch.load opens the file by name again
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
         raise _load_error(path, exc) from None
-    tensors = _tensors_of(loaded, torch.Tensor)
+    tensors = _tensors_of(loaded, torch.Tensor, path)
     if not tensors:
         raise InvalidCheckpointError(
             f"{shown(path)} holds no tensors: it contains {_describe(loaded)}, not a state_dict",
@@ -139,15 +150,19 @@ class TorchCheckpoint(StoredTensorsCheckpoint):
         shards: the files read, in order (one unless sharded).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, boundary: Path | None = None) -> None:
         self.path = Path(path)
         self._loaded: dict[str, torch.Tensor] | None = None
         self._loaded_shard: int | None = None
         self._mapped = False
-        index, self.shards, weight_map = _locate(self.path)
+        self._boundary = boundary if boundary is not None else boundary_of(self.path)
+        index, self.shards, weight_map = _locate(self.path, self._boundary)
 
         stored, self._shard_of = tensors_by_shard(
-            self.shards, index, weight_map, lambda shard: ((info, None) for info in _describe_tensors(shard))
+            self.shards,
+            index,
+            weight_map,
+            lambda shard: ((info, None) for info in _describe_tensors(shard, self._boundary)),
         )
         self._list_tensors(stored)
 
@@ -157,9 +172,11 @@ class TorchCheckpoint(StoredTensorsCheckpoint):
             raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
         if self._loaded is None or self._loaded_shard != number:
             self.close()
-            self._loaded = load_state_dict(self.shards[number])
+            self._loaded = load_state_dict(self.shards[number], self._boundary)
             self._loaded_shard = number
-            self._mapped = _is_zip(self.shards[number])  # zip archives are loaded memory-mapped
+            self._mapped = _is_zip(
+                self.shards[number], self._boundary
+            )  # zip archives are loaded memory-mapped
         tensor = self._loaded.get(name)
         if tensor is None:  # the file changed on disk since it was opened
             shard = self.shards[number]
@@ -183,8 +200,8 @@ _PAGE = mmap.PAGESIZE
 _MADV_DONTNEED = 4  # Linux
 
 
-def _is_zip(path: Path) -> bool:
-    with path.open("rb") as file:
+def _is_zip(path: Path, boundary: Path) -> bool:
+    with open_regular(path, boundary) as file:
         return file.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
 
 
@@ -212,17 +229,18 @@ def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _describe_tensors(shard: Path) -> list[TensorInfo]:
+def _describe_tensors(shard: Path, boundary: Path) -> list[TensorInfo]:
     # A function of its own so that no tensor (and so no mapping of the file) outlives the listing.
     return [
         TensorInfo(name, tuple(tensor.shape), dtype_name(tensor.dtype))
-        for name, tensor in load_state_dict(shard).items()
+        for name, tensor in load_state_dict(shard, boundary).items()
     ]
 
 
-def _locate(path: Path) -> tuple[Path | None, tuple[Path, ...], dict[str, Path] | None]:
+def _locate(path: Path, boundary: Path) -> tuple[Path | None, tuple[Path, ...], dict[str, Path] | None]:
     index, shards, weight_map = locate_weights(
         path,
+        boundary=boundary,
         accepts=(*TORCH_SUFFIXES, ".bin.index.json"),
         expected="`pytorch_model.bin`, `pytorch_model.bin.index.json` or single `.bin`/`.pt`/`.pth` file",
         hint="pass the checkpoint file itself, or a model folder",
@@ -238,11 +256,12 @@ def _is_torchscript(path: Path) -> bool:
             return any(
                 name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist()
             )
-    except (zipfile.BadZipFile, OSError):
-        return False  # torch.load will say what is wrong
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError):
+        # Non-UTF-8 member names, unsupported zip versions, ...: torch.load will say what is wrong.
+        return False
 
 
-def _tensors_of(loaded: object, tensor_type: type) -> dict[str, Any]:
+def _tensors_of(loaded: object, tensor_type: type, path: Path) -> dict[str, Any]:
     if not isinstance(loaded, Mapping):
         return {}
     for key in WRAPPER_KEYS:
@@ -251,18 +270,48 @@ def _tensors_of(loaded: object, tensor_type: type) -> dict[str, Any]:
             loaded = inner
             break
     flat: dict[str, Any] = {}
-    _flatten(loaded, "", flat, tensor_type)
+    _Flattener(tensor_type, path).flatten(loaded, "", flat, ())
     return flat
 
 
-def _flatten(mapping: Mapping[Any, Any], prefix: str, into: dict[str, Any], tensor_type: type) -> None:
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, tensor_type):
-            into[name] = value
-        elif isinstance(value, Mapping):
-            _flatten(value, f"{name}.", into, tensor_type)
-        # Other values (an epoch number, a config string) are not weights.
+class _Flattener:
+    """Nested dicts to ``.``-joined names, within bounds: a pickle can make a dict hold itself, or dicts
+    that share their children level after level (2**depth paths from a few KB)."""
+
+    def __init__(self, tensor_type: type, path: Path) -> None:
+        self.tensor_type = tensor_type
+        self.path = path
+        self.entries = 0
+
+    def flatten(
+        self, mapping: Mapping[Any, Any], prefix: str, into: dict[str, Any], above: tuple[int, ...]
+    ) -> None:
+        if id(mapping) in above:
+            raise InvalidCheckpointError(
+                f"{shown(self.path)} is not a state_dict: a dict in it contains itself",
+                hint=_SAVE_STATE_DICT,
+                path=self.path,
+            )
+        if len(above) >= MAX_DEPTH:
+            raise LimitExceededError(
+                f"{shown(self.path)} nests dicts more than {MAX_DEPTH} deep; a state_dict is flat",
+                path=self.path,
+            )
+        inside = (*above, id(mapping))
+        for key, value in mapping.items():
+            self.entries += 1
+            if self.entries > MAX_ENTRIES:
+                raise LimitExceededError(
+                    f"{shown(self.path)} holds more than {MAX_ENTRIES:,} entries (dicts shared many times "
+                    "count each time); no state_dict is that large",
+                    path=self.path,
+                )
+            name = f"{prefix}{key}"
+            if isinstance(value, self.tensor_type):
+                into[name] = value
+            elif isinstance(value, Mapping):
+                self.flatten(value, f"{name}.", into, inside)
+            # Other values (an epoch number, a config string) are not weights.
 
 
 def _describe(loaded: object) -> str:
@@ -274,7 +323,10 @@ def _describe(loaded: object) -> str:
 
 def _load_error(path: Path, exc: Exception) -> InvalidCheckpointError:
     message = str(exc)
-    refused = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    # torch names a refused callable in one of two ways, depending on whether its module is blocked.
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", message) or re.search(
+        r"unsupported GLOBAL (\S+) whose module", message
+    )
     if refused:
         return InvalidCheckpointError(
             f"{shown(path)} holds a pickled `{refused.group(1)}`, which "

@@ -57,6 +57,8 @@ class ModelRef:
         adapter_base: for a PEFT LoRA adapter, the ``base_model_name_or_path`` its ``adapter_config.json``
             declares (``""`` when it declares none); None for every other model. An adapter is read as its
             base model plus the update, so opening it needs the base (``open_checkpoint``'s ``resolve_base``).
+        boundary: the resolved folder the model's files must lie inside (the input it was found in); None
+            means the folder of ``weights_path``.
     """
 
     id: str
@@ -64,6 +66,7 @@ class ModelRef:
     weights_path: Path
     declared_base_models: tuple[str, ...] = field(default=())
     adapter_base: str | None = None
+    boundary: Path | None = field(default=None, compare=False)
 
 
 class Checkpoint(ABC):
