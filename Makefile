@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench bench-small bench-shapes clean
+.PHONY: install test test-fast lint demo bench bench-small bench-shapes fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench-small: $(STAMP)
 # about 1 h 15 min of CPU training the first time, minutes afterwards.
 bench-shapes: $(STAMP)
 	$(BIN)/python benchmarks/shapes_bench.py --write
+
+# Section (e) of docs/RESULTS.md: 10,000 mutated inputs per reader (safetensors headers, shard indexes,
+# adapter configs, zip .bin files), each read or refused with a project error; about 15 minutes.
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_mdst  # noqa: E402
 import calibrate  # noqa: E402
-import shapes_bench  # noqa: E402
 import zoo_bench  # noqa: E402
+from sections import KEPT  # noqa: E402
 
 from mothertree.evaluation.metrics import score_edges  # noqa: E402
 from mothertree.evaluation.truth import load_edges  # noqa: E402
@@ -439,9 +439,10 @@ def main() -> None:
         "",
     ]
     out = ROOT / "docs" / "RESULTS.md"
-    # Section (d) comes from its own command (`make bench-shapes`), dated in its own header: kept as it is.
-    shapes = shapes_bench.current_section(out)
-    out.write_text("\n".join(sections) + ("\n" + shapes + "\n" if shapes else ""))
+    # Sections (d) and (e) come from their own commands (`make bench-shapes`, `make fuzz`), dated in their
+    # own headers: kept as they are.
+    kept = [section.current(out) for section in KEPT]
+    out.write_text("\n".join(sections) + "".join("\n" + block + "\n" for block in kept if block))
     print(f"wrote {out}", file=sys.stderr)
 
 

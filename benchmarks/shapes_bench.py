@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import calibrate  # noqa: E402
+from sections import SHAPES  # noqa: E402
 
 from mothertree.evaluation.metrics import score_edges  # noqa: E402
 from mothertree.evaluation.truth import EdgeSet, load_edges  # noqa: E402
@@ -51,7 +52,7 @@ FAN_GRAPHS = (
     "zoo/text-mixed-small",
     "zoo/vision-ft-heldout",
 )
-START, END = "<!-- shapes: benchmarks/shapes_bench.py -->", "<!-- /shapes -->"
+START, END = SHAPES.start, SHAPES.end
 
 
 @dataclass(frozen=True)
@@ -200,25 +201,6 @@ def section(results: list[ShapeResult], fans: list[str]) -> list[str]:
     return lines
 
 
-def current_section(results_file: Path) -> str:
-    """The shapes section already in ``results_file`` (markers included), or ``""``."""
-    text = results_file.read_text() if results_file.exists() else ""
-    if START not in text or END not in text:
-        return ""
-    return START + text.split(START, 1)[1].split(END, 1)[0] + END
-
-
-def write(lines: list[str], results_file: Path) -> None:
-    text = results_file.read_text() if results_file.exists() else ""
-    block = "\n".join(lines)
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    results_file.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,7 +215,7 @@ def main() -> None:
     lines = section(results, fan_rows())
     print("\n".join(lines))
     if args.write:
-        write(lines, ROOT / "docs" / "RESULTS.md")
+        SHAPES.write(lines, ROOT / "docs" / "RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,39 +300,90 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            InvalidFeatureSetError: the file is not one (not a zip of arrays, keys or header missing,
+                arrays whose shapes disagree with the header), or of a format this version cannot read.
+        """
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 arrays = {key: data[key] for key in ("numel", "rms_distances", "moments")}
                 optional = {name: data[key] if key in data else None for name, key in _FILE_KEYS.items()}
-        except (OSError, ValueError, KeyError) as exc:
+        except FileNotFoundError:
+            raise InvalidFeatureSetError(f"`{path}` does not exist", path=path) from None
+        # np.load reports a damaged file with whatever its zip and format readers raise.
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, RecursionError) as exc:
             raise InvalidFeatureSetError(
                 f"`{path}` is not a mothertree FeatureSet: {exc}", path=path
-            ) from exc
+            ) from None
+        if not isinstance(header, dict):
+            raise InvalidFeatureSetError(f"`{path}` is not a mothertree FeatureSet: no header", path=path)
         if header.get("format_version") not in READABLE_FORMATS:
             raise InvalidFeatureSetError(
                 f"`{path}` has FeatureSet format {header.get('format_version')}, this mothertree reads "
                 f"{', '.join(map(str, READABLE_FORMATS))}",
                 path=path,
             )
-        metadata = dict(header.get("metadata", {}))
-        return cls(
-            model_ids=list(header["model_ids"]),
-            model_paths=list(header["model_paths"]),
-            tensor_names=list(header["tensor_names"]),
-            numel=arrays["numel"].astype(np.int64),
-            rms_distances=arrays["rms_distances"].astype(np.float64),
-            moments=arrays["moments"].astype(np.float64),
-            ranks=_as(optional["ranks"], np.int64),
-            rank_caps=_as(optional["rank_caps"], np.int64),
-            clear_ranks=_as(optional["clear_ranks"], np.int64),
-            common_support_norms=_as(optional["common_support_norms"], np.float64),
-            precisions=_as(optional["precisions"], np.int8),
-            rounded_moments=_as(optional["rounded_moments"], np.float64),
-            known_parents=dict(metadata.pop("known_parents", {})),
-            metadata=metadata,
-        )
+        try:
+            features = cls(
+                model_ids=_strings(header["model_ids"]),
+                model_paths=_strings(header["model_paths"]),
+                tensor_names=_strings(header["tensor_names"]),
+                numel=arrays["numel"].astype(np.int64),
+                rms_distances=arrays["rms_distances"].astype(np.float64),
+                moments=arrays["moments"].astype(np.float64),
+                ranks=_as(optional["ranks"], np.int64),
+                rank_caps=_as(optional["rank_caps"], np.int64),
+                clear_ranks=_as(optional["clear_ranks"], np.int64),
+                common_support_norms=_as(optional["common_support_norms"], np.float64),
+                precisions=_as(optional["precisions"], np.int8),
+                rounded_moments=_as(optional["rounded_moments"], np.float64),
+                known_parents=dict(header.get("metadata", {}).pop("known_parents", {})),
+                metadata=dict(header.get("metadata", {})),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidFeatureSetError(
+                f"`{path}` is not a mothertree FeatureSet: its header lacks or garbles {exc}", path=path
+            ) from None
+        wrong = features.shape_errors()
+        if wrong:
+            raise InvalidFeatureSetError(f"`{path}` is not a mothertree FeatureSet: {wrong[0]}", path=path)
+        return features
+
+    def shape_errors(self) -> list[str]:
+        """What disagrees between the arrays' shapes and the numbers of models and tensors (none: [])."""
+        n, t = self.n_models, self.n_tensors
+        expected: dict[str, tuple[int, ...]] = {
+            "model_paths": (n,),
+            "numel": (t,),
+            "rms_distances": (t, n, n),
+            "moments": (t, n, 4),
+            "ranks": (t, n, n),
+            "rank_caps": (t,),
+            "clear_ranks": (t, n, n),
+            "common_support_norms": (t, n, n),
+            "precisions": (t, n),
+            "rounded_moments": (2, t, n, 4),
+        }
+        errors = []
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            actual = (len(value),) if isinstance(value, list) else tuple(value.shape)
+            if actual != shape:
+                errors.append(
+                    f"`{name}` has shape {list(actual)}, but {n} models and {t} tensors need {list(shape)}"
+                )
+        return errors
+
+
+def _strings(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError("a list of names")
+    return value
 
 
 def _as(array: npt.NDArray[Any] | None, dtype: type[np.generic]) -> Any:

@@ -120,7 +120,7 @@ def open_checkpoint(
     adapter = adapter_folder_of(target)
     if adapter is not None:
         return _open_adapter(adapter, user_path, resolve_base, boundary)
-    if target.is_dir():
+    if os.path.isdir(target):
         target = _weights_file_of_folder(target)
 
     name = target.name
@@ -174,7 +174,7 @@ def match_base(name: str, refs: Sequence[ModelRef]) -> ModelRef | None:
 def _existing(name: str) -> Path | None:
     try:
         path = Path(name).expanduser()
-        return path.resolve() if path.exists() else None
+        return path.resolve() if os.path.exists(path) else None
     except (OSError, RuntimeError):  # a hub id is no path: too long, or `~user` of nobody
         return None
 

@@ -8,8 +8,14 @@ import re
 from collections.abc import Container, Mapping
 from pathlib import Path, PurePosixPath
 
-from ..errors import InvalidCheckpointError, MissingShardError, OutsideInputError, UnreadableFileError
-from ._guards import MAX_JSON_BYTES, parse_json, read_bounded
+from ..errors import (
+    CheckpointNotFoundError,
+    InvalidCheckpointError,
+    MissingShardError,
+    OutsideInputError,
+    UnreadableFileError,
+)
+from ._guards import MAX_JSON_BYTES, os_error, parse_json, read_bounded
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
@@ -59,10 +65,10 @@ def looks_like_a_failed_download(prefix: bytes) -> str | None:
 
 
 def is_broken_link(path: Path) -> bool:
-    return path.is_symlink() and not path.exists()
+    return os.path.islink(path) and not os.path.exists(path)
 
 
-def broken_link_error(path: Path) -> MissingShardError | UnreadableFileError:
+def broken_link_error(path: Path) -> MissingShardError | UnreadableFileError | CheckpointNotFoundError:
     """A symlink whose target is gone: in a Hugging Face cache, a snapshot file whose blob is missing.
     A link that loops back on itself is another matter, and said so."""
     try:
@@ -74,6 +80,8 @@ def broken_link_error(path: Path) -> MissingShardError | UnreadableFileError:
                 hint="fix or remove the link",
                 path=path,
             )
+        if exc.errno != errno.ENOENT:
+            return os_error(path, exc)
     target = Path(os.readlink(path))
     if not target.is_absolute():
         target = path.parent / target

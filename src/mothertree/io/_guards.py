@@ -49,9 +49,9 @@ def boundary_of(path: Path) -> Path:
     """The boundary for files reached from ``path``: its folder (itself, if a folder), resolved, widened to
     the Hugging Face cache entry that holds it, if any."""
     real = real_path(path)
-    folder = real if real.is_dir() else real.parent
+    folder = real if os.path.isdir(real) else real.parent
     for candidate in (folder, *folder.parents):
-        if candidate.name.startswith(_CACHE_ENTRY_PREFIX) and (candidate / "snapshots").is_dir():
+        if candidate.name.startswith(_CACHE_ENTRY_PREFIX) and os.path.isdir(candidate / "snapshots"):
             return candidate
     return folder
 

@@ -89,7 +89,7 @@ def locate_weights(
         boundary = boundary_of(path)
     if is_broken_link(path):
         raise broken_link_error(path)
-    if path.is_dir():
+    if os.path.isdir(path):
         found = weights_file(path)
         if found is None or not found.name.endswith(accepts):
             raise InvalidCheckpointError(f"{shown(path)} holds no {expected}", hint=hint, path=path)

@@ -87,13 +87,13 @@ def discover(root: Path, *, follow_links: bool = False) -> tuple[list[ModelRef],
         NoModelsFoundError: nothing under ``root`` looks like a model, usable or not.
     """
     root = Path(root)
-    if not root.exists() and not root.is_symlink():
+    if not os.path.exists(root) and not os.path.islink(root):
         raise CheckpointNotFoundError(f"{shown(root)} does not exist", path=root)
     search = _Search(root, FOLLOW_LINKS if follow_links else boundary_of(root))
     adapter = adapter_folder_of(root)
-    if adapter is not None and not root.is_dir():
+    if adapter is not None and not os.path.isdir(root):
         search.adapter(_name(adapter), path=adapter, folder=adapter)
-    elif root.is_dir():
+    elif os.path.isdir(root):
         search.folder(root)
     elif root.name.endswith(WEIGHT_SUFFIXES) or root.name.endswith(INDEX_SUFFIXES):
         model_id = _name(root.parent) if root.name.endswith(INDEX_SUFFIXES) else root.stem
@@ -152,7 +152,7 @@ class _Search:
         present = [
             folder / name
             for name in ADAPTER_WEIGHTS
-            if (folder / name).is_file() or is_broken_link(folder / name)
+            if os.path.isfile(folder / name) or is_broken_link(folder / name)
         ]
         declared = (config.base_name, *read_declared_base_models(folder, self.boundary))
         self.add(

@@ -27,9 +27,9 @@ OTHER_ENTRY_PREFIXES = ("datasets--", "spaces--")
 
 def is_cache_entry(path: Path) -> bool:
     """Whether ``path`` is a Hugging Face cache model entry: ``models--org--name`` with cache folders."""
-    if not path.name.startswith(ENTRY_PREFIX) or not path.is_dir():
+    if not path.name.startswith(ENTRY_PREFIX) or not os.path.isdir(path):
         return False
-    return any((path / part).is_dir() for part in ("snapshots", "refs", "blobs"))
+    return any(os.path.isdir(path / part) for part in ("snapshots", "refs", "blobs"))
 
 
 def repo_id(entry: Path) -> str:
@@ -52,7 +52,9 @@ def resolve_snapshot(entry: Path, revision: str = "main") -> Path:
     """
     snapshots_dir = entry / "snapshots"
     snapshots = (
-        sorted(child for child in snapshots_dir.iterdir() if child.is_dir()) if snapshots_dir.is_dir() else []
+        sorted(child for child in snapshots_dir.iterdir() if os.path.isdir(child))
+        if os.path.isdir(snapshots_dir)
+        else []
     )
     if not snapshots:
         raise InvalidCheckpointError(

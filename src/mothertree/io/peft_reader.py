@@ -134,12 +134,12 @@ def is_adapter_folder(folder: Path) -> bool:
     """Whether ``folder`` holds ``adapter_config.json`` (a broken link to one counts: it is still meant)."""
     # Any entry of that name counts (a broken link, a FIFO): it is still meant, and reading it says why not.
     config = folder / ADAPTER_CONFIG
-    return os.path.lexists(config) and not config.is_dir()
+    return os.path.lexists(config) and not os.path.isdir(config)
 
 
 def adapter_folder_of(path: Path) -> Path | None:
     """The adapter folder ``path`` names: the folder itself, or its config or weights file; else None."""
-    if path.is_dir():
+    if os.path.isdir(path):
         return path if is_adapter_folder(path) else None
     if path.name in (ADAPTER_CONFIG, *ADAPTER_WEIGHTS) and is_adapter_folder(path.parent):
         return path.parent
@@ -157,7 +157,7 @@ def adapter_weights_file(folder: Path) -> Path:
         file = folder / name
         if is_broken_link(file):
             raise broken_link_error(file)
-        if os.path.lexists(file) and not file.is_dir():
+        if os.path.lexists(file) and not os.path.isdir(file):
             return file
     raise CheckpointNotFoundError(
         f"{shown(folder)} holds `{ADAPTER_CONFIG}` but no adapter weights "

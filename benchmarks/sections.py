@@ -1,0 +1,39 @@
+"""Sections of ``docs/RESULTS.md`` written by their own commands, which ``make bench`` keeps as they are.
+
+Each sits between two HTML comments; its command replaces it in place (or appends it), and ``run.py``,
+which rewrites the rest of the file, copies it over unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Section:
+    start: str
+    end: str
+
+    def current(self, results_file: Path) -> str:
+        """The section already in ``results_file`` (markers included), or ``""``."""
+        text = results_file.read_text() if results_file.exists() else ""
+        if self.start not in text or self.end not in text:
+            return ""
+        return self.start + text.split(self.start, 1)[1].split(self.end, 1)[0] + self.end
+
+    def write(self, lines: list[str], results_file: Path) -> None:
+        """Put ``lines`` (which begin with ``start`` and end with ``end``) into ``results_file``."""
+        text = results_file.read_text() if results_file.exists() else ""
+        block = "\n".join(lines)
+        if self.start in text and self.end in text:
+            before, rest = text.split(self.start, 1)
+            text = before + block + rest.split(self.end, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        results_file.write_text(text)
+
+
+SHAPES = Section("<!-- shapes: benchmarks/shapes_bench.py -->", "<!-- /shapes -->")
+FUZZ = Section("<!-- fuzz: benchmarks/fuzz.py -->", "<!-- /fuzz -->")
+KEPT = (SHAPES, FUZZ)
