@@ -349,6 +349,21 @@ def zip_version_unsupported(place: Place) -> Path:
     return _zip_bin_with(place, "zip-v99.bin", patch)
 
 
+def storage_size_lie(place: Place) -> Path:
+    # The pickle says the storage holds 320 floats; its record holds 300. torch.load refuses this when it
+    # does not memory-map, and with mmap=True would read 80 bytes past the record.
+    path = _pickle_file(place, "size-lie.bin", {"w": torch.arange(300.0)})
+    with zipfile.ZipFile(path) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    honest = b"M" + (300).to_bytes(2, "little")  # BININT2 300: the storage's size comes first, then the shape
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for info, content in members:
+            if info.filename.endswith("data.pkl"):
+                content = content.replace(honest, b"M" + (320).to_bytes(2, "little"), 1)
+            archive.writestr(info, content)
+    return path
+
+
 def _safetensors_with_header(place: Place, name: str, header: bytes, data: bytes = b"") -> Path:
     path = place.input / name
     path.write_bytes(struct.pack("<Q", len(header)) + header + data)
@@ -471,6 +486,7 @@ CASES = [
     Case("pickle runs os.system", pickle_runs_os_system, says="posix.system"),
     Case("zip member name not UTF-8", zip_member_name_not_utf8),
     Case("zip version 9.9", zip_version_unsupported, readable=True),
+    Case("storage size lie", storage_size_lie, says="declares storage `0` of 1280 bytes"),
     Case("header nested deep", header_nested_deep, says="nested too deeply"),
     Case("header 5000-digit integer", header_5000_digit_integer, says="integer of 5000 digits"),
     Case("header 400-digit dimension", header_400_digit_dimension, says="integer of 400 digits"),

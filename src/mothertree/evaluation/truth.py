@@ -24,9 +24,11 @@ def load_edges(path: str | Path) -> EdgeSet:
             f"`{path}` does not exist", path=path, hint="give the path of a JSON file"
         )
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidTruthError(f"`{path}` is not valid JSON: {exc}", path=path) from exc
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit integer, a deep nest
+        raise InvalidTruthError(f"`{path}` is not valid JSON: {exc}", path=path) from None
+    except OSError as exc:
+        raise InvalidTruthError(f"`{path}` cannot be read: {exc.strerror}", path=path) from None
     return edges_from_json(data, source=str(path))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import mmap
+import pickletools
 import re
 import sys
 import zipfile
@@ -113,6 +114,9 @@ def load_state_dict(path: Path, boundary: Path | None = None) -> dict[str, torch
                 hint="load it with `torch.jit.load` and save `model.state_dict()` with `torch.save`",
                 path=path,
             )
+        # A memory-mapped load takes each storage's size from the pickle, not from its record: a file
+        # that lies about it would be read past its record, into the bytes that follow.
+        _check_storage_records(path)
     elif magic.startswith(_PICKLE_PROTO):
         mmap = False
     else:
@@ -259,6 +263,120 @@ def _is_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError):
         # Non-UTF-8 member names, unsupported zip versions, ...: torch.load will say what is wrong.
         return False
+
+
+def _check_storage_records(path: Path) -> None:
+    """Raise unless every storage the archive's pickle declares has a record of exactly that many bytes
+    (what ``torch.load`` checks when it does not memory-map). Declarations it cannot size are left to it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [info for info in archive.infolist() if info.filename.endswith("/data.pkl")]
+            if len(pickles) != 1:
+                return
+            prefix = pickles[0].filename[: -len("data.pkl")]
+            records = {info.filename: info.file_size for info in archive.infolist()}
+            declared = _declared_storages(archive.read(pickles[0]))
+    # A pickle our walk cannot follow (malformed, or a stack it does not model) is torch.load's to judge.
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError, RuntimeError, IndexError):
+        return
+    for key, storage_type, numel in declared:
+        size = _STORAGE_ITEM_BYTES.get(storage_type)
+        record = records.get(f"{prefix}data/{key}")
+        if size is None or record is None or not isinstance(numel, int):
+            continue
+        if record != numel * size:
+            raise InvalidCheckpointError(
+                f"{shown(path)} is corrupt: its pickle declares storage `{key}` of {numel * size} bytes, "
+                f"but the archive's record holds {record}",
+                path=path,
+            )
+
+
+# Bytes per element of the typed storages torch.save names in its pickles (`torch.FloatStorage`, ...).
+_STORAGE_ITEM_BYTES = {
+    f"torch {name}Storage": size
+    for name, size in (
+        ("Double", 8),
+        ("Float", 4),
+        ("Half", 2),
+        ("BFloat16", 2),
+        ("Long", 8),
+        ("Int", 4),
+        ("Short", 2),
+        ("Char", 1),
+        ("Byte", 1),
+        ("Bool", 1),
+        ("ComplexFloat", 8),
+        ("ComplexDouble", 16),
+        ("Float8_e4m3fn", 1),
+        ("Float8_e5m2", 1),
+        ("Untyped", 1),
+    )
+}
+_STRING_OPS = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+)
+_INT_OPS = frozenset({"BININT", "BININT1", "BININT2", "LONG1", "LONG4", "INT", "LONG"})
+
+
+def _declared_storages(pickled: bytes) -> list[tuple[str, str, object]]:
+    """(key, storage type, element count) of every ``("storage", type, key, location, numel)`` persistent
+    id in a pickle, found by walking its opcodes (never by unpickling: nothing is constructed or called)."""
+    stack: list[object] = []
+    memo: dict[object, object] = {}
+    found: list[tuple[str, str, object]] = []
+    mark = object()
+
+    def pop_to_mark() -> list[object]:
+        at = len(stack) - 1 - stack[::-1].index(mark)
+        items = stack[at + 1 :]
+        del stack[at:]
+        return items
+
+    for op, arg, _ in pickletools.genops(pickled):
+        name = op.name
+        if name in _STRING_OPS or name in _INT_OPS:
+            stack.append(arg)
+        elif name == "GLOBAL":
+            stack.append(("global", arg))
+        elif name == "STACK_GLOBAL":
+            module, qualified = stack.pop(-2), stack.pop()
+            stack.append(("global", f"{module} {qualified}"))
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            stack.append(memo.get(arg))
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[arg] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name == "MARK":
+            stack.append(mark)
+        elif name == "TUPLE":
+            stack.append(tuple(pop_to_mark()))
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            count = int(name[-1])
+            items = tuple(stack[-count:])
+            del stack[-count:]
+            stack.append(items)
+        elif name == "EMPTY_TUPLE":
+            stack.append(())
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name == "BINPERSID":
+            pid = stack.pop()
+            if isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage":
+                _, kind, key, _, numel = pid
+                if isinstance(kind, tuple) and isinstance(key, str):
+                    found.append((key, str(kind[1]), numel))
+            stack.append(None)
+        else:  # every other opcode: its documented stack effect, values unknown
+            before = op.stack_before
+            if pickletools.markobject in before:
+                pop_to_mark()
+                before = before[: before.index(pickletools.markobject)]
+            if before:
+                del stack[-len(before) :]
+            stack.extend([None] * len(op.stack_after))
+    return found
 
 
 def _tensors_of(loaded: object, tensor_type: type, path: Path) -> dict[str, Any]:
