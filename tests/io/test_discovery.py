@@ -214,6 +214,35 @@ def test_root_file_that_is_no_checkpoint(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_models_in_formats_not_read_are_listed_not_lost(
+    saved: Saved, copy_to: CopyTo, tmp_path: Path
+) -> None:
+    # Discovery reads names only, so empty files stand in for the GGUF and ONNX exports here.
+    root = copy_to(saved.single, "zoo/bert").parent
+    (root / "bert" / "tf_model.h5").write_bytes(b"")  # beside a readable model: the same model, not listed
+    (root / "bert-q8.gguf").write_bytes(b"")
+    (root / "onnx-int8").mkdir()
+    (root / "onnx-int8" / "model_quantized.onnx").write_bytes(b"")
+    (root / "onnx-int8" / "config.json").write_text("{}")
+
+    models, broken = discover(root)
+    assert [m.id for m in models] == ["bert"]
+    assert [(b.path.name, str(b.error)) for b in broken] == [
+        (
+            "bert-q8.gguf",
+            f"`{root / 'bert-q8.gguf'}` is a GGUF file (llama.cpp), which mothertree does not read",
+        ),
+        (
+            "model_quantized.onnx",
+            f"`{root / 'onnx-int8' / 'model_quantized.onnx'}` is an ONNX model, "
+            "which mothertree does not read",
+        ),
+    ]
+    assert all(isinstance(b.error, UnsupportedFormatError) for b in broken)
+    assert discover(root / "bert-q8.gguf")[1][0].path == root / "bert-q8.gguf"
+
+
+@pytest.mark.slow
 def test_symlink_loop_is_searched_once(saved: Saved, copy_to: CopyTo) -> None:
     root = copy_to(saved.single, "zoo/a").parent
     (root / "loop").symlink_to(root, target_is_directory=True)

@@ -14,6 +14,7 @@ from ..errors import (
     MissingShardError,
     OutsideInputError,
     UnreadableFileError,
+    UnsupportedFormatError,
 )
 from ._guards import MAX_JSON_BYTES, os_error, parse_json, read_bounded
 
@@ -33,6 +34,38 @@ README = "README.md"
 _NOT_WEIGHTS = re.compile(
     r"^(training_args\.bin|optimizer\.(pt|bin)|scheduler\.(pt|bin)|scaler\.pt|rng_state(_\d+)?\.pth)$"
 )
+# Model formats mothertree does not read (yet). A file of one of these, where no readable model is, is
+# listed as a skipped model with its format named: a collection never loses a model without a word.
+OTHER_MODEL_FORMATS = {
+    ".gguf": "a GGUF file (llama.cpp)",
+    ".onnx": "an ONNX model",
+    ".h5": "a Keras/TensorFlow HDF5 file",
+    ".keras": "a Keras model",
+    ".msgpack": "a Flax msgpack checkpoint",
+    ".ckpt": "a Lightning/TensorFlow checkpoint",
+    ".tflite": "a TensorFlow Lite model",
+    ".mlmodel": "a Core ML model",
+    ".mlpackage": "a Core ML package",
+    ".pdparams": "a PaddlePaddle checkpoint",
+}
+
+
+def other_model_format(name: str) -> str | None:
+    """What kind of unreadable model file ``name`` is, by its extension; None for any other file."""
+    if name.startswith("."):
+        return None
+    return next((kind for suffix, kind in OTHER_MODEL_FORMATS.items() if name.lower().endswith(suffix)), None)
+
+
+def unread_format_error(path: Path, kind: str) -> UnsupportedFormatError:
+    return UnsupportedFormatError(
+        f"{shown(path)} is {kind}, which mothertree does not read",
+        hint="mothertree reads safetensors and PyTorch checkpoints: save the model in one of them (from the "
+        "library that made it, e.g. transformers `save_pretrained`), or leave this file out",
+        path=path,
+    )
+
+
 # `model-00001-of-00003.safetensors`: a shard, meaningless without the index that lists its tensors.
 SHARD_NAME = re.compile(r"-(\d{5})-of-(\d{5})\.(safetensors|bin)$")
 

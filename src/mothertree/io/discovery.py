@@ -21,7 +21,10 @@ Rules, applied to the path given (the root) and then to each folder below it:
    ``models--*`` entries) is such a collection.
 7. Shard files (``*-00001-of-00003.safetensors``) with no index beside them are reported as broken: only
    the index says which tensor is where.
-8. Never models: hidden files and folders (``.git``, ``.cache``), ``datasets--*``/``spaces--*`` cache
+8. A file in a model format mothertree does not read (``.gguf``, ``.onnx``, ``.h5``, ``.msgpack``,
+   ``.ckpt``, ...) is reported as broken, naming its format, unless it sits beside a readable model (then it
+   is another serialisation of that model, as ``tf_model.h5`` beside ``model.safetensors``).
+9. Never models: hidden files and folders (``.git``, ``.cache``), ``datasets--*``/``spaces--*`` cache
    entries, files that are not weights (JSON, README, images, tokenizer files), and the training-state
    pickles trainers write next to weights (``optimizer.pt``, ``scheduler.pt``, ``rng_state.pth``,
    ``training_args.bin``).
@@ -61,7 +64,9 @@ from ._files import (
     broken_link_error,
     is_broken_link,
     is_shard_name,
+    other_model_format,
     shown,
+    unread_format_error,
 )
 from ._guards import FOLLOW_LINKS, boundary_of, check_inside, is_inside, os_error, real_path
 from ._layout import INDEX_SUFFIXES, file_names, loose_weight_files, named_weights_file
@@ -98,6 +103,8 @@ def discover(root: Path, *, follow_links: bool = False) -> tuple[list[ModelRef],
     elif root.name.endswith(WEIGHT_SUFFIXES) or root.name.endswith(INDEX_SUFFIXES):
         model_id = _name(root.parent) if root.name.endswith(INDEX_SUFFIXES) else root.stem
         search.add(model_id, path=root, weights_path=root, weights_file=root)
+    elif other_model_format(root.name) is not None:
+        search.unread(root)
     else:
         raise NoModelsFoundError(f"{shown(root)} is not a checkpoint file", path=root)
 
@@ -134,6 +141,12 @@ class _Search:
             self.refuse(weights_file)
             return
         self.models.append(ModelRef(model_id, path, weights_path, declared, adapter_base, self.boundary))
+
+    def unread(self, path: Path) -> None:
+        """A model in a format mothertree does not read: listed, so that it is not lost without a word."""
+        kind = other_model_format(path.name)
+        assert kind is not None
+        self.broken.append(BrokenModel(path=path, error=unread_format_error(path, kind)))
 
     def refuse(self, path: Path) -> None:
         """A link that leads outside the input: listed, not followed."""
@@ -239,6 +252,10 @@ class _Search:
         for name in singles:
             file = folder / name
             self.add(Path(name).stem, path=file, weights_path=file, weights_file=file)
+        # Beside a readable model they are other serialisations of it (`tf_model.h5`); here they are not.
+        for name in names:
+            if other_model_format(name) is not None:
+                self.unread(folder / name)
 
     def cache_entry(self, entry: Path) -> None:
         try:
@@ -252,6 +269,11 @@ class _Search:
             return
         named = named_weights_file(names)
         loose = loose_weight_files(names)
+        other = [name for name in names if other_model_format(name) is not None]
+        if named is None and not loose and other:
+            for name in other:
+                self.unread(snapshot / name)
+            return
         if named is None and len(loose) != 1:
             why = "no weights file" if not loose else f"{len(loose)} weight files and no index"
             error = InvalidCheckpointError(
