@@ -94,6 +94,8 @@ def discover(root: Path, *, follow_links: bool = False) -> tuple[list[ModelRef],
     root = Path(root)
     if not os.path.exists(root) and not os.path.islink(root):
         raise CheckpointNotFoundError(f"{shown(root)} does not exist", path=root)
+    if is_broken_link(root):
+        raise broken_link_error(root)  # a link to nothing, or one that loops
     search = _Search(root, FOLLOW_LINKS if follow_links else boundary_of(root))
     adapter = adapter_folder_of(root)
     if adapter is not None and not os.path.isdir(root):

@@ -1,18 +1,21 @@
-"""Edge confidence: an edge's margins mapped to the probability that it is right, fit on the zoo.
+"""Edge confidence: the probability that an edge is right, placed right and pointing the right way.
 
-An edge is right when both its placement and its direction are. Each has a margin in [0, 1]
-(``tree.orient``): how much nearer the chosen parent is than the runner-up, and how much of the direction
-cue's evidence separates the root from the best root inside the child's subtree. The smaller margin is the
-weaker link, and the odds of the edge being right grow about in proportion to it::
+Placement and direction are estimated apart and multiplied::
 
-    confidence = sigmoid(INTERCEPT + SLOPE * log(min(placement, direction) + MARGIN_FLOOR))
+    confidence = placement_probability(placement margin) * direction_probability
 
-``INTERCEPT`` and ``SLOPE`` are a logistic fit (maximum likelihood, ``benchmarks/calibrate.py``) on every
-edge recovered with the default settings from the tuning graphs: the five ``small`` zoo splits, the
-full-size ``vision-ft`` split, their pruned / fp16 / int8 variants and the two MiniLM graphs of
-``make bench`` (442 edges, 6 of them wrong). The held-out splits (``--size heldout``: other seeds, tasks
-and learning rates) were not used; ``docs/RESULTS.md`` compares predicted and observed accuracy on both.
-The fit rests on few errors: read 0.99 as "about one in a hundred such edges is wrong on graphs like the
+The placement margin (``tree.orient``) is how much nearer the chosen parent is than the runner-up; its
+probability is a logistic fit on the log margin::
+
+    placement_probability = sigmoid(INTERCEPT + SLOPE * log(placement + MARGIN_FLOOR))
+
+``INTERCEPT`` and ``SLOPE`` are a maximum-likelihood fit (``benchmarks/calibrate.py``) on every edge recovered
+with the default settings from the tuning graphs: the five ``small`` zoo splits, the full-size ``vision-ft``
+split, their pruned / fp16 / int8 variants and the two MiniLM graphs of ``make bench`` (442 edges, 6 of them
+wrong), made before the direction posterior existed and kept since. ``direction_probability`` is the
+posterior probability of the edge's direction over every root and cue sign (``tree/direction.py``); it is
+not fit. ``docs/RESULTS.md`` compares the confidences with the wrong edges observed, on the graphs the fit
+saw and on those it did not: read 0.99 as "about one in a hundred such edges is wrong on graphs like the
 zoo's", not as a guarantee elsewhere.
 """
 
