@@ -24,6 +24,7 @@ install: $(STAMP)
 system-deps:
 	@if command -v dot >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
 		(apt-get install -y -q graphviz chromium chromium-driver || \
 		 (apt-get update -q && apt-get install -y -q graphviz chromium chromium-driver)) >/dev/null; \
 	else echo "note: cannot install graphviz, chromium, chromium-driver (needs apt-get as root):" \

@@ -294,3 +294,19 @@ def test_jupyter_frame_shows_the_report(browser, tmp_path: Path) -> None:
     finally:
         browser.switch_to.default_content()
     assert console_errors(browser) == []
+
+
+def test_model_ids_are_drawn_as_text_never_as_markup(browser, tmp_path: Path) -> None:
+    from test_report import awkward
+
+    result = awkward()
+    page = tmp_path / "awkward.html"
+    page.write_text(to_html(result))
+    open_page(browser, page)
+    assert console_errors(browser) == []
+    assert sorted(drawn_models(browser)) == sorted(m.id for m in result.models)
+    assert browser.find_elements(By.CSS_SELECTOR, "#trees b, #details b") == []  # the `<b>` of an id
+    browser.find_element(By.CSS_SELECTOR, '.node[data-id="</script><b>x"]').click()
+    details = browser.find_element(By.ID, "details")
+    assert details.find_element(By.TAG_NAME, "h2").text == "</script><b>x"
+    assert browser.find_elements(By.CSS_SELECTOR, "#details dd b") == []
