@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench bench-small bench-shapes fuzz clean
+.PHONY: install system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,27 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The figures need Graphviz's `dot`; the report's browser tests need headless Chromium and its driver
+# (Debian packages). Installed only where missing; without apt-get (not Debian, or not root) this says why,
+# and the tests that need them are skipped with the reason.
+system-deps:
+	@if command -v dot >/dev/null && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		(apt-get install -y -q graphviz chromium chromium-driver || \
+		 (apt-get update -q && apt-get install -y -q graphviz chromium chromium-driver)) >/dev/null; \
+	else echo "note: cannot install graphviz, chromium, chromium-driver (needs apt-get as root):" \
+		"the figure and browser tests will be skipped"; fi
+
 # The whole suite: tests marked `slow` really train small models (MiniLM cut to 2 layers, MobileNetV2).
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 # Pure functions and IO on files written in the test itself, no training: seconds. (mypy is in `test`
 # and `lint`: it alone takes about 40 s without its cache.)
-test-fast: $(STAMP)
+test-fast: $(STAMP) system-deps
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest -q -m "not slow"
 
@@ -37,6 +49,11 @@ lint: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mothertree demo
+
+# docs/report.png, the README's picture: the demo's report opened in headless Chromium.
+report-screenshot: $(STAMP) system-deps
+	$(BIN)/mothertree demo -q
+	$(BIN)/python benchmarks/report_screenshot.py --out docs/report.png
 
 # The zoo's splits at full size (5 trees x 21 models each): hours of CPU training on the first run.
 bench: $(STAMP)

@@ -1,8 +1,8 @@
-"""The ``mothertree`` command: ``recover``, ``evaluate``, ``demo``.
+"""The ``mothertree`` command: ``recover``, ``evaluate``, ``report``, ``demo``.
 
-Data (trees, JSON, DOT, scores) goes to stdout; logs, warnings, errors and hints go to stderr. A
-``MotherTreeError`` becomes ``error: ...`` plus ``hint: ...`` and exit code 1; set ``MOTHERTREE_DEBUG=1``
-for the traceback.
+Data (trees, JSON, DOT, scores; a report, figure or export unless ``--output`` names a file) goes to
+stdout; logs, warnings, errors and hints go to stderr. A ``MotherTreeError`` becomes ``error: ...`` plus
+``hint: ...`` and exit code 1; set ``MOTHERTREE_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from typing import Any, Literal, TypeVar, cast
 import click
 
 from . import _progress
-from .errors import MissingDependencyError, MotherTreeError
+from .errors import InvalidParameterError, MissingDependencyError, MotherTreeError
 from .evaluation.metrics import Score, score_edges
-from .evaluation.truth import declared_edges, load_edges
+from .evaluation.truth import EdgeSet, declared_edges, load_edges
 from .io.types import BrokenModel
 from .pipeline import read_features, recover_trees
 from .pipeline import recover as recover_models
-from .render import RENDERERS, method_scores, score_text, side_by_side
+from .render import BINARY_RENDERERS, RENDERERS, method_scores, score_text, side_by_side
+from .report import to_html
+from .result import RecoveryResult
 from .tree.cluster import UNRELATED_ABOVE
 from .tree.costs import DEFAULT_LAM
 from .tree.recover import DIRECTIONS, DISTANCES, Direction, Distance
@@ -92,6 +94,58 @@ class TreeCount(click.ParamType):
 
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")
+FORMATS = [*RENDERERS, *BINARY_RENDERERS]
+# What `report -o FILE` writes when no --format is given.
+SUFFIX_FORMATS = {
+    ".html": "html",
+    ".htm": "html",
+    ".svg": "svg",
+    ".png": "png",
+    ".graphml": "graphml",
+    ".nwk": "newick",
+    ".newick": "newick",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".json": "json",
+    ".txt": "text",
+}
+output_option = click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file instead of stdout.",
+)
+
+
+def _emit(rendered: str | bytes, output: Path | None, fmt: str) -> None:
+    """``rendered`` to ``output``, or to stdout; bytes (a PNG) never to a terminal."""
+    if output is not None:
+        if isinstance(rendered, bytes):
+            output.write_bytes(rendered)
+        else:
+            output.write_text(rendered, encoding="utf-8")
+        LOG.info("wrote `%s`", output)
+        return
+    if isinstance(rendered, bytes):
+        if sys.stdout.isatty():
+            raise InvalidParameterError(
+                f"`--format {fmt}` is binary and stdout is a terminal",
+                hint=f"give `-o FILE.{fmt}`, or redirect stdout to a file",
+            )
+        sys.stdout.flush()
+        sys.stdout.buffer.write(rendered)
+        sys.stdout.buffer.flush()
+    else:
+        click.echo(rendered, nl=False)
+
+
+def _render(result: RecoveryResult, fmt: str) -> str | bytes:
+    return BINARY_RENDERERS[fmt](result) if fmt in BINARY_RENDERERS else RENDERERS[fmt](result)
+
+
+def _truth_edges(truth: Path) -> EdgeSet:
+    """A truth file, or the edges that the model cards of a folder declare."""
+    return declared_edges(truth) if truth.is_dir() else load_edges(truth)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -145,8 +199,15 @@ def main() -> None:
 )
 @click.option("--layers", metavar="REGEX", help="Compare only the weight tensors whose name matches REGEX.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "dot"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="html: a self-contained report page; svg, png: figures laid out by Graphviz; graphml: for Gephi "
+    "and networkx; newick: one line per tree, for phylogenetics tools.",
 )
+@output_option
 @click.option(
     "--save-features",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -170,6 +231,7 @@ def recover(
     base: Path | None,
     layers: str | None,
     fmt: str,
+    output: Path | None,
     save_features: Path | None,
     follow_links: bool,
     quiet: bool,
@@ -191,8 +253,54 @@ def recover(
         save_features=save_features,
         follow_links=follow_links,
     )
-    click.echo(RENDERERS[fmt](result), nl=False)
+    _emit(_render(result, fmt), output, fmt)
     _report_skipped(result.broken)
+
+
+@main.command()
+@click.argument("result", type=click.Path(path_type=Path))
+@click.option(
+    "--truth",
+    type=click.Path(path_type=Path),
+    help="A truth file, or the folder of models (their model cards' `base_model`): the HTML report marks "
+    "each edge right, reversed or misplaced, draws the missing ones, and gives the accuracy.",
+)
+@output_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="Default: from the suffix of --output (.html, .svg, .png, .graphml, .nwk, .dot, .json, .txt), "
+    "else html.",
+)
+@_report_errors
+def report(result: Path, truth: Path | None, output: Path | None, fmt: str | None) -> None:
+    """Show a RESULT (from `recover --format json`): an HTML report, a figure, or an export.
+
+    The HTML report is one file that opens offline: every tree drawn top-down, each edge's evidence on
+    pointing or clicking, a search box, collapsible subtrees.
+    """
+    _setup_output(quiet=False)
+    if fmt is None:
+        suffix = output.suffix.lower() if output is not None else ".html"
+        if suffix not in SUFFIX_FORMATS:
+            raise InvalidParameterError(
+                f"cannot tell which format to write from the suffix `{suffix}` of `{output}`",
+                hint=f"give --format, one of: {', '.join(FORMATS)}",
+            )
+        fmt = SUFFIX_FORMATS[suffix]
+    if truth is not None and fmt != "html":
+        raise InvalidParameterError(
+            f"`--truth` is shown by the HTML report, not by `--format {fmt}`",
+            hint="leave out --format, or give `--format html`; `mothertree evaluate` scores a result",
+        )
+    recovered = RecoveryResult.load(result)
+    if fmt == "html":
+        true_edges = _truth_edges(truth) if truth is not None else None
+        rendered: str | bytes = to_html(recovered, true_edges, title=f"Model Trees: {result.name}")
+    else:
+        rendered = _render(recovered, fmt)
+    _emit(rendered, output, fmt)
 
 
 @main.command()
@@ -206,8 +314,7 @@ def evaluate(result: Path, truth: Path, fmt: str) -> None:
     TRUTH is a JSON file ({"edges": [{"parent": ID, "child": ID}, ...]}), or the folder of models itself:
     then the truth is what their model cards declare (`base_model` in README.md front matter).
     """
-    true_edges = declared_edges(truth) if truth.is_dir() else load_edges(truth)
-    score = score_edges(load_edges(result), true_edges)
+    score = score_edges(load_edges(result), _truth_edges(truth))
     if fmt == "json":
         click.echo(json.dumps(score.to_dict(), indent=2))
     else:
@@ -244,6 +351,9 @@ def demo(out: Path | None, force: bool, lam: float, direction: Direction, quiet:
         other = recover_trees(feature_sets, lam=lam, direction=method)
         scores[method] = score_edges({(e.parent, e.child) for e in other.edges}, truth)
     click.echo("\n" + method_scores(scores))
+    page = graph_dir / "report.html"
+    page.write_text(to_html(result, truth, title="Model Trees of the demo graph"), encoding="utf-8")
+    click.echo(f"\nreport (open it in a browser): {page}")
     _report_skipped(result.broken)
 
 

@@ -137,3 +137,20 @@ class UnsupportedQuantizationError(UnsupportedFormatError):
         "schemes, dequantise the model (e.g. transformers' `model.dequantize()`) and save it in 16 or 32 "
         "bits, or leave it out of the collection"
     )
+
+
+class GraphvizNotFoundError(MissingDependencyError):
+    """Graphviz's `dot` program, which lays out the SVG and PNG figures, is not installed."""
+
+    default_hint = (
+        "install Graphviz (`apt-get install graphviz`, `brew install graphviz` or `conda install graphviz`); "
+        "or write `--format dot` and lay it out elsewhere, or `--format html`, which needs no Graphviz"
+    )
+
+
+class GraphvizFailedError(MotherTreeError, RuntimeError):
+    """Graphviz's `dot` was found but could not lay out the figure."""
+
+    default_hint = (
+        "check that `dot -V` runs; a Graphviz built without PNG support can still write `--format svg`"
+    )

@@ -1,13 +1,23 @@
-"""Showing results: a terminal tree, Graphviz DOT, JSON (``RecoveryResult.to_json``), scores, the demo."""
+"""Showing results: a terminal tree, JSON (``RecoveryResult.to_json``), the HTML report, Graphviz DOT and
+its SVG and PNG figures, GraphML, Newick; and scores and the demo's side-by-side view.
+
+``RENDERERS`` write text, ``BINARY_RENDERERS`` bytes; ``recover --format`` and ``report`` offer both.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Mapping
+from xml.etree import ElementTree
 
+from .errors import GraphvizFailedError, GraphvizNotFoundError
 from .evaluation.metrics import Score
 from .evaluation.truth import EdgeSet
-from .result import Edge, RecoveryResult
+from .report import confidence_colour, to_html
+from .result import Edge, RecoveryResult, edge_json
 
 
 def children_of(edges: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -67,17 +77,139 @@ def _undetermined(edge: Edge) -> str:
 
 
 def to_dot(result: RecoveryResult) -> str:
-    lines = ["digraph model_trees {", "  rankdir=TB;", "  node [shape=box];"]
+    """Graphviz DOT: one cluster per tree, edges coloured by confidence (the HTML report's bands), dashed
+    where the direction is undetermined, labelled with distance and confidence."""
+    lines = ["digraph model_trees {", "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
+    lines.append('  edge [fontname="Helvetica", fontsize=9];')
     for k, tree in enumerate(result.trees):
         lines.append(f"  subgraph cluster_{k} {{")
-        lines.append(f'    label="tree {k}";')
-        lines.extend(f"    {json.dumps(model)};" for model in tree.models)
+        label = f"tree {k}" + (f", oriented by: {tree.cue}" if tree.cue else "")
+        lines.append(f"    label={json.dumps(label)};")
+        for model in tree.models:
+            if model == tree.root:
+                root_label = json.dumps(f"{model}\nno parent in this collection")
+                lines.append(f"    {json.dumps(model)} [label={root_label}, penwidth=2];")
+            else:
+                lines.append(f"    {json.dumps(model)};")
         lines.append("  }")
     for edge in result.edges:
+        style = "" if edge.direction_determined else ", style=dashed"
+        label = f"{edge.distance:.3g}, c {edge.confidence:.2f}" + ("" if edge.direction_determined else " ?")
         lines.append(
-            f'  {json.dumps(edge.parent)} -> {json.dumps(edge.child)} [label="{edge.distance:.3g}"];'
+            f"  {json.dumps(edge.parent)} -> {json.dumps(edge.child)} "
+            f'[label="{label}", color="{confidence_colour(edge.confidence)}"{style}];'
         )
     lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _graphviz(dot: str, fmt: str) -> bytes:
+    """``dot -T<fmt>`` of a DOT text."""
+    program = shutil.which("dot")
+    if program is None:
+        raise GraphvizNotFoundError(f"`--format {fmt}` is laid out by Graphviz's `dot`, which is not on PATH")
+    done = subprocess.run([program, f"-T{fmt}"], input=dot.encode(), capture_output=True, check=False)
+    if done.returncode != 0:
+        message = done.stderr.decode(errors="replace").strip()
+        raise GraphvizFailedError(f"`dot -T{fmt}` failed (exit code {done.returncode}): {message}")
+    return done.stdout
+
+
+def to_svg(result: RecoveryResult) -> str:
+    """The DOT drawing laid out by Graphviz as SVG (needs the `dot` program)."""
+    return _graphviz(to_dot(result), "svg").decode()
+
+
+def to_png(result: RecoveryResult) -> bytes:
+    """The DOT drawing laid out by Graphviz as PNG (needs the `dot` program)."""
+    return _graphviz(to_dot(result), "png")
+
+
+_GRAPHML = "{http://graphml.graphdrawing.org/xmlns}"
+_GRAPHML_TYPES = {bool: "boolean", int: "int", float: "double", str: "string"}
+
+
+def _graphml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)  # repr: floats read back bit for bit
+
+
+def to_graphml(result: RecoveryResult) -> str:
+    """GraphML (Gephi, yEd, networkx, igraph): every model a node with ``label``, ``path``, ``tree`` and
+    ``root``; every edge parent -> child with the JSON edge's fields."""
+    roots = set(result.roots)
+    nodes = [
+        ({"id": m.id}, {"label": m.id, "path": m.path, "tree": m.tree, "root": m.id in roots})
+        for m in result.models
+    ]
+    edges = [
+        (
+            {"source": e.parent, "target": e.child},
+            {k: v for k, v in edge_json(e).items() if k not in ("parent", "child")},
+        )
+        for e in result.edges
+    ]
+    ElementTree.register_namespace("", _GRAPHML[1:-1])
+    graphml = ElementTree.Element(f"{_GRAPHML}graphml")
+    for kind, elements in (("node", nodes), ("edge", edges)):
+        for name, value in (elements[0][1] if elements else {}).items():
+            key = {
+                "id": f"{kind}_{name}",
+                "for": kind,
+                "attr.name": name,
+                "attr.type": _GRAPHML_TYPES[type(value)],
+            }
+            ElementTree.SubElement(graphml, f"{_GRAPHML}key", key)
+    graph = ElementTree.SubElement(
+        graphml, f"{_GRAPHML}graph", {"id": "model_trees", "edgedefault": "directed"}
+    )
+    for kind, elements in (("node", nodes), ("edge", edges)):
+        for attributes, values in elements:
+            element = ElementTree.SubElement(graph, f"{_GRAPHML}{kind}", attributes)
+            for name, value in values.items():
+                data = ElementTree.SubElement(element, f"{_GRAPHML}data", {"key": f"{kind}_{name}"})
+                data.text = _graphml_value(value)
+    ElementTree.indent(graphml)
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(graphml, encoding="unicode") + "\n"
+    )
+
+
+# Newick leaves a label unquoted only when it holds none of its punctuation, no blank and no underscore
+# (which readers turn into a blank); any other label is quoted, with its quotes doubled.
+_NEWICK_PLAIN = re.compile(r"[A-Za-z0-9.\-]+")
+
+
+def _newick_label(model_id: str) -> str:
+    if _NEWICK_PLAIN.fullmatch(model_id):
+        return model_id
+    return "'" + model_id.replace("'", "''") + "'"
+
+
+def to_newick(result: RecoveryResult) -> str:
+    """One Newick string per tree, a line each: every model a named node, branch lengths the distances."""
+    children = children_of((e.parent, e.child) for e in result.edges)
+    length = {e.child: e.distance for e in result.edges}
+    lines = []
+    for tree in result.trees:
+        # Children before their parent, without recursion: a chain may be deeper than Python's stack.
+        written: dict[str, str] = {}
+        stack = [(tree.root, False)]
+        while stack:
+            node, kids_done = stack.pop()
+            kids = children.get(node, [])
+            if kids and not kids_done:
+                stack.append((node, True))
+                stack.extend((kid, False) for kid in kids)
+                continue
+            text = _newick_label(node)
+            if kids:
+                text = "(" + ",".join(written.pop(kid) for kid in kids) + ")" + text
+            if node in length:
+                text += f":{length[node]!r}"
+            written[node] = text
+        lines.append(written[tree.root] + ";")
     return "\n".join(lines) + "\n"
 
 
@@ -85,7 +217,16 @@ def to_json(result: RecoveryResult) -> str:
     return json.dumps(result.to_json(), indent=2) + "\n"
 
 
-RENDERERS: dict[str, Callable[[RecoveryResult], str]] = {"text": to_text, "json": to_json, "dot": to_dot}
+RENDERERS: dict[str, Callable[[RecoveryResult], str]] = {
+    "text": to_text,
+    "json": to_json,
+    "html": to_html,
+    "dot": to_dot,
+    "svg": to_svg,
+    "graphml": to_graphml,
+    "newick": to_newick,
+}
+BINARY_RENDERERS: dict[str, Callable[[RecoveryResult], bytes]] = {"png": to_png}
 
 
 def score_text(score: Score) -> str:

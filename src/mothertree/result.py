@@ -3,17 +3,21 @@
 ``RecoveryResult.to_json`` is the JSON contract of ``recover --format json`` (README: "JSON output"). Its
 ``format`` key is the contract's version: it is bumped when a key is removed or changes meaning; keys may
 be added without a bump, so readers should ignore the keys they do not know.
+
+A result is also a graph: ``to_networkx`` (a ``DiGraph``), ``mothertree.export`` (GraphML, Newick, figures),
+and in Jupyter it shows its HTML report inline (``_repr_html_``, ``mothertree.report``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .errors import InvalidTruthError
+from .errors import CheckpointNotFoundError, InvalidTruthError, MissingDependencyError
 from .io.types import BrokenModel
 from .tree.recover import Edge as Edge  # re-exported: the edges of a result
 
@@ -34,12 +38,26 @@ class RecoveredTree:
     cue: str | None = None  # what oriented the tree ("norm grows", "kurtosis falls", ...); None for one model
 
 
+def edge_json(edge: Edge) -> dict[str, Any]:
+    """An edge as the JSON contract writes it."""
+    return {
+        "parent": edge.parent,
+        "child": edge.child,
+        "distance": edge.distance,
+        "confidence": edge.confidence,
+        "known": edge.known,
+        "direction_probability": edge.direction_probability,
+        "direction": "determined" if edge.direction_determined else "undetermined",
+    }
+
+
 @dataclass
 class RecoveryResult:
     """The Model Trees of a collection, and the models that could not be used.
 
     ``params`` records the settings that produced it (``n_trees``, ``lam``, ``direction``, ``distance``,
-    the distance each architecture group used, ``layers``).
+    the distance each architecture group used, ``layers``), and ``mothertree_version`` the version that
+    produced it: a result read back keeps the version that wrote it.
     """
 
     models: list[RecoveredModel]
@@ -47,6 +65,7 @@ class RecoveryResult:
     trees: list[RecoveredTree]
     broken: list[BrokenModel] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    mothertree_version: str = __version__
 
     @property
     def roots(self) -> list[str]:
@@ -55,20 +74,9 @@ class RecoveryResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": RESULT_FORMAT,
-            "mothertree_version": __version__,
+            "mothertree_version": self.mothertree_version,
             "models": [{"id": m.id, "path": m.path, "tree": m.tree} for m in self.models],
-            "edges": [
-                {
-                    "parent": e.parent,
-                    "child": e.child,
-                    "distance": e.distance,
-                    "confidence": e.confidence,
-                    "known": e.known,
-                    "direction_probability": e.direction_probability,
-                    "direction": "determined" if e.direction_determined else "undetermined",
-                }
-                for e in self.edges
-            ],
+            "edges": [edge_json(e) for e in self.edges],
             "roots": self.roots,
             "trees": [{"root": t.root, "models": t.models, "cue": t.cue} for t in self.trees],
             "skipped": [{"path": str(b.path), "error": str(b.error)} for b in self.broken],
@@ -105,9 +113,62 @@ class RecoveryResult:
                 trees=[RecoveredTree(str(t["root"]), list(t["models"]), t.get("cue")) for t in data["trees"]],
                 broken=[BrokenModel(Path(s["path"]), ValueError(s["error"])) for s in data["skipped"]],
                 params=dict(data["params"]),
+                mothertree_version=str(data.get("mothertree_version", "unknown")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidTruthError(
                 f"a mothertree result with a missing or malformed field: {exc}",
                 hint="give the output of `mothertree recover --format json`, unedited",
             ) from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> RecoveryResult:
+        """Read a result file written by ``mothertree recover --format json``.
+
+        Raises:
+            CheckpointNotFoundError: there is no file at ``path``.
+            InvalidTruthError: the file is not JSON, or not a result of this format.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointNotFoundError(
+                f"`{path}` does not exist",
+                path=path,
+                hint="give the output of `mothertree recover --format json`",
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidTruthError(f"`{path}` is not valid JSON: {exc}", path=path) from exc
+        return cls.from_json(data)
+
+    def to_networkx(self) -> Any:
+        """The trees as one ``networkx.DiGraph``, parent -> child.
+
+        Nodes carry ``path``, ``tree`` and ``root`` (no parent in this collection); edges carry the keys of
+        the JSON edges (``distance``, ``confidence``, ``known``, ``direction_probability``, ``direction``);
+        the graph carries ``params`` and ``mothertree_version``. Models in no edge (a tree of one) are nodes.
+        """
+        try:
+            import networkx as nx
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"`to_networkx` needs networkx: {exc}", hint="pip install networkx"
+            ) from exc
+        graph = nx.DiGraph(params=dict(self.params), mothertree_version=self.mothertree_version)
+        roots = set(self.roots)
+        for model in self.models:
+            graph.add_node(model.id, path=model.path, tree=model.tree, root=model.id in roots)
+        for edge in self.edges:
+            evidence = {k: v for k, v in edge_json(edge).items() if k not in ("parent", "child")}
+            graph.add_edge(edge.parent, edge.child, **evidence)
+        return graph
+
+    def _repr_html_(self) -> str:
+        """Jupyter's inline view: the HTML report (``mothertree.report.to_html``) in a sandboxed frame.
+
+        A frame keeps the report's styles and script apart from the notebook's.
+        """
+        from .report import inline_frame  # report imports this module: imported when first shown
+
+        return inline_frame(self)
