@@ -36,4 +36,5 @@ class Section:
 
 SHAPES = Section("<!-- shapes: benchmarks/shapes_bench.py -->", "<!-- /shapes -->")
 FUZZ = Section("<!-- fuzz: benchmarks/fuzz.py -->", "<!-- /fuzz -->")
-KEPT = (SHAPES, FUZZ)
+REPORT = Section("<!-- report: benchmarks/report_bench.py -->", "<!-- /report -->")
+KEPT = (SHAPES, FUZZ, REPORT)

@@ -14,15 +14,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from synthetic_result import synthetic_result
 from test_result import example
 
 from mothertree.cli import main
 from mothertree.evaluation.metrics import score_edges
 from mothertree.report import to_html
-from mothertree.result import Edge, RecoveredModel, RecoveredTree, RecoveryResult
 
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed: pip install selenium"
@@ -232,45 +231,14 @@ def test_the_truth_overlay_marks_known_wrong_edges(browser, real) -> None:
     )
 
 
-def synthetic_result(n: int, seed: int = 0) -> RecoveryResult:
-    """Synthetic: ``n`` models in three trees, each model's parent a random earlier model of its tree."""
-    rng = np.random.default_rng(seed)
-    ids = [f"org-{k % 7}/model-{k:04d}-finetune" for k in range(n)]
-    tree_of = [k % 3 for k in range(n)]
-    edges = []
-    for k in range(3, n):
-        earlier = list(range(k - 3, -1, -3))[:40]  # models of its own tree (the same k % 3), recent ones
-        parent = earlier[int(rng.integers(len(earlier)))]
-        edges.append(
-            Edge(
-                ids[parent],
-                ids[k],
-                float(rng.uniform(1e-4, 1e-2)),
-                float(rng.uniform(0.3, 1)),
-                direction_probability=float(rng.uniform(0.5, 1)),
-            )
-        )
-    return RecoveryResult(
-        models=[RecoveredModel(i, f"/models/{i}", t) for i, t in zip(ids, tree_of, strict=True)],
-        edges=edges,
-        trees=[
-            RecoveredTree(ids[t], [i for i, u in zip(ids, tree_of, strict=True) if u == t], "norm grows")
-            for t in range(3)
-        ],
-        params={"direction": "auto"},
-    )
-
-
-def test_a_thousand_models_are_all_drawn_in_seconds(browser, tmp_path: Path) -> None:
+def test_a_thousand_models_are_all_drawn(browser, tmp_path: Path) -> None:
+    # How long it takes is not asserted here (speed belongs to benchmarks); a page that never finishes
+    # drawing fails in `open_page`'s wait.
     page = tmp_path / "big.html"
     page.write_text(to_html(synthetic_result(1000)))
-    seconds = open_page(browser, page)
+    open_page(browser, page)
     assert console_errors(browser) == []
     assert len(drawn_models(browser)) == 1000 and len(browser.find_elements(By.CSS_SELECTOR, ".edge")) == 997
-    # A loose bound, far above what it takes (about 0.1 s to draw on a shared 2-core machine): it catches a
-    # layout gone quadratic, not a slow machine.
-    render_ms = int(browser.find_element(By.TAG_NAME, "body").get_attribute("data-render-ms"))
-    assert render_ms < 5000 and seconds < 15
     browser.find_element(By.ID, "search").send_keys("model-0777")
     assert [n.get_attribute("data-id") for n in browser.find_elements(By.CSS_SELECTOR, ".node.match")] == [
         "org-0/model-0777-finetune"

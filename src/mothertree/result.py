@@ -4,7 +4,7 @@
 ``format`` key is the contract's version: it is bumped when a key is removed or changes meaning; keys may
 be added without a bump, so readers should ignore the keys they do not know.
 
-A result is also a graph: ``to_networkx`` (a ``DiGraph``), ``mothertree.export`` (GraphML, Newick, figures),
+A result is also a graph: ``to_networkx`` (a ``DiGraph``), ``mothertree.render`` (GraphML, Newick, figures),
 and in Jupyter it shows its HTML report inline (``_repr_html_``, ``mothertree.report``).
 """
 
