@@ -116,14 +116,23 @@ def test_networkx_graph_of_a_result() -> None:
     assert isinstance(graph, nx.DiGraph)
     assert set(graph.nodes) == {"base", "ft", "lora", "alone"}  # a tree of one model is a node
     assert set(graph.edges) == {("base", "ft"), ("base", "lora")}
-    assert graph.nodes["alone"] == {"path": "/m/alone.safetensors", "tree": 1, "root": True}
+    assert graph.nodes["alone"] == {"path": "/m/alone.safetensors", "tree": 1, "root": True}  # no nulls
+    assert graph.nodes["base"] == {
+        "path": "/m/base",
+        "tree": 0,
+        "root": True,
+        "dtype": "BF16",
+        "parameters": 22_700_000,
+    }
     assert graph.edges["base", "ft"] == {
         "distance": 0.0012,
         "confidence": 0.5,
         "known": False,
         "direction_probability": 0.52,
         "direction": "undetermined",
+        "placement_margin": 0.8,
     }
+    assert "placement_margin" not in graph.edges["base", "lora"]  # not recorded: left out, not null
     assert graph.graph["params"]["direction"] == "auto"
 
 

@@ -19,7 +19,9 @@ from mothertree.tree.recover import Edge
 SCHEMA = {
     "format": int,
     "mothertree_version": str,
-    "models": [{"id": str, "path": str, "tree": int}],
+    "models": [
+        {"id": str, "path": str, "tree": int, "dtype": (str, type(None)), "parameters": (int, type(None))}
+    ],
     "edges": [
         {
             "parent": str,
@@ -29,6 +31,7 @@ SCHEMA = {
             "known": bool,
             "direction_probability": float,
             "direction": str,
+            "placement_margin": (float, type(None)),
         }
     ],
     "roots": [str],
@@ -54,13 +57,13 @@ def conforms(value: object, schema: object) -> bool:
 def example() -> RecoveryResult:
     return RecoveryResult(
         models=[
-            RecoveredModel("base", "/m/base", 0),
-            RecoveredModel("ft", "/m/ft", 0),
+            RecoveredModel("base", "/m/base", 0, "BF16", 22_700_000),
+            RecoveredModel("ft", "/m/ft", 0, "F32", 22_700_000),
             RecoveredModel("lora", "/m/lora", 0),
             RecoveredModel("alone", "/m/alone.safetensors", 1),
         ],
         edges=[
-            Edge("base", "ft", 0.0012, 0.5, direction_probability=0.52),
+            Edge("base", "ft", 0.0012, 0.5, direction_probability=0.52, placement_margin=0.8),
             Edge("base", "lora", 0.0004, 1.0, known=True),
         ],
         trees=[

@@ -200,7 +200,9 @@ def _group_features(
 ) -> tuple[FeatureSet, list[BrokenModel]]:
     """The FeatureSet of one architecture group (``aligned`` checkpoints beside their models)."""
     if len(group) == 1:
-        return _lone_model(group[0][0]), []
+        lone = _lone_model(group[0][0])
+        lone.metadata[MODEL_SUMMARIES] = {group[0][0].ref.id: checkpoint_summary(group[0][1])}
+        return lone, []
     ids = {model.ref.id for model, _ in group}
     known_parents = {
         model.ref.id: model.known_parent
@@ -208,13 +210,32 @@ def _group_features(
         if model.known_parent is not None and model.known_parent in ids
     }
     tensors = select_tensors([ckpt.tensors for _, ckpt in group], layers)
-    metadata: dict[str, object] = {"layers": layers, "selection": "regex" if layers else "default"}
+    metadata: dict[str, object] = {
+        "layers": layers,
+        "selection": "regex" if layers else "default",
+        MODEL_SUMMARIES: {model.ref.id: checkpoint_summary(ckpt) for model, ckpt in group},
+    }
     features, failed = _extract(
         [ckpt for _, ckpt in group], [model.ref.id for model, _ in group], tensors, ranks, metadata
     )
     read = set(features.model_ids)
     features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read}
     return features, failed
+
+
+# FeatureSet metadata key: model id -> what its checkpoint holds (``checkpoint_summary``), for the result.
+MODEL_SUMMARIES = "models"
+
+
+def checkpoint_summary(checkpoint: Checkpoint) -> dict[str, object]:
+    """The storage dtype of most of a model's float parameters, and how many float parameters it has
+    (from its headers: nothing is read)."""
+    by_dtype: dict[str, int] = {}
+    for info in checkpoint.tensors.values():
+        if info.is_float:
+            by_dtype[info.dtype] = by_dtype.get(info.dtype, 0) + info.numel
+    dtype = max(sorted(by_dtype), key=lambda name: by_dtype[name]) if by_dtype else None
+    return {"dtype": dtype, "parameters": sum(by_dtype.values())}
 
 
 def _extract(
@@ -268,7 +289,7 @@ def recover_trees(
     for features in feature_sets:
         if features.n_models == 1:
             trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
-            models.append(RecoveredModel(features.model_ids[0], features.model_paths[0], len(trees) - 1))
+            models.append(_recovered_model(features, 0, len(trees) - 1))
             continue
         recovery = TreeRecovery(
             n_trees=counts[id(features)], lam=lam, direction=direction, distance=distance
@@ -279,10 +300,8 @@ def recover_trees(
             members = [recovery.model_ids_[i] for i in np.flatnonzero(recovery.labels_ == label)]
             root = next(r for r in recovery.roots_ if r in members)
             trees.append(RecoveredTree(root=root, models=members, cue=recovery.cues_[label]))
-        for model_id, path, label in zip(
-            features.model_ids, features.model_paths, recovery.labels_, strict=True
-        ):
-            models.append(RecoveredModel(model_id, path, first_tree + int(label)))
+        for index, label in enumerate(recovery.labels_):
+            models.append(_recovered_model(features, index, first_tree + int(label)))
         edges.extend(recovery.edges_)
     params = {
         "n_trees": n_trees,
@@ -293,6 +312,15 @@ def recover_trees(
         "layers": next((f.metadata["layers"] for f in comparable if "layers" in f.metadata), None),
     }
     return RecoveryResult(models=models, edges=edges, trees=trees, broken=list(broken), params=params)
+
+
+def _recovered_model(features: FeatureSet, index: int, tree: int) -> RecoveredModel:
+    model_id = features.model_ids[index]
+    # FeatureSet files written before summaries existed have none: the result then says None.
+    summary = features.metadata.get(MODEL_SUMMARIES, {}).get(model_id, {})
+    return RecoveredModel(
+        model_id, features.model_paths[index], tree, summary.get("dtype"), summary.get("parameters")
+    )
 
 
 def _tree_counts(

@@ -17,7 +17,7 @@ from .errors import GraphvizFailedError, GraphvizNotFoundError
 from .evaluation.metrics import Score
 from .evaluation.truth import EdgeSet
 from .report import confidence_colour, to_html
-from .result import Edge, RecoveryResult, edge_json
+from .result import Edge, RecoveryResult, edge_attributes, model_attributes
 
 
 def children_of(edges: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
@@ -136,24 +136,20 @@ def _graphml_value(value: object) -> str:
 
 
 def to_graphml(result: RecoveryResult) -> str:
-    """GraphML (Gephi, yEd, networkx, igraph): every model a node with ``label``, ``path``, ``tree`` and
-    ``root``; every edge parent -> child with the JSON edge's fields."""
+    """GraphML (Gephi, yEd, networkx, igraph): every model a node with ``label``, ``path``, ``tree``,
+    ``root`` (and ``dtype``, ``parameters`` where known); every edge parent -> child with the JSON edge's
+    fields. A key is declared for every attribute any element has, typed by its first value."""
     roots = set(result.roots)
-    nodes = [
-        ({"id": m.id}, {"label": m.id, "path": m.path, "tree": m.tree, "root": m.id in roots})
-        for m in result.models
-    ]
-    edges = [
-        (
-            {"source": e.parent, "target": e.child},
-            {k: v for k, v in edge_json(e).items() if k not in ("parent", "child")},
-        )
-        for e in result.edges
-    ]
+    nodes = [({"id": m.id}, {"label": m.id, **model_attributes(m, m.id in roots)}) for m in result.models]
+    edges = [({"source": e.parent, "target": e.child}, edge_attributes(e)) for e in result.edges]
     ElementTree.register_namespace("", _GRAPHML[1:-1])
     graphml = ElementTree.Element(f"{_GRAPHML}graphml")
     for kind, elements in (("node", nodes), ("edge", edges)):
-        for name, value in (elements[0][1] if elements else {}).items():
+        declared: dict[str, object] = {}
+        for _, values in elements:
+            for name, value in values.items():
+                declared.setdefault(name, value)
+        for name, value in declared.items():
             key = {
                 "id": f"{kind}_{name}",
                 "for": kind,

@@ -11,10 +11,10 @@ and in Jupyter it shows its HTML report inline (``_repr_html_``, ``mothertree.re
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._version import __version__
 from .errors import CheckpointNotFoundError, InvalidTruthError, MissingDependencyError
@@ -22,13 +22,20 @@ from .io.types import BrokenModel
 from .tree.recover import Edge as Edge  # re-exported: the edges of a result
 
 RESULT_FORMAT = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RecoveredModel:
+    """A model of the result: where it was read from, its tree (an index into ``trees``), and what its
+    checkpoint holds: the storage dtype of most of its parameters and how many float parameters it has
+    (None when not known, e.g. in results of older versions)."""
+
     id: str
     path: str
     tree: int
+    dtype: str | None = None
+    parameters: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,21 @@ def edge_json(edge: Edge) -> dict[str, Any]:
         "known": edge.known,
         "direction_probability": edge.direction_probability,
         "direction": "determined" if edge.direction_determined else "undetermined",
+        "placement_margin": edge.placement_margin,
     }
+
+
+def model_attributes(model: RecoveredModel, is_root: bool) -> dict[str, Any]:
+    """A model as a graph node's attributes (networkx, GraphML): what is known of it, no nulls."""
+    known = {"path": model.path, "tree": model.tree, "root": is_root, "dtype": model.dtype}
+    return {
+        key: value for key, value in {**known, "parameters": model.parameters}.items() if value is not None
+    }
+
+
+def edge_attributes(edge: Edge) -> dict[str, Any]:
+    """An edge as a graph edge's attributes: the JSON edge's evidence, without its ends and without nulls."""
+    return {k: v for k, v in edge_json(edge).items() if k not in ("parent", "child") and v is not None}
 
 
 @dataclass
@@ -75,7 +96,10 @@ class RecoveryResult:
         return {
             "format": RESULT_FORMAT,
             "mothertree_version": self.mothertree_version,
-            "models": [{"id": m.id, "path": m.path, "tree": m.tree} for m in self.models],
+            "models": [
+                {"id": m.id, "path": m.path, "tree": m.tree, "dtype": m.dtype, "parameters": m.parameters}
+                for m in self.models
+            ],
             "edges": [edge_json(e) for e in self.edges],
             "roots": self.roots,
             "trees": [{"root": t.root, "models": t.models, "cue": t.cue} for t in self.trees],
@@ -98,7 +122,16 @@ class RecoveryResult:
             )
         try:
             return cls(
-                models=[RecoveredModel(str(m["id"]), str(m["path"]), int(m["tree"])) for m in data["models"]],
+                models=[
+                    RecoveredModel(
+                        str(m["id"]),
+                        str(m["path"]),
+                        int(m["tree"]),
+                        _optional(m.get("dtype"), str),
+                        _optional(m.get("parameters"), int),
+                    )
+                    for m in data["models"]
+                ],
                 edges=[
                     Edge(
                         str(e["parent"]),
@@ -107,6 +140,7 @@ class RecoveryResult:
                         float(e["confidence"]),
                         bool(e.get("known", False)),
                         float(e.get("direction_probability", 1.0)),
+                        _optional(e.get("placement_margin"), float),
                     )
                     for e in data["edges"]
                 ],
@@ -145,8 +179,9 @@ class RecoveryResult:
     def to_networkx(self) -> Any:
         """The trees as one ``networkx.DiGraph``, parent -> child.
 
-        Nodes carry ``path``, ``tree`` and ``root`` (no parent in this collection); edges carry the keys of
-        the JSON edges (``distance``, ``confidence``, ``known``, ``direction_probability``, ``direction``);
+        Nodes carry ``path``, ``tree``, ``root`` (no parent in this collection) and, where known, ``dtype``
+        and ``parameters``; edges carry the keys of the JSON edges (``distance``, ``confidence``, ``known``,
+        ``direction_probability``, ``direction``, ``placement_margin``), none of them null;
         the graph carries ``params`` and ``mothertree_version``. Models in no edge (a tree of one) are nodes.
         """
         try:
@@ -158,10 +193,9 @@ class RecoveryResult:
         graph = nx.DiGraph(params=dict(self.params), mothertree_version=self.mothertree_version)
         roots = set(self.roots)
         for model in self.models:
-            graph.add_node(model.id, path=model.path, tree=model.tree, root=model.id in roots)
+            graph.add_node(model.id, **model_attributes(model, model.id in roots))
         for edge in self.edges:
-            evidence = {k: v for k, v in edge_json(edge).items() if k not in ("parent", "child")}
-            graph.add_edge(edge.parent, edge.child, **evidence)
+            graph.add_edge(edge.parent, edge.child, **edge_attributes(edge))
         return graph
 
     def _repr_html_(self) -> str:
@@ -172,3 +206,8 @@ class RecoveryResult:
         from .report import inline_frame  # report imports this module: imported when first shown
 
         return inline_frame(self)
+
+
+def _optional(value: Any, kind: Callable[[Any], T]) -> T | None:
+    """A key that results of older versions lack (or hold as null)."""
+    return None if value is None else kind(value)

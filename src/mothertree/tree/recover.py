@@ -97,7 +97,7 @@ class Edge:
     probability that the edge points the right way (``tree/direction.py``). Below ``DETERMINED_ABOVE``
     (0.75) the direction is *undetermined*: the two models are related, but which came first is a coin
     flip or little better. ``known`` edges were not inferred: a PEFT adapter read on its base
-    (confidence 1).
+    (confidence 1). ``placement_margin`` is that margin itself (None when not recorded).
     """
 
     parent: str
@@ -106,6 +106,7 @@ class Edge:
     confidence: float
     known: bool = False
     direction_probability: float = 1.0
+    placement_margin: float | None = None
 
     @property
     def direction_determined(self) -> bool:
@@ -355,6 +356,7 @@ class TreeRecovery:
                 float(confidences[c]),
                 c in known,
                 float(direction[c]),
+                float(placement[c]),
             )
             for c, p in enumerate(parents)
             if p >= 0
