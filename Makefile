@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report fuzz clean
+.PHONY: install system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ bench-shapes: $(STAMP)
 # Section (f) of docs/RESULTS.md: the HTML report of 1,000 and 3,000 (synthetic) models in headless Chromium.
 bench-report: $(STAMP) system-deps
 	$(BIN)/python benchmarks/report_bench.py --write
+
+# Section (g) of docs/RESULTS.md: how long `mothertree --help` and friends take to start, against numpy's import.
+bench-startup: $(STAMP)
+	$(BIN)/python benchmarks/startup.py --write
 
 # Section (e) of docs/RESULTS.md: 10,000 mutated inputs per reader (safetensors headers, shard indexes,
 # adapter configs, zip .bin files), each read or refused with a project error; about 15 minutes.

@@ -439,8 +439,8 @@ def main() -> None:
         "",
     ]
     out = ROOT / "docs" / "RESULTS.md"
-    # Sections (d) to (f) come from their own commands (`make bench-shapes`, `make fuzz`, `make
-    # bench-report`), dated in their own headers: kept as they are.
+    # Sections (d) to (g) come from their own commands (`make bench-shapes`, `make fuzz`, `make
+    # bench-report`, `make bench-startup`), dated in their own headers: kept as they are.
     kept = [section.current(out) for section in KEPT]
     out.write_text("\n".join(sections) + "".join("\n" + block + "\n" for block in kept if block))
     print(f"wrote {out}", file=sys.stderr)

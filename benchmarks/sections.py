@@ -37,4 +37,5 @@ class Section:
 SHAPES = Section("<!-- shapes: benchmarks/shapes_bench.py -->", "<!-- /shapes -->")
 FUZZ = Section("<!-- fuzz: benchmarks/fuzz.py -->", "<!-- /fuzz -->")
 REPORT = Section("<!-- report: benchmarks/report_bench.py -->", "<!-- /report -->")
-KEPT = (SHAPES, FUZZ, REPORT)
+STARTUP = Section("<!-- startup: benchmarks/startup.py -->", "<!-- /startup -->")
+KEPT = (SHAPES, FUZZ, REPORT, STARTUP)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +48,24 @@ def test_json_output_contract(bert_family: Path):
     assert result["format"] == 1 and result["mothertree_version"] == mothertree.__version__
     ids = {m["id"] for m in result["models"]}
     assert ids == {"root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"}
-    assert all(set(m) == {"id", "path", "tree"} for m in result["models"])
-    edge_keys = {"parent", "child", "distance", "confidence", "known", "direction_probability", "direction"}
+    assert all(set(m) == {"id", "path", "tree", "dtype", "parameters"} for m in result["models"])
+    # The tiny BERTs are saved in float32; their headers give the count (every model has the same).
+    assert {(m["dtype"], m["parameters"]) for m in result["models"]} == {
+        ("F32", result["models"][0]["parameters"])
+    }
+    assert result["models"][0]["parameters"] > 0
+    edge_keys = {
+        "parent",
+        "child",
+        "distance",
+        "confidence",
+        "known",
+        "direction_probability",
+        "direction",
+        "placement_margin",
+    }
     assert all(set(e) == edge_keys for e in result["edges"])
+    assert all(0 <= e["placement_margin"] <= 1 for e in result["edges"])
     assert not any(e["known"] for e in result["edges"])  # no adapters: every edge was inferred
     # Measured on this deterministic family (every edge right): confidences 0.63-0.98. Four edges are little
     # evidence: the edge below the root, at 0.63, is reported undetermined.
@@ -266,3 +283,17 @@ def test_trees_must_be_auto_or_a_count(tmp_path: Path):
     code, _, err = run("recover", str(tmp_path), "--trees", "many")  # refused before any path is read
     assert code == 2
     assert "`many` is neither `auto` nor a number of trees" in err
+
+
+def test_the_command_line_describes_itself_without_loading_numpy() -> None:
+    # `mothertree --help` must not wait for numpy, scipy and the readers: each command imports its own.
+    code = "import sys, mothertree.cli; print(sorted({'numpy', 'scipy', 'torch'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_the_format_names_are_the_renderers() -> None:
+    from mothertree._choices import BINARY_FORMATS, TEXT_FORMATS
+    from mothertree.render import BINARY_RENDERERS, RENDERERS
+
+    assert set(TEXT_FORMATS) == set(RENDERERS) and set(BINARY_FORMATS) == set(BINARY_RENDERERS)

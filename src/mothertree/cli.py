@@ -3,6 +3,9 @@
 Data (trees, JSON, DOT, scores; a report, figure or export unless ``--output`` names a file) goes to
 stdout; logs, warnings, errors and hints go to stderr. A ``MotherTreeError`` becomes ``error: ...`` plus
 ``hint: ...`` and exit code 1; set ``MOTHERTREE_DEBUG=1`` for the traceback.
+
+Only click, the errors and the names of the options (``_choices``) are imported up front: each command
+imports what it runs, so that ``mothertree --help`` does not wait for numpy, scipy and the readers.
 """
 
 from __future__ import annotations
@@ -14,23 +17,27 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import click
 
-from . import _progress
+from ._choices import (
+    BINARY_FORMATS,
+    DEFAULT_LAM,
+    DIRECTIONS,
+    DISTANCES,
+    TEXT_FORMATS,
+    UNRELATED_ABOVE,
+    Direction,
+    Distance,
+)
 from .errors import InvalidParameterError, MissingDependencyError, MotherTreeError
-from .evaluation.metrics import Score, score_edges
-from .evaluation.truth import EdgeSet, declared_edges, load_edges
-from .io.types import BrokenModel
-from .pipeline import read_features, recover_trees
-from .pipeline import recover as recover_models
-from .render import BINARY_RENDERERS, RENDERERS, method_scores, score_text, side_by_side
-from .report import to_html
-from .result import RecoveryResult
-from .tree.cluster import UNRELATED_ABOVE
-from .tree.costs import DEFAULT_LAM
-from .tree.recover import DIRECTIONS, DISTANCES, Direction, Distance
+
+if TYPE_CHECKING:
+    from .evaluation.metrics import Score
+    from .evaluation.truth import EdgeSet
+    from .io.types import BrokenModel
+    from .result import RecoveryResult
 
 LOG = logging.getLogger("mothertree")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,6 +62,8 @@ def _report_errors(command: F) -> F:
 
 
 def _setup_output(quiet: bool) -> None:
+    from . import _progress
+
     _progress.set_quiet(quiet)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
@@ -94,7 +103,7 @@ class TreeCount(click.ParamType):
 
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")
-FORMATS = [*RENDERERS, *BINARY_RENDERERS]
+FORMATS = [*TEXT_FORMATS, *BINARY_FORMATS]
 # What `report -o FILE` writes when no --format is given.
 SUFFIX_FORMATS = {
     ".html": "html",
@@ -140,11 +149,15 @@ def _emit(rendered: str | bytes, output: Path | None, fmt: str) -> None:
 
 
 def _render(result: RecoveryResult, fmt: str) -> str | bytes:
+    from .render import BINARY_RENDERERS, RENDERERS
+
     return BINARY_RENDERERS[fmt](result) if fmt in BINARY_RENDERERS else RENDERERS[fmt](result)
 
 
 def _truth_edges(truth: Path) -> EdgeSet:
     """A truth file, or the edges that the model cards of a folder declare."""
+    from .evaluation.truth import declared_edges, load_edges
+
     return declared_edges(truth) if truth.is_dir() else load_edges(truth)
 
 
@@ -241,6 +254,8 @@ def recover(
     PATHS are folders of models (sub-folders, checkpoint files, PEFT LoRA adapters), single models, or
     FeatureSet files (.npz) written by --save-features.
     """
+    from .pipeline import recover as recover_models
+
     _setup_output(quiet)
     result = recover_models(
         paths,
@@ -280,6 +295,9 @@ def report(result: Path, truth: Path | None, output: Path | None, fmt: str | Non
     The HTML report is one file that opens offline: every tree drawn top-down, each edge's evidence on
     pointing or clicking, a search box, collapsible subtrees.
     """
+    from .report import to_html
+    from .result import RecoveryResult
+
     _setup_output(quiet=False)
     if fmt is None:
         suffix = output.suffix.lower() if output is not None else ".html"
@@ -314,6 +332,10 @@ def evaluate(result: Path, truth: Path, fmt: str) -> None:
     TRUTH is a JSON file ({"edges": [{"parent": ID, "child": ID}, ...]}), or the folder of models itself:
     then the truth is what their model cards declare (`base_model` in README.md front matter).
     """
+    from .evaluation.metrics import score_edges
+    from .evaluation.truth import load_edges
+    from .render import score_text
+
     score = score_edges(load_edges(result), _truth_edges(truth))
     if fmt == "json":
         click.echo(json.dumps(score.to_dict(), indent=2))
@@ -339,6 +361,12 @@ def demo(out: Path | None, force: bool, lam: float, direction: Direction, quiet:
         raise MissingDependencyError(
             f"the demo trains models and needs PyTorch: {exc}", hint="pip install 'mothertree[zoo]'"
         ) from exc
+    from .evaluation.metrics import score_edges
+    from .evaluation.truth import load_edges
+    from .pipeline import read_features, recover_trees
+    from .render import method_scores, score_text, side_by_side
+    from .report import to_html
+
     graph_dir = build_demo_graph(out, quiet=quiet, force=force)
     feature_sets, broken = read_features([graph_dir])
     truth = load_edges(graph_dir / "truth.json")

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
@@ -66,9 +65,6 @@ _NUMPY_DTYPES: dict[str, np.dtype] = {
     "F64": np.dtype("<f8"),
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
     "I64": np.dtype("<i8"),
     "I32": np.dtype("<i4"),
     "I16": np.dtype("<i2"),
@@ -79,6 +75,20 @@ _NUMPY_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
+# numpy has no bfloat16 or float8: ml_dtypes adds them, at the cost of about a second of import, so only
+# when a checkpoint holds one.
+_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+
+
+def numpy_dtype(name: str) -> np.dtype | None:
+    """numpy's view of safetensors dtype ``name``; None for one mothertree cannot read."""
+    if name in _ML_DTYPES:
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, _ML_DTYPES[name]))
+    return _NUMPY_DTYPES.get(name)
+
+
 # The opener of tensor data files; a name of its own so that tests can count open handles.
 open_shard_file = open_regular
 # No real checkpoint file comes near this (the largest hub models hold a few thousand tensors per shard).
@@ -201,7 +211,7 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
             raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
         number, entry = located
         shard = self.shards[number]
-        dtype = _NUMPY_DTYPES.get(entry.dtype)
+        dtype = numpy_dtype(entry.dtype)
         if dtype is None or entry.dtype in _UNCONVERTIBLE:
             raise UnsupportedFormatError(
                 f"{shown(shard)}: tensor `{name}` has dtype `{entry.dtype}`, which mothertree cannot read",

@@ -8,11 +8,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import squareform
 
+from .._choices import UNRELATED_ABOVE as UNRELATED_ABOVE
 from ..errors import InvalidParameterError
-
-# Relative distance above which two models are unrelated (``split_unrelated``): independent weights of one
-# scale sit at sqrt(2) ~ 1.41, the fine-tunes measured so far moved 0.006-0.17 (docs/RESULTS.md).
-UNRELATED_ABOVE = 0.5
 
 
 def tree_linkage(distances: npt.ArrayLike) -> npt.NDArray[np.float64]:

@@ -13,12 +13,11 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from .._choices import DEFAULT_LAM as DEFAULT_LAM
 from ..errors import InvalidParameterError
 
 KurtosisTrend = Literal["falls", "rises"]
 KURTOSIS_TRENDS: tuple[KurtosisTrend, ...] = ("falls", "rises")
-# The paper's weight of the kurtosis penalty, in units of the tree's mean distance.
-DEFAULT_LAM = 0.3
 
 
 def direction_penalty(kurtosis: npt.ArrayLike, direction: KurtosisTrend = "falls") -> npt.NDArray[np.float64]:

@@ -23,11 +23,12 @@ from __future__ import annotations
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .._choices import DIRECTIONS, DISTANCES, Direction, Distance, TreeCount
 from ..errors import InvalidParameterError, NotFittedError, TooFewModelsError
 from ..features.featureset import FeatureSet
 from ..features.low_rank import LowRankRule, PlacingDistances
@@ -49,12 +50,6 @@ from .orient import (
     placement_confidence,
     undirected_spanning_tree,
 )
-
-Distance = Literal["l2", "rank", "auto"]
-DISTANCES: tuple[Distance, ...] = ("l2", "rank", "auto")
-Direction = Literal["auto", "norm", "falls", "rises"]
-DIRECTIONS: tuple[Direction, ...] = ("auto", "norm", "falls", "rises")
-TreeCount = int | Literal["auto"] | None
 
 # A cue: a per-model statistic and the sign of its change from parent to child.
 Cue = tuple[str, float]
