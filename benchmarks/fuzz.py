@@ -134,9 +134,7 @@ def main() -> None:
     tallies = [campaign(target, seeds, args.inputs, args.quiet) for target in TARGETS]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = section(tallies, args.inputs, time.perf_counter() - start, peak_mb, args.memory_gib)
-    print("\n".join(lines))
-    if args.write:
-        FUZZ.write(lines, ROOT / "docs" / "RESULTS.md")
+    FUZZ.publish(lines, args.write)
     if any(tally.findings for tally in tallies):
         sys.exit(1)
 

@@ -95,9 +95,7 @@ def main() -> None:
         *rows,
         REPORT.end,
     ]
-    print("\n".join(lines))
-    if args.write:
-        REPORT.write(lines, ROOT / "docs" / "RESULTS.md")
+    REPORT.publish(lines, args.write)
 
 
 if __name__ == "__main__":

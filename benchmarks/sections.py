@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "RESULTS.md"
+
 
 @dataclass(frozen=True)
 class Section:
@@ -32,6 +34,12 @@ class Section:
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
         results_file.write_text(text)
+
+    def publish(self, lines: list[str], write: bool) -> None:
+        """Print the section (stdout), and with ``write`` put it into ``docs/RESULTS.md``."""
+        print("\n".join(lines))
+        if write:
+            self.write(lines, RESULTS)
 
 
 SHAPES = Section("<!-- shapes: benchmarks/shapes_bench.py -->", "<!-- /shapes -->")

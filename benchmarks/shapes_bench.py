@@ -213,9 +213,7 @@ def main() -> None:
         *(measure(spec, "fresh") for spec in FRESH),
     ]
     lines = section(results, fan_rows())
-    print("\n".join(lines))
-    if args.write:
-        SHAPES.write(lines, ROOT / "docs" / "RESULTS.md")
+    SHAPES.publish(lines, args.write)
 
 
 if __name__ == "__main__":

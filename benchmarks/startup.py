@@ -80,9 +80,7 @@ def main() -> None:
         ),
         STARTUP.end,
     ]
-    print("\n".join(lines))
-    if args.write:
-        STARTUP.write(lines, ROOT / "docs" / "RESULTS.md")
+    STARTUP.publish(lines, args.write)
 
 
 if __name__ == "__main__":
