@@ -63,7 +63,7 @@ def is_inside(path: Path, boundary: Path) -> bool:
 
 def check_inside(path: Path, boundary: Path | None, *, named_by: Path | None = None) -> None:
     """Raise OutsideInputError unless ``path`` resolves inside ``boundary`` (None: ``path``'s own)."""
-    limit = boundary if boundary is not None else boundary_of(path)
+    limit = real_path(boundary) if boundary is not None else boundary_of(path)
     if is_inside(path, limit):
         return
     by = f" (named by `{named_by}`)" if named_by is not None else ""
@@ -117,7 +117,8 @@ def read_bounded(path: Path, limit: int, what: str, boundary: Path | None = None
         except OSError as exc:
             raise os_error(path, exc) from None
     if len(raw) > limit:
-        raise LimitExceededError(f"`{path}` is not {what}: it is larger than {limit >> 20} MiB", path=path)
+        size = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit:,} bytes"
+        raise LimitExceededError(f"`{path}` is not {what}: it is larger than {size}", path=path)
     return raw
 
 
