@@ -48,7 +48,8 @@ def test_json_output_contract(bert_family: Path):
     assert result["format"] == 1 and result["mothertree_version"] == mothertree.__version__
     ids = {m["id"] for m in result["models"]}
     assert ids == {"root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"}
-    assert all(set(m) == {"id", "path", "tree", "dtype", "parameters"} for m in result["models"])
+    assert all(set(m) == {"id", "path", "tree", "dtype", "parameters", "aliases"} for m in result["models"])
+    assert all(m["aliases"] == [] for m in result["models"])  # five trained models, no copy among them
     # The tiny BERTs are saved in float32; their headers give the count (every model has the same).
     assert {(m["dtype"], m["parameters"]) for m in result["models"]} == {
         ("F32", result["models"][0]["parameters"])

@@ -123,6 +123,7 @@ def test_networkx_graph_of_a_result() -> None:
         "root": True,
         "dtype": "BF16",
         "parameters": 22_700_000,
+        "aliases": "base-copy",
     }
     assert graph.edges["base", "ft"] == {
         "distance": 0.0012,

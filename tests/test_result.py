@@ -20,7 +20,14 @@ SCHEMA = {
     "format": int,
     "mothertree_version": str,
     "models": [
-        {"id": str, "path": str, "tree": int, "dtype": (str, type(None)), "parameters": (int, type(None))}
+        {
+            "id": str,
+            "path": str,
+            "tree": int,
+            "dtype": (str, type(None)),
+            "parameters": (int, type(None)),
+            "aliases": [str],
+        }
     ],
     "edges": [
         {
@@ -57,7 +64,7 @@ def conforms(value: object, schema: object) -> bool:
 def example() -> RecoveryResult:
     return RecoveryResult(
         models=[
-            RecoveredModel("base", "/m/base", 0, "BF16", 22_700_000),
+            RecoveredModel("base", "/m/base", 0, "BF16", 22_700_000, ("base-copy",)),
             RecoveredModel("ft", "/m/ft", 0, "F32", 22_700_000),
             RecoveredModel("lora", "/m/lora", 0),
             RecoveredModel("alone", "/m/alone.safetensors", 1),

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import InvalidParameterError, MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import align_names
+from .features.duplicates import copy_groups
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
@@ -218,9 +219,32 @@ def _group_features(
     features, failed = _extract(
         [ckpt for _, ckpt in group], [model.ref.id for model, _ in group], tensors, ranks, metadata
     )
+    features, alias_of = _merge_copies(features, {model.ref.id: ckpt for model, ckpt in group})
+    known_parents = {alias_of.get(c, c): alias_of.get(p, p) for c, p in known_parents.items()}
     read = set(features.model_ids)
-    features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read}
+    features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read and c != p}
     return features, failed
+
+
+# FeatureSet metadata key: original id -> the ids of its copies (``features.duplicates``).
+ALIASES = "aliases"
+
+
+def _merge_copies(
+    features: FeatureSet, checkpoints: dict[str, Checkpoint]
+) -> tuple[FeatureSet, dict[str, str]]:
+    """``features`` without the copies of other models, each recorded as an alias of its original; and
+    copy id -> original id."""
+    groups = copy_groups(features, [checkpoints[model_id] for model_id in features.model_ids])
+    if not groups:
+        return features, {}
+    copies = {i for group in groups for i in group[1:]}
+    kept = features.subset([i for i in range(features.n_models) if i not in copies])
+    aliases = {features.model_ids[group[0]]: [features.model_ids[i] for i in group[1:]] for group in groups}
+    kept.metadata[ALIASES] = aliases
+    for original, same in aliases.items():
+        LOG.info("`%s` is a copy of `%s`: one model, with an alias", "`, `".join(same), original)
+    return kept, {copy: original for original, same in aliases.items() for copy in same}
 
 
 # FeatureSet metadata key: model id -> what its checkpoint holds (``checkpoint_summary``), for the result.
@@ -319,7 +343,12 @@ def _recovered_model(features: FeatureSet, index: int, tree: int) -> RecoveredMo
     # FeatureSet files written before summaries existed have none: the result then says None.
     summary = features.metadata.get(MODEL_SUMMARIES, {}).get(model_id, {})
     return RecoveredModel(
-        model_id, features.model_paths[index], tree, summary.get("dtype"), summary.get("parameters")
+        model_id,
+        features.model_paths[index],
+        tree,
+        summary.get("dtype"),
+        summary.get("parameters"),
+        tuple(features.metadata.get(ALIASES, {}).get(model_id, ())),
     )
 
 

@@ -52,9 +52,13 @@ def to_text(result: RecoveryResult) -> str:
         for e in result.edges
     }
     undetermined = {e.child for e in result.edges if not e.direction_determined}
+    for tree in result.trees:
+        label[tree.root] = "  (root: no parent in this collection)"
+    for model in result.models:
+        if model.aliases:  # copies are one model: said after its id, before its evidence
+            label[model.id] = f" (= {', '.join(model.aliases)})" + label.get(model.id, "")
     blocks = []
     for k, tree in enumerate(result.trees):
-        label[tree.root] = "  (root: no parent in this collection)"
         header = f"tree {k}: {len(tree.models)} model{'s' if len(tree.models) != 1 else ''}"
         if tree.cue:
             header += f", oriented by: {tree.cue}"

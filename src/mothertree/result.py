@@ -29,13 +29,16 @@ T = TypeVar("T")
 class RecoveredModel:
     """A model of the result: where it was read from, its tree (an index into ``trees``), and what its
     checkpoint holds: the storage dtype of most of its parameters and how many float parameters it has
-    (None when not known, e.g. in results of older versions)."""
+    (None when not known, e.g. in results of older versions). ``aliases`` are the ids of its copies in the
+    collection (identical, or re-saved in a coarser dtype: ``features.duplicates``), which are not models
+    of their own in the result."""
 
     id: str
     path: str
     tree: int
     dtype: str | None = None
     parameters: int | None = None
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,18 @@ class RecoveredTree:
     root: str
     models: list[str]
     cue: str | None = None  # what oriented the tree ("norm grows", "kurtosis falls", ...); None for one model
+
+
+def model_json(model: RecoveredModel) -> dict[str, Any]:
+    """A model as the JSON contract writes it."""
+    return {
+        "id": model.id,
+        "path": model.path,
+        "tree": model.tree,
+        "dtype": model.dtype,
+        "parameters": model.parameters,
+        "aliases": list(model.aliases),
+    }
 
 
 def edge_json(edge: Edge) -> dict[str, Any]:
@@ -61,10 +76,15 @@ def edge_json(edge: Edge) -> dict[str, Any]:
 
 def model_attributes(model: RecoveredModel, is_root: bool) -> dict[str, Any]:
     """A model as a graph node's attributes (networkx, GraphML): what is known of it, no nulls."""
-    known = {"path": model.path, "tree": model.tree, "root": is_root, "dtype": model.dtype}
-    return {
-        key: value for key, value in {**known, "parameters": model.parameters}.items() if value is not None
+    attributes = {
+        "path": model.path,
+        "tree": model.tree,
+        "root": is_root,
+        "dtype": model.dtype,
+        "parameters": model.parameters,
+        "aliases": ", ".join(model.aliases) or None,  # GraphML has no list type
     }
+    return {key: value for key, value in attributes.items() if value is not None}
 
 
 def edge_attributes(edge: Edge) -> dict[str, Any]:
@@ -96,10 +116,7 @@ class RecoveryResult:
         return {
             "format": RESULT_FORMAT,
             "mothertree_version": self.mothertree_version,
-            "models": [
-                {"id": m.id, "path": m.path, "tree": m.tree, "dtype": m.dtype, "parameters": m.parameters}
-                for m in self.models
-            ],
+            "models": [model_json(m) for m in self.models],
             "edges": [edge_json(e) for e in self.edges],
             "roots": self.roots,
             "trees": [{"root": t.root, "models": t.models, "cue": t.cue} for t in self.trees],
@@ -129,6 +146,7 @@ class RecoveryResult:
                         int(m["tree"]),
                         _optional(m.get("dtype"), str),
                         _optional(m.get("parameters"), int),
+                        tuple(str(alias) for alias in m.get("aliases", ())),
                     )
                     for m in data["models"]
                 ],

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..evaluation.metrics import score_edges
 from ..evaluation.truth import EdgeSet
-from ..result import Edge, RecoveryResult, edge_json
+from ..result import Edge, RecoveryResult, edge_json, model_json
 
 # (lowest confidence, colour, legend): the bands edges are coloured by, here and in the DOT figures. A
 # colour-blind-safe diverging scale: blue is sure, orange to red is doubtful.
@@ -75,7 +75,7 @@ def report_data(result: RecoveryResult, truth: EdgeSet | None = None) -> dict[st
     data: dict[str, Any] = {
         "mothertree_version": result.mothertree_version,
         "params": result.params,
-        "models": [dataclasses.asdict(model) for model in result.models],
+        "models": [{**dataclasses.asdict(model), **model_json(model)} for model in result.models],
         "edges": edges,
         "trees": [{"root": t.root, "models": t.models, "cue": t.cue} for t in result.trees],
         "skipped": [{"path": str(b.path), "error": str(b.error)} for b in result.broken],

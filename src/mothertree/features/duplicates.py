@@ -1,0 +1,117 @@
+"""Copies: models whose weights are another's, or another's rounded by a re-save in a coarser dtype.
+
+Two copies of one model are one node with aliases, not a parent and a child: left in, a byte-identical copy
+became the child of its twin at distance 0, and the tie pulled the confidence of every edge from that root
+down to about 0.5. A copy is
+
+- *identical*: the same tensor names and shapes, every tensor equal; or
+- *a re-save*: the same, except that tensors stored in float32 in one are stored in float16 or bfloat16 in
+  the other, and equal the float32 ones rounded to that dtype (``reductions.rounded``: what ``.to(dtype)``
+  and a save do).
+
+Candidates come from the features, for free: every compared tensor's RMS distance is 0 (both stored alike)
+or at most the rounding error of the coarser copy. Each candidate is then confirmed on every tensor of both
+checkpoints, read one tensor at a time, since the compared tensors are a selection: a fine-tune that
+trained only its head is identical on them, and is no copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import MotherTreeError
+from ..io.types import Checkpoint
+from .featureset import FeatureSet
+from .reductions import PRECISIONS, precision_of, rounded
+
+# Unit roundoff (half an ulp, relative) of each precision, and a margin: a candidate only costs a read.
+_UNIT_ROUNDOFF = {"F32": 0.0, "F16": 2.0**-11, "BF16": 2.0**-8}
+_MARGIN = 2.0
+# fp16 flushes weights below its smallest normal (6e-5) to a coarser grid: an absolute error of up to this.
+_FP16_ABSOLUTE = 2.0**-25
+
+
+def candidate_pairs(features: FeatureSet) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)``, ``i < j``, whose every compared tensor is as near as a copy's would be."""
+    rms = features.rms_distances
+    if features.precisions is None:  # every tensor stored alike in every model: only identical copies
+        near = np.all(rms == 0.0, axis=0)
+    else:
+        p = features.precisions
+        scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))  # (t, n)
+        roundoff = np.array([_UNIT_ROUNDOFF[name] for name in PRECISIONS])[p]  # (t, n)
+        absolute = np.where(np.array(PRECISIONS)[p] == "F16", _FP16_ABSOLUTE, 0.0)
+        # A pair may differ by the rounding of the coarser copy only where the other is stored in float32.
+        bound_j = _MARGIN * (roundoff[:, None, :] * scale[:, :, None] + absolute[:, None, :])
+        bound_i = np.transpose(bound_j, (0, 2, 1))
+        f32_i, f32_j = (p == 0)[:, :, None], (p == 0)[:, None, :]
+        same = p[:, :, None] == p[:, None, :]
+        allowed = np.where(same, 0.0, np.where(f32_i, bound_j, np.where(f32_j, bound_i, -1.0)))
+        near = np.all(rms <= allowed, axis=0)
+    i, j = np.nonzero(np.triu(near, k=1))
+    return [(int(a), int(b)) for a, b in zip(i, j, strict=True)]
+
+
+def is_copy(a: Checkpoint, b: Checkpoint) -> bool:
+    """Whether ``a`` and ``b`` hold the same tensors, equal up to the rounding of a coarser re-save."""
+    if set(a.tensors) != set(b.tensors):
+        return False
+    for name, info_a in a.tensors.items():
+        info_b = b.tensors[name]
+        if info_a.shape != info_b.shape:
+            return False
+    for name, info_a in a.tensors.items():
+        x, y = a.read(name), b.read(name)
+        px, py = precision_of(info_a.dtype), precision_of(b.tensors[name].dtype)
+        if px != py:
+            if px != 0 and py != 0:
+                return False  # fp16 and bf16: neither is the other rounded
+            coarse = max(px, py)
+            x, y = (rounded(x, coarse), y) if px == 0 else (x, rounded(y, coarse))
+        if not np.array_equal(x, y):
+            return False
+    return True
+
+
+def copy_groups(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> list[list[int]]:
+    """Groups of two or more models that are copies of each other (indices into ``features``, each group
+    sorted, the original first: the model stored at the finest precision, then the first id).
+
+    ``checkpoints[i]`` is the open checkpoint of ``features.model_ids[i]``.
+    """
+    parent = list(range(features.n_models))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in candidate_pairs(features):
+        if find(i) != find(j) and _confirmed(checkpoints[i], checkpoints[j]):
+            parent[find(j)] = find(i)
+    members: dict[int, list[int]] = {}
+    for i in range(features.n_models):
+        members.setdefault(find(i), []).append(i)
+    coarseness = _coarseness(features)
+    return [
+        sorted(group, key=lambda i: (coarseness[i], features.model_ids[i]))
+        for group in members.values()
+        if len(group) > 1
+    ]
+
+
+def _confirmed(a: Checkpoint, b: Checkpoint) -> bool:
+    try:
+        return is_copy(a, b)
+    except MotherTreeError:  # a tensor outside the comparison that cannot be read: no proof of a copy
+        return False
+
+
+def _coarseness(features: FeatureSet) -> npt.NDArray[np.int64]:
+    if features.precisions is None:
+        return np.zeros(features.n_models, dtype=np.int64)
+    return np.asarray((features.precisions != 0).sum(axis=0), dtype=np.int64)
