@@ -38,21 +38,30 @@ def candidate_pairs(features: FeatureSet) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, whose every compared tensor is as near as a copy's would be."""
     rms = features.rms_distances
     if features.precisions is None:  # every tensor stored alike in every model: only identical copies
-        near = np.all(rms == 0.0, axis=0)
-    else:
-        p = features.precisions
-        scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))  # (t, n)
-        roundoff = np.array([_UNIT_ROUNDOFF[name] for name in PRECISIONS])[p]  # (t, n)
-        absolute = np.where(np.array(PRECISIONS)[p] == "F16", _FP16_ABSOLUTE, 0.0)
-        # A pair may differ by the rounding of the coarser copy only where the other is stored in float32.
-        bound_j = _MARGIN * (roundoff[:, None, :] * scale[:, :, None] + absolute[:, None, :])
-        bound_i = np.transpose(bound_j, (0, 2, 1))
-        f32_i, f32_j = (p == 0)[:, :, None], (p == 0)[:, None, :]
-        same = p[:, :, None] == p[:, None, :]
-        allowed = np.where(same, 0.0, np.where(f32_i, bound_j, np.where(f32_j, bound_i, -1.0)))
-        near = np.all(rms <= allowed, axis=0)
-    i, j = np.nonzero(np.triu(near, k=1))
-    return [(int(a), int(b)) for a, b in zip(i, j, strict=True)]
+        near = ~np.any(rms != 0.0, axis=0)
+        return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(near, k=1)), strict=True)]
+    p = features.precisions
+    scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))  # (t, n)
+    roundoff = np.array([_UNIT_ROUNDOFF[name] for name in PRECISIONS])[p]  # (t, n)
+    absolute = np.where(np.array(PRECISIONS)[p] == "F16", _FP16_ABSOLUTE, 0.0)
+    # A loose bound per tensor first, on (t, n, n) booleans only; the pair's own bound on what passes.
+    loose = _MARGIN * (roundoff.max(axis=1) * scale.max(axis=1) + absolute.max(axis=1))
+    near = np.all(rms <= loose[:, None, None], axis=0)
+    pairs = []
+    for i, j in zip(*np.nonzero(np.triu(near, k=1)), strict=True):
+        pi, pj = p[:, i], p[:, j]
+        bound = np.where(
+            pi == pj,
+            0.0,
+            np.where(
+                pi == 0,
+                _MARGIN * (roundoff[:, j] * scale[:, i] + absolute[:, j]),
+                np.where(pj == 0, _MARGIN * (roundoff[:, i] * scale[:, j] + absolute[:, i]), -1.0),
+            ),
+        )
+        if np.all(rms[:, i, j] <= bound):
+            pairs.append((int(i), int(j)))
+    return pairs
 
 
 def is_copy(a: Checkpoint, b: Checkpoint) -> bool:
