@@ -10,8 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from mothertree.features.extract import extract_features
 from mothertree.features.featureset import FeatureSet
 from mothertree.features.reductions import PRECISIONS, rounded
+from mothertree.features.select import select_tensors
+from mothertree.io import open_checkpoint
 from mothertree.pipeline import read_features
 
 
@@ -41,7 +44,15 @@ def test_a_bf16_copy_is_compared_with_its_fp32_parent_in_bf16(tmp_path: Path):
         tmp_path / "other",
         {k: v + 0.01 * torch.randn(64, 64, generator=generator) for k, v in parent.items()},
     )
-    (features,), _ = read_features([tmp_path])
+    # Recovery keeps a bf16 re-save as an alias of its parent, not a model of its own (features/duplicates):
+    (merged,), _ = read_features([tmp_path])
+    assert merged.model_ids == ["other", "parent"] and merged.metadata["aliases"] == {"parent": ["copy-bf16"]}
+    # The features themselves still compare such a pair at the coarser precision, which is what this checks.
+    names = ["copy-bf16", "other", "parent"]
+    checkpoints = [open_checkpoint(tmp_path / name) for name in names]
+    features, _ = extract_features(checkpoints, names, select_tensors([c.tensors for c in checkpoints], None))
+    for checkpoint in checkpoints:
+        checkpoint.close()
     index = {m: i for i, m in enumerate(features.model_ids)}
     p, c, o = index["parent"], index["copy-bf16"], index["other"]
     assert features.precisions is not None
