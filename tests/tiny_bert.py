@@ -30,3 +30,22 @@ def train_tiny(model: Any, *, seed: int = 1, steps: int = 5) -> None:
         torch.nn.functional.mse_loss(model(input_ids=ids).pooler_output, target).backward()
         optimizer.step()
     model.eval()
+
+
+def save_tiny_tree(folder: Any, n_children: int) -> Any:
+    """A tiny BERT root (trained 5 steps) and ``n_children`` fine-tunes of it (3 steps each, seeds 1..n),
+    saved with ``save_pretrained`` as ``folder/root`` and ``folder/ft-<k>``; returns the root model."""
+    import copy
+
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    root = transformers.BertModel(transformers.BertConfig(**TINY_BERT))
+    train_tiny(root, seed=0, steps=5)
+    root.save_pretrained(folder / "root")
+    for k in range(1, n_children + 1):
+        child = copy.deepcopy(root)
+        train_tiny(child, seed=k, steps=3)
+        child.save_pretrained(folder / f"ft-{k}")
+    return root

@@ -54,17 +54,10 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def bert_and_copies(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tiny_bert import TINY_BERT, train_tiny
+    from tiny_bert import save_tiny_tree, train_tiny
 
     folder = tmp_path_factory.mktemp("copies")
-    torch.manual_seed(0)
-    root = transformers.BertModel(transformers.BertConfig(**TINY_BERT))
-    train_tiny(root, seed=0, steps=5)
-    root.save_pretrained(folder / "root")
-    for k in (1, 2):
-        child = copy.deepcopy(root)
-        train_tiny(child, seed=k, steps=3)
-        child.save_pretrained(folder / f"ft-{k}")
+    root = save_tiny_tree(folder, n_children=2)
     shutil.copytree(folder / "root", folder / "root-copy")
     copy.deepcopy(root).to(torch.bfloat16).save_pretrained(folder / "root-bf16")
     # Trained on its embedding LayerNorm alone: 1-D tensors the comparison never reads.

@@ -8,7 +8,6 @@ records every path Python opens or lists: nothing outside the input may be among
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import os
@@ -27,7 +26,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from safetensors.numpy import save_file
-from tiny_bert import TINY_BERT, train_tiny
+from tiny_bert import save_tiny_tree
 
 from mothertree.cli import main
 
@@ -98,14 +97,7 @@ def run_cli(*args: str | Path) -> Run:
 def family(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A root and three fine-tunes of it, really trained, saved with ``save_pretrained``."""
     folder = tmp_path_factory.mktemp("family")
-    torch.manual_seed(0)
-    root = transformers.BertModel(transformers.BertConfig(**TINY_BERT))
-    train_tiny(root, seed=0, steps=5)
-    root.save_pretrained(folder / "root")
-    for k in (1, 2, 3):
-        child = copy.deepcopy(root)
-        train_tiny(child, seed=k, steps=3)
-        child.save_pretrained(folder / f"ft-{k}")
+    save_tiny_tree(folder, n_children=3)
     return folder
 
 
