@@ -142,6 +142,7 @@ def read_features(
         refs.extend(found)
         broken.extend(failed)
 
+    found_broken = len(broken)  # those found broken by discovery; the CLI lists every skipped model
     with ExitStack() as stack:
         opened: list[_OpenModel] = []
         for ref in refs:
@@ -150,7 +151,6 @@ def read_features(
             except (MotherTreeError, OSError) as exc:
                 # Readers name their OS errors; one that slips through still only costs this model.
                 error = exc if isinstance(exc, MotherTreeError) else os_error(ref.path, exc)
-                LOG.warning("skipping `%s`: %s", ref.path, error)
                 broken.append(BrokenModel(path=ref.path, error=error))
                 continue
             stack.enter_context(model.checkpoint)
@@ -159,6 +159,9 @@ def read_features(
             raise broken[0].error  # one model, alone: what is wrong with it is the news
         if len(opened) < 2:
             raise TooFewModelsError(_too_few_message(paths, len(opened), broken))
+        # Said here, not as each fails: when the run stops above, its error says it once.
+        for skipped in broken[found_broken:]:
+            LOG.warning("skipping `%s`: %s", skipped.path, skipped.error)
 
         # Names that differ only by a wrapper prefix (`bert.` of a task model) are compared as one.
         aligned = align_names([model.checkpoint for model in opened])
