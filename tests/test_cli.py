@@ -64,8 +64,10 @@ def test_json_output_contract(bert_family: Path):
         "direction_probability",
         "direction",
         "placement_margin",
+        "relation",
     }
     assert all(set(e) == edge_keys for e in result["edges"])
+    assert {e["relation"] for e in result["edges"]} == {"finetune"}  # full fine-tunes, no adapter
     assert all(0 <= e["placement_margin"] <= 1 for e in result["edges"])
     assert not any(e["known"] for e in result["edges"])  # no adapters: every edge was inferred
     # Measured on this deterministic family (every edge right): confidences 0.63-0.98. Four edges are little

@@ -137,6 +137,10 @@ def test_peft_adapters_are_read_on_their_base_and_placed(mixed_family: Path):
     result = recover([mixed_family])
     score = score_edges({(e.parent, e.child) for e in result.edges}, load_edges(mixed_family / "truth.json"))
     assert score.directed == 1.0
+    # The adapters read on their bases are `adapter` edges; the full and merged-LoRA fine-tunes are not.
+    relations = {(e.parent, e.child): e.relation for e in result.edges}
+    assert relations[("x0", "x3")] == relations[("x4", "x1")] == "adapter"
+    assert {r for pair, r in relations.items() if pair not in {("x0", "x3"), ("x4", "x1")}} == {"finetune"}
 
 
 def test_an_adapter_without_its_base_is_skipped_with_a_hint(mixed_family: Path, tmp_path: Path):

@@ -39,6 +39,7 @@ SCHEMA = {
             "direction_probability": float,
             "direction": str,
             "placement_margin": (float, type(None)),
+            "relation": (str, type(None)),
         }
     ],
     "roots": [str],
@@ -71,7 +72,7 @@ def example() -> RecoveryResult:
         ],
         edges=[
             Edge("base", "ft", 0.0012, 0.5, direction_probability=0.52, placement_margin=0.8),
-            Edge("base", "lora", 0.0004, 1.0, known=True),
+            Edge("base", "lora", 0.0004, 1.0, known=True, relation="adapter"),
         ],
         trees=[
             RecoveredTree("base", ["base", "ft", "lora"], "norm grows"),
@@ -98,7 +99,7 @@ def test_a_result_reads_back_as_written() -> None:
     data = json.loads(json.dumps(example().to_json()))
     again = RecoveryResult.from_json(data)
     assert again.to_json() == data
-    assert again.edges[1] == Edge("base", "lora", 0.0004, 1.0, known=True)
+    assert again.edges[1] == Edge("base", "lora", 0.0004, 1.0, known=True, relation="adapter")
 
 
 @pytest.mark.parametrize("data", [{"edges": []}, {"format": 99, "edges": []}, [1, 2]])
@@ -119,6 +120,6 @@ def test_text_output_marks_undetermined_edges_and_says_how_many() -> None:
 
     text = to_text(example())
     assert "ft  (d=0.0012, confidence 0.500, ? direction 0.52)" in text
-    assert "lora  (d=0.0004, confidence 1.000)" in text  # a known edge is never undetermined
+    assert "lora  (adapter, d=0.0004, confidence 1.000)" in text  # a known edge is never undetermined
     assert "direction undetermined on 1 of 2 edges (marked ?)" in text
     assert "oriented by: norm grows" in text

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -329,7 +330,12 @@ def recover_trees(
             trees.append(RecoveredTree(root=root, models=members, cue=recovery.cues_[label]))
         for index, label in enumerate(recovery.labels_):
             models.append(_recovered_model(features, index, first_tree + int(label)))
-        edges.extend(recovery.edges_)
+        # Known edges are PEFT adapters read on their base (``known_parents``); every other edge is inferred
+        # from the weights, and a copy is an alias, never an edge: what is left is fine-tuning.
+        edges.extend(
+            dataclasses.replace(edge, relation="adapter" if edge.known else "finetune")
+            for edge in recovery.edges_
+        )
     params = {
         "n_trees": n_trees,
         "lam": lam,

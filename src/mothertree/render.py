@@ -48,7 +48,7 @@ def draw_tree(
 def to_text(result: RecoveryResult) -> str:
     children = children_of((e.parent, e.child) for e in result.edges)
     label = {
-        e.child: f"  (d={e.distance:.3g}, confidence {e.confidence:.3f}{_undetermined(e)})"
+        e.child: f"  ({_relation(e)}d={e.distance:.3g}, confidence {e.confidence:.3f}{_undetermined(e)})"
         for e in result.edges
     }
     undetermined = {e.child for e in result.edges if not e.direction_determined}
@@ -72,6 +72,11 @@ def to_text(result: RecoveryResult) -> str:
             )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def _relation(edge: Edge) -> str:
+    # Fine-tuning is what an edge is unless said otherwise; only the other relations are named.
+    return f"{edge.relation}, " if edge.relation not in (None, "finetune") else ""
 
 
 def _undetermined(edge: Edge) -> str:

@@ -71,6 +71,7 @@ def edge_json(edge: Edge) -> dict[str, Any]:
         "direction_probability": edge.direction_probability,
         "direction": "determined" if edge.direction_determined else "undetermined",
         "placement_margin": edge.placement_margin,
+        "relation": edge.relation,
     }
 
 
@@ -159,6 +160,7 @@ class RecoveryResult:
                         bool(e.get("known", False)),
                         float(e.get("direction_probability", 1.0)),
                         _optional(e.get("placement_margin"), float),
+                        _optional(e.get("relation"), str),
                     )
                     for e in data["edges"]
                 ],

@@ -92,7 +92,9 @@ class Edge:
     probability that the edge points the right way (``tree/direction.py``). Below ``DETERMINED_ABOVE``
     (0.75) the direction is *undetermined*: the two models are related, but which came first is a coin
     flip or little better. ``known`` edges were not inferred: a PEFT adapter read on its base
-    (confidence 1). ``placement_margin`` is that margin itself (None when not recorded).
+    (confidence 1). ``placement_margin`` is that margin itself (None when not recorded). ``relation`` is
+    what the child is of its parent, in Hugging Face's words (``"finetune"``, ``"adapter"``), when the
+    pipeline knows it (None here: a tree of features does not know what its files were).
     """
 
     parent: str
@@ -102,6 +104,7 @@ class Edge:
     known: bool = False
     direction_probability: float = 1.0
     placement_margin: float | None = None
+    relation: str | None = None
 
     @property
     def direction_determined(self) -> bool:
