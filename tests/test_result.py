@@ -123,3 +123,14 @@ def test_text_output_marks_undetermined_edges_and_says_how_many() -> None:
     assert "lora  (adapter, d=0.0004, confidence 1.000)" in text  # a known edge is never undetermined
     assert "direction undetermined on 1 of 2 edges (marked ?)" in text
     assert "oriented by: norm grows" in text
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"edges": [], "n": 1' + "0" * 5000 + "}", "\xff"])
+def test_a_hostile_result_or_truth_file_is_a_named_error(tmp_path: Path, text: str) -> None:
+    from mothertree.evaluation.truth import load_edges
+
+    path = tmp_path / "result.json"
+    path.write_bytes(text.encode("latin-1"))
+    for read in (RecoveryResult.load, load_edges):
+        with pytest.raises(InvalidTruthError, match="is not valid JSON"):
+            read(path)

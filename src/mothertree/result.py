@@ -191,9 +191,11 @@ class RecoveryResult:
                 hint="give the output of `mothertree recover --format json`",
             )
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidTruthError(f"`{path}` is not valid JSON: {exc}", path=path) from exc
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit integer, a deep nest
+            raise InvalidTruthError(f"`{path}` is not valid JSON: {exc}", path=path) from None
+        except OSError as exc:
+            raise InvalidTruthError(f"`{path}` cannot be read: {exc.strerror}", path=path) from None
         return cls.from_json(data)
 
     def to_networkx(self) -> Any:
