@@ -26,7 +26,7 @@ from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
 from .features.select import group_by_architecture, select_tensors, weight_signature
-from .io import discover, match_base, open_checkpoint, os_error
+from .io import discover, match_base, open_checkpoint, os_error, with_unique_ids
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
 from .result import RecoveredModel, RecoveredTree, RecoveryResult
 from .tree.cluster import split_counts, tree_linkage
@@ -142,6 +142,7 @@ def read_features(
         found, failed = discover(Path(path), follow_links=follow_links)
         refs.extend(found)
         broken.extend(failed)
+    refs = with_unique_ids(_distinct(refs))  # two paths may each hold a `model`
 
     found_broken = len(broken)  # those found broken by discovery; the CLI lists every skipped model
     with ExitStack() as stack:
@@ -182,6 +183,18 @@ def read_features(
             "are never related by fine-tuning",
         )
     return feature_sets, broken
+
+
+def _distinct(refs: Sequence[ModelRef]) -> list[ModelRef]:
+    """``refs`` without repeats: a model reached twice (a path given twice, or one inside another) is one."""
+    seen: set[Path] = set()
+    distinct = []
+    for ref in refs:
+        where = ref.path.resolve()
+        if where not in seen:
+            seen.add(where)
+            distinct.append(ref)
+    return distinct
 
 
 def _open_model(

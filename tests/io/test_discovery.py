@@ -265,3 +265,15 @@ def test_open_checkpoint_on_folders_that_are_not_one_model(tmp_path: Path, saved
     with pytest.raises(UnsupportedFormatError) as unsupported:
         open_checkpoint(tmp_path / "notes.txt")
     assert str(unsupported.value) == f"`{tmp_path / 'notes.txt'}` is not a checkpoint file mothertree reads"
+
+
+def test_ids_clashing_across_roots_become_their_paths_from_the_shared_folder(tmp_path: Path) -> None:
+    from mothertree.io import with_unique_ids
+
+    refs = [
+        ModelRef("model", tmp_path / "runs" / "a" / "model", tmp_path / "runs" / "a" / "model"),
+        ModelRef("model", tmp_path / "runs" / "b" / "model", tmp_path / "runs" / "b" / "model"),
+        ModelRef("other", tmp_path / "other", tmp_path / "other"),
+    ]
+    assert [ref.id for ref in with_unique_ids(refs)] == ["a/model", "b/model", "other"]
+    assert with_unique_ids(refs[1:]) == refs[1:]  # nothing clashes: nothing renamed

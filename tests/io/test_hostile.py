@@ -614,3 +614,15 @@ def test_a_feature_file_with_arrays_of_the_wrong_shape_is_named(tmp_path: Path) 
     )
     run = run_cli(path)
     assert run.code == 1 and "`rms_distances` has shape [1, 3, 3]" in run.stderr, run.stderr
+
+
+def test_models_of_one_name_under_two_paths_keep_apart(place: Place, family: Path) -> None:
+    # Left as two `model`s, the pair became an edge from `model` to itself, and drawing it never ended.
+    for folder, source in (("a", "root"), ("b", "ft-1")):
+        _hard_link_tree(family / source, place.input / folder / "model")
+    first, second = place.input / "a" / "model", place.input / "b" / "model"
+    run = run_cli(first, second, first, "--trees", "1")  # and a path given twice is one model
+    assert run.code == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert sorted(m["id"] for m in result["models"]) == ["a/model", "b/model"]
+    assert [{e["parent"], e["child"]} for e in result["edges"]] == [{"a/model", "b/model"}]

@@ -28,7 +28,7 @@ from ._files import (
 )
 from ._guards import FOLLOW_LINKS, boundary_of, check_inside, os_error
 from ._layout import file_names, loose_weight_files, weights_file
-from .discovery import discover
+from .discovery import discover, with_unique_ids
 from .hf_cache import is_cache_entry, repo_id, resolve_snapshot
 from .model_card import read_declared_base_models
 from .peft_reader import (
@@ -60,6 +60,7 @@ __all__ = [
     "read_declared_base_models",
     "repo_id",
     "resolve_snapshot",
+    "with_unique_ids",
 ]
 
 BaseResolver = Callable[[str], Checkpoint | None]

@@ -48,6 +48,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import (
@@ -316,7 +317,40 @@ def _name(path: Path) -> str:
 
 
 def _with_unique_ids(models: list[ModelRef], root: Path) -> list[ModelRef]:
-    ids = [model.id for model in models]
+    ids = _unique([model.id for model in models], [_relative(model.path, root) for model in models])
+    renamed = [
+        model if model.id == new_id else dataclasses.replace(model, id=new_id)
+        for model, new_id in zip(models, ids, strict=True)
+    ]
+    return sorted(renamed, key=lambda model: model.id)
+
+
+def with_unique_ids(models: Sequence[ModelRef]) -> list[ModelRef]:
+    """Models found under several roots (``discover`` of each), with ids unique across all: a clashing id
+    becomes the model's path relative to the folder the models of that id are all in (``a/model``,
+    ``b/model``)."""
+    counts = Counter(model.id for model in models)
+    if all(count == 1 for count in counts.values()):
+        return list(models)
+    absolute = {i: Path(os.path.abspath(model.path)) for i, model in enumerate(models)}
+    shared: dict[str, Path] = {}  # per clashing id, the folder its models are all in
+    for model_id in (model_id for model_id, count in counts.items() if count > 1):
+        paths = [str(absolute[i]) for i, model in enumerate(models) if model.id == model_id]
+        shared[model_id] = Path(os.path.commonpath(paths))
+    fallbacks = [
+        _relative(absolute[i], shared[model.id]) if model.id in shared else model.id
+        for i, model in enumerate(models)
+    ]
+    ids = _unique([model.id for model in models], fallbacks)
+    return [
+        model if model.id == new_id else dataclasses.replace(model, id=new_id)
+        for model, new_id in zip(models, ids, strict=True)
+    ]
+
+
+def _unique(ids: list[str], fallbacks: list[str]) -> list[str]:
+    """``ids`` with every clashing one replaced by its fallback (a relative path)."""
+    ids = list(ids)
     # A relative path may itself equal another model's id (`org/name` of a cache entry), so repeat until
     # no two ids clash; every model changes at most once, and relative paths are unique.
     while True:
@@ -324,17 +358,11 @@ def _with_unique_ids(models: list[ModelRef], root: Path) -> list[ModelRef]:
         clashing = [i for i, model_id in enumerate(ids) if counts[model_id] > 1]
         changed = False
         for i in clashing:
-            relative = _relative(models[i].path, root)
-            if ids[i] != relative:
-                ids[i] = relative
+            if ids[i] != fallbacks[i]:
+                ids[i] = fallbacks[i]
                 changed = True
         if not changed:
-            break
-    renamed = [
-        model if model.id == new_id else dataclasses.replace(model, id=new_id)
-        for model, new_id in zip(models, ids, strict=True)
-    ]
-    return sorted(renamed, key=lambda model: model.id)
+            return ids
 
 
 def _relative(path: Path, root: Path) -> str:
