@@ -300,3 +300,25 @@ def test_the_format_names_are_the_renderers() -> None:
     from mothertree.render import BINARY_RENDERERS, RENDERERS
 
     assert set(TEXT_FORMATS) == set(RENDERERS) and set(BINARY_FORMATS) == set(BINARY_RENDERERS)
+
+
+def test_compare_answers_the_auditors_question(bert_family: Path, second_family: Path, tiny_demo) -> None:
+    code, out, _ = run(
+        "compare", str(bert_family / "root"), str(bert_family / "ft-colour"), "--format", "json", "-q"
+    )
+    answer = json.loads(out)
+    assert code == 0 and answer["related"] is True and (answer["a"], answer["b"]) == ("root", "ft-colour")
+    assert {answer["edge"]["parent"], answer["edge"]["child"]} == {"root", "ft-colour"}
+    assert 0 < answer["relative_distance"] < 0.5 and answer["edge"]["relation"] == "finetune"
+
+    # Roots cut from other layers of MiniLM: one architecture, unrelated weights.
+    code, out, _ = run("compare", str(bert_family / "root"), str(second_family / "b-root"), "-q")
+    assert code == 0 and out.startswith("related: no\n") and "as far apart as unrelated weights" in out
+
+    code, out, _ = run(
+        "compare", str(bert_family / "root"), str(tiny_demo.path / "mobilenetv2-imagenet"), "-q"
+    )
+    assert code == 0 and out == (
+        "related: no\nthey share no weight tensor of one name and shape: other architectures, never "
+        "fine-tuned from one another\n"
+    )

@@ -1,4 +1,4 @@
-"""The ``mothertree`` command: ``recover``, ``evaluate``, ``report``, ``demo``.
+"""The ``mothertree`` command: ``recover``, ``compare``, ``evaluate``, ``report``, ``demo``.
 
 Data (trees, JSON, DOT, scores; a report, figure or export unless ``--output`` names a file) goes to
 stdout; logs, warnings, errors and hints go to stderr. A ``MotherTreeError`` becomes ``error: ...`` plus
@@ -319,6 +319,42 @@ def report(result: Path, truth: Path | None, output: Path | None, fmt: str | Non
     else:
         rendered = _render(recovered, fmt)
     _emit(rendered, output, fmt)
+
+
+@main.command()
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--base",
+    type=click.Path(exists=True, path_type=Path),
+    help="The base model of a LoRA adapter given as A or B, when it is neither.",
+)
+@click.option("--follow-links", is_flag=True, help="Follow symbolic links wherever they lead.")
+@quiet_option
+@_report_errors
+def compare(a: Path, b: Path, fmt: str, base: Path | None, follow_links: bool, quiet: bool) -> None:
+    """Whether model A and model B are related by fine-tuning, and which is the parent.
+
+    Exit code 0 either way; the answer is on stdout (`related: yes` or `related: no`, or JSON).
+    """
+    from .pipeline import compare as compare_models
+
+    _setup_output(quiet)
+    answer = compare_models(a, b, base=base, follow_links=follow_links)
+    if fmt == "json":
+        click.echo(json.dumps(answer.to_json(), indent=2))
+        return
+    click.echo(f"related: {'yes' if answer.related else 'no'}")
+    if answer.edge is not None:
+        e = answer.edge
+        click.echo(f"parent:  {e.parent}")
+        click.echo(f"child:   {e.child}")
+        click.echo(
+            f"confidence {e.confidence:.3f}, direction probability {e.direction_probability:.2f} "
+            f"({'determined' if e.direction_determined else 'undetermined'})"
+        )
+    click.echo(answer.why)
 
 
 @main.command()

@@ -28,8 +28,8 @@ from .features.low_rank import LowRankRule
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, match_base, open_checkpoint, os_error, with_unique_ids
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
-from .result import RecoveredModel, RecoveredTree, RecoveryResult
-from .tree.cluster import split_counts, tree_linkage
+from .result import RecoveredModel, RecoveredTree, RecoveryResult, edge_json
+from .tree.cluster import UNRELATED_ABOVE, split_counts, tree_linkage
 from .tree.costs import DEFAULT_LAM
 from .tree.recover import Direction, Distance, Edge, TreeCount, TreeRecovery
 
@@ -67,6 +67,108 @@ def recover(
     return recover_trees(
         feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance, broken=broken
     )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The auditor's question about two models: related or not, and if so which is the parent.
+
+    ``relative_distance`` is the mean over compared tensors of RMS(A - B) over the two weights' RMS (about
+    1.41 for unrelated weights, a few hundredths for fine-tunes; related below ``UNRELATED_ABOVE``), None
+    when the two share no tensor of one name and shape (other architectures). ``edge`` is the recovered
+    edge between them when related: its ``confidence``, ``direction_probability`` and ``relation``, as in
+    ``recover``; with two models alone there are no forks to learn cue signs from, so a direction is often
+    undetermined, and said so. ``why`` says in words what the numbers mean.
+    """
+
+    a: str
+    b: str
+    related: bool
+    relative_distance: float | None
+    edge: Edge | None
+    cue: str | None
+    why: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "a": self.a,
+            "b": self.b,
+            "related": self.related,
+            "relative_distance": self.relative_distance,
+            "edge": edge_json(self.edge) if self.edge is not None else None,
+            "cue": self.cue,
+            "why": self.why,
+        }
+
+
+def compare(
+    a: str | Path, b: str | Path, *, base: str | Path | None = None, follow_links: bool = False
+) -> Comparison:
+    """Whether model ``a`` and model ``b`` are related by fine-tuning, and which is the parent.
+
+    Each path is one model (a folder, a file, an adapter, a cache entry), read as ``recover`` reads it.
+
+    Raises:
+        TooFewModelsError: ``a`` or ``b`` holds no readable model (the error names which and why).
+    """
+    try:
+        feature_sets, broken = read_features(
+            [a, b], base=base, ranks=ranks_for("auto"), follow_links=follow_links
+        )
+    except NoComparableTensorsError:
+        return Comparison(
+            Path(a).name,
+            Path(b).name,
+            False,
+            None,
+            None,
+            None,
+            "they share no weight tensor of one name and shape: other architectures, never fine-tuned "
+            "from one another",
+        )
+    by_path = {
+        Path(path).resolve(): model_id
+        for features in feature_sets
+        for model_id, path in zip(features.model_ids, features.model_paths, strict=True)
+    }
+    if len(by_path) != 2:
+        found = ", ".join(f"`{m}`" for m in by_path.values())
+        raise TooFewModelsError(
+            f"`compare` takes two models; `{a}` and `{b}` hold {len(by_path)} ({found})",
+            hint="give one model folder or file for each of A and B",
+        )
+    # Named in the order given, whichever the recovery makes the parent.
+    first = by_path.get(Path(a).resolve(), next(iter(by_path.values())))
+    second = next(model_id for model_id in by_path.values() if model_id != first)
+    paired = next(features for features in feature_sets if features.n_models == 2)
+    relative = float(paired.relative_distances()[0, 1])
+    result = recover_trees(feature_sets, broken=broken)
+    if not result.edges:
+        return Comparison(
+            first,
+            second,
+            False,
+            relative,
+            None,
+            None,
+            f"their weights are as far apart as unrelated weights (relative distance {relative:.3g}, "
+            f"related below {UNRELATED_ABOVE})",
+        )
+    edge = result.edges[0]
+    cue = result.trees[0].cue
+    if edge.known:
+        why = f"`{edge.child}` is a PEFT adapter read on its base `{edge.parent}`"
+    elif edge.direction_determined:
+        why = (
+            f"`{edge.child}` was fine-tuned from `{edge.parent}` (relative distance {relative:.3g}; "
+            f"direction probability {edge.direction_probability:.2f}, from {cue})"
+        )
+    else:
+        why = (
+            f"related (relative distance {relative:.3g}), but which came first is undetermined: direction "
+            f"probability {edge.direction_probability:.2f} for `{edge.parent}` before `{edge.child}`"
+        )
+    return Comparison(first, second, True, relative, edge, cue, why)
 
 
 def load_features(
