@@ -10,14 +10,14 @@ and in Jupyter it shows its HTML report inline (``_repr_html_``, ``mothertree.re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._json_files import read_json_file
 from ._version import __version__
-from .errors import CheckpointNotFoundError, InvalidTruthError, MissingDependencyError
+from .errors import InvalidTruthError, MissingDependencyError
 from .io.types import BrokenModel
 from .tree.recover import Edge as Edge  # re-exported: the edges of a result
 
@@ -183,19 +183,9 @@ class RecoveryResult:
             CheckpointNotFoundError: there is no file at ``path``.
             InvalidTruthError: the file is not JSON, or not a result of this format.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise CheckpointNotFoundError(
-                f"`{path}` does not exist",
-                path=path,
-                hint="give the output of `mothertree recover --format json`",
-            )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit integer, a deep nest
-            raise InvalidTruthError(f"`{path}` is not valid JSON: {exc}", path=path) from None
-        except OSError as exc:
-            raise InvalidTruthError(f"`{path}` cannot be read: {exc.strerror}", path=path) from None
+        data = read_json_file(
+            Path(path), missing_hint="give the output of `mothertree recover --format json`"
+        )
         return cls.from_json(data)
 
     def to_networkx(self) -> Any:

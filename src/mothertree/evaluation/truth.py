@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointNotFoundError, InvalidTruthError
+from .._json_files import read_json_file
+from ..errors import InvalidTruthError
 from ..io import discover
 
 EdgeSet = set[tuple[str, str]]
@@ -18,17 +18,7 @@ def load_edges(path: str | Path) -> EdgeSet:
 
     Both hold ``{"edges": [{"parent": ID, "child": ID}, ...]}``; other keys are ignored.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointNotFoundError(
-            f"`{path}` does not exist", path=path, hint="give the path of a JSON file"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5000-digit integer, a deep nest
-        raise InvalidTruthError(f"`{path}` is not valid JSON: {exc}", path=path) from None
-    except OSError as exc:
-        raise InvalidTruthError(f"`{path}` cannot be read: {exc.strerror}", path=path) from None
+    data = read_json_file(Path(path), missing_hint="give the path of a JSON file")
     return edges_from_json(data, source=str(path))
 
 
