@@ -1,4 +1,5 @@
-"""The ``mothertree`` command: ``recover``, ``compare``, ``evaluate``, ``report``, ``demo``.
+"""The ``mothertree`` command: ``recover``, ``index``, ``add``, ``query``, ``compare``, ``evaluate``,
+``report``, ``demo``.
 
 Data (trees, JSON, DOT, scores; a report, figure or export unless ``--output`` names a file) goes to
 stdout; logs, warnings, errors and hints go to stderr. A ``MotherTreeError`` becomes ``error: ...`` plus
@@ -103,6 +104,12 @@ class TreeCount(click.ParamType):
 
 
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bars or log lines.")
+answer_format_option = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+follow_links_option = click.option(
+    "--follow-links", is_flag=True, help="Follow symbolic links wherever they lead."
+)
 FORMATS = [*TEXT_FORMATS, *BINARY_FORMATS]
 # What `report -o FILE` writes when no --format is given.
 SUFFIX_FORMATS = {
@@ -167,8 +174,16 @@ def main() -> None:
     """Recover Model Trees (which model was fine-tuned from which) from model weights alone."""
 
 
+store_option = click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The fingerprint store (an SQLite file; default: $MOTHERTREE_STORE, else "
+    "~/.cache/mothertree/fingerprints.sqlite).",
+)
+
+
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
     "--trees",
     "n_trees",
@@ -233,6 +248,12 @@ def main() -> None:
     "(a Hugging Face cache entry's snapshot links into its own blobs/); a link leading out is skipped, "
     "saying why.",
 )
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Recover every model of this fingerprint store, from fingerprints alone (PATHS, if given, are "
+    "indexed into it first).",
+)
 @quiet_option
 @_report_errors
 def recover(
@@ -247,9 +268,10 @@ def recover(
     output: Path | None,
     save_features: Path | None,
     follow_links: bool,
+    store: Path | None,
     quiet: bool,
 ) -> None:
-    """Recover the Model Trees of the models under PATHS.
+    """Recover the Model Trees of the models under PATHS, or of a fingerprint --store.
 
     PATHS are folders of models (sub-folders, checkpoint files, PEFT LoRA adapters), single models, or
     FeatureSet files (.npz) written by --save-features.
@@ -257,6 +279,28 @@ def recover(
     from .pipeline import recover as recover_models
 
     _setup_output(quiet)
+    if store is not None:
+        if save_features is not None:
+            raise InvalidParameterError(
+                "`--save-features` writes what is read from weights; a store holds fingerprints already",
+                hint="leave out --save-features, or --store",
+            )
+        result = _recover_from_store(
+            store,
+            paths,
+            base,
+            follow_links,
+            n_trees=n_trees,
+            lam=lam,
+            direction=direction,
+            distance=distance,
+            layers=layers,
+        )
+        _emit(_render(result, fmt), output, fmt)
+        _report_skipped(result.broken)
+        return
+    if not paths:
+        raise click.UsageError("give PATHS of models, or --store")
     result = recover_models(
         paths,
         n_trees=n_trees,
@@ -270,6 +314,120 @@ def recover(
     )
     _emit(_render(result, fmt), output, fmt)
     _report_skipped(result.broken)
+
+
+def _open_store(store: Path | None, *, create: bool) -> Any:
+    from .store import FingerprintStore, default_store_path
+
+    return FingerprintStore(store if store is not None else default_store_path(), create=create)
+
+
+def _recover_from_store(
+    store: Path, paths: Sequence[Path], base: Path | None, follow_links: bool, **options: Any
+) -> RecoveryResult:
+    import dataclasses
+
+    from .indexing import index, recover_store
+
+    with _open_store(store, create=bool(paths)) as opened:
+        broken: list[BrokenModel] = []
+        if paths:
+            indexed = index(paths, opened, base=base, follow_links=follow_links)
+            LOG.info("%s", indexed.summary())
+            broken = indexed.broken
+        result = recover_store(opened, **options)
+    return dataclasses.replace(result, broken=broken)
+
+
+@main.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@store_option
+@click.option(
+    "--base",
+    type=click.Path(exists=True, path_type=Path),
+    help="The base model of LoRA adapters whose declared base is not in the collection.",
+)
+@click.option("--reread", is_flag=True, help="Read every model again, even those whose files are unchanged.")
+@follow_links_option
+@quiet_option
+@_report_errors
+def index_command(
+    paths: tuple[Path, ...],
+    store: Path | None,
+    base: Path | None,
+    reread: bool,
+    follow_links: bool,
+    quiet: bool,
+) -> None:
+    """Fingerprint the models under PATHS into a store: each read once, those already there skipped.
+
+    Each model is committed as soon as it is read: after an interruption, rerun the same command. Prints
+    a summary on stdout.
+    """
+    from .indexing import index
+
+    _setup_output(quiet)
+    with _open_store(store, create=True) as opened:
+        report = index(paths, opened, base=base, follow_links=follow_links, reread=reread)
+        click.echo(f"{report.summary()}; the store `{opened.path}` holds {len(opened)} models")
+    _report_skipped(report.broken)
+
+
+def _placement_command(name: str, commit: bool, summary: str) -> Any:
+    @main.command(name, help=summary)
+    @click.argument("model", type=click.Path(path_type=Path))
+    @store_option
+    @answer_format_option
+    @click.option(
+        "--base",
+        type=click.Path(exists=True, path_type=Path),
+        help="The base model of MODEL, when it is a LoRA adapter whose base is not where it says.",
+    )
+    @follow_links_option
+    @quiet_option
+    @_report_errors
+    def command(
+        model: Path, store: Path | None, fmt: str, base: Path | None, follow_links: bool, quiet: bool
+    ) -> None:
+        from . import indexing
+
+        _setup_output(quiet)
+        with _open_store(store, create=commit) as opened:
+            place = indexing.add if commit else indexing.query
+            answer = place(model, opened, base=base, follow_links=follow_links)
+        if fmt == "json":
+            click.echo(json.dumps(answer.to_json(), indent=2))
+            return
+        click.echo(f"model:    {answer.model}")
+        click.echo(f"related:  {'yes' if answer.related else 'no'}")
+        if answer.parent is not None:
+            e = answer.parent
+            click.echo(
+                f"parent:   {e.parent}  (confidence {e.confidence:.3f}, direction probability "
+                f"{e.direction_probability:.2f}, {e.relation})"
+            )
+        for e in answer.children:
+            click.echo(f"child:    {e.child}  (confidence {e.confidence:.3f})")
+        for r in answer.relatives[:5]:
+            click.echo(f"near:     {r.id}  (relative distance {r.relative_distance:.4g})")
+        click.echo(answer.why)
+
+    return command
+
+
+add_command = _placement_command(
+    "add",
+    commit=True,
+    summary="Read MODEL alone, add its fingerprint to the store, and say where it fits: its parent, "
+    "relation and probability, among its nearest relatives in the store.",
+)
+query_command = _placement_command(
+    "query",
+    commit=False,
+    summary="Where MODEL (a path, or the name of a model in the store) fits among the store's models: its "
+    "most likely parent, its children and nearest relatives, or `no relative in this store`. The store is "
+    "not written to.",
+)
 
 
 @main.command()
@@ -324,13 +482,13 @@ def report(result: Path, truth: Path | None, output: Path | None, fmt: str | Non
 @main.command()
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@answer_format_option
 @click.option(
     "--base",
     type=click.Path(exists=True, path_type=Path),
     help="The base model of a LoRA adapter given as A or B, when it is neither.",
 )
-@click.option("--follow-links", is_flag=True, help="Follow symbolic links wherever they lead.")
+@follow_links_option
 @quiet_option
 @_report_errors
 def compare(a: Path, b: Path, fmt: str, base: Path | None, follow_links: bool, quiet: bool) -> None:

@@ -119,6 +119,15 @@ class InvalidFeatureSetError(MotherTreeError, ValueError):
     default_hint = "write them again with `mothertree recover MODELS --save-features FILE.npz`"
 
 
+class InvalidStoreError(MotherTreeError, ValueError):
+    """A fingerprint store file is not one, is damaged, or was made by another version or parameters."""
+
+    default_hint = (
+        "give `--store` another file to start a new store, or delete this one and run `mothertree index` "
+        "again (the weights are not in it: nothing is lost but the time to read them)"
+    )
+
+
 class InvalidParameterError(MotherTreeError, ValueError):
     """A parameter value is out of range or inconsistent with the data."""
 

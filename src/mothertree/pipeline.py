@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import InvalidParameterError, MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import align_names
-from .features.duplicates import copy_groups
+from .features.duplicates import confirmed_by_reading, copy_groups
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
@@ -354,13 +354,21 @@ def _merge_copies(
 ) -> tuple[FeatureSet, dict[str, str]]:
     """``features`` without the copies of other models, each recorded as an alias of its original; and
     copy id -> original id."""
-    groups = copy_groups(features, [checkpoints[model_id] for model_id in features.model_ids])
+    opened = [checkpoints[model_id] for model_id in features.model_ids]
+    return merge_copies(features, lambda i, j: confirmed_by_reading(opened[i], opened[j]))
+
+
+def merge_copies(
+    features: FeatureSet, confirm: Callable[[int, int], bool]
+) -> tuple[FeatureSet, dict[str, str]]:
+    """``_merge_copies`` with candidates confirmed by ``confirm(i, j)`` (``duplicates.copy_groups``)."""
+    groups = copy_groups(features, confirm)
     if not groups:
         return features, {}
     copies = {i for group in groups for i in group[1:]}
     kept = features.subset([i for i in range(features.n_models) if i not in copies])
     aliases = {features.model_ids[group[0]]: [features.model_ids[i] for i in group[1:]] for group in groups}
-    kept.metadata[ALIASES] = aliases
+    kept.metadata[ALIASES] = {**kept.metadata.get(ALIASES, {}), **aliases}
     for original, same in aliases.items():
         LOG.info("`%s` is a copy of `%s`: one model, with an alias", "`, `".join(same), original)
     return kept, {copy: original for original, same in aliases.items() for copy in same}
@@ -373,8 +381,13 @@ MODEL_SUMMARIES = "models"
 def checkpoint_summary(checkpoint: Checkpoint) -> dict[str, object]:
     """The storage dtype of most of a model's float parameters, and how many float parameters it has
     (from its headers: nothing is read)."""
+    return tensors_summary(checkpoint.tensors.values())
+
+
+def tensors_summary(tensors: Iterable[TensorInfo]) -> dict[str, object]:
+    """``checkpoint_summary`` of a model's tensor list."""
     by_dtype: dict[str, int] = {}
-    for info in checkpoint.tensors.values():
+    for info in tensors:
         if info.is_float:
             by_dtype[info.dtype] = by_dtype.get(info.dtype, 0) + info.numel
     dtype = max(sorted(by_dtype), key=lambda name: by_dtype[name]) if by_dtype else None

@@ -52,23 +52,27 @@ def prefixes_to_strip(tensors_per_model: Sequence[Mapping[str, TensorInfo]]) -> 
     return strip
 
 
+def stripped_names(tensors: Mapping[str, TensorInfo], prefix: str) -> dict[str, str]:
+    """Each tensor's name with ``prefix`` stripped -> its name as stored; a tensor without the prefix keeps
+    its name unless a stripped one took it. In storage order, stripped names first."""
+    if not prefix:
+        return {name: name for name in tensors}
+    stored = {name.removeprefix(prefix): name for name in tensors if name.startswith(prefix)}
+    for name in tensors:
+        if not name.startswith(prefix) and name not in stored:
+            stored[name] = name
+    return stored
+
+
 class StrippedCheckpoint(Checkpoint):
     """A view of ``inner`` whose tensors starting with ``prefix`` are named without it."""
 
     def __init__(self, inner: Checkpoint, prefix: str) -> None:
         self.inner, self.prefix, self.path = inner, prefix, inner.path
-        renamed: dict[str, TensorInfo] = {}
-        self._stored: dict[str, str] = {}
-        for name, info in inner.tensors.items():
-            if name.startswith(prefix):
-                short = name.removeprefix(prefix)
-                renamed[short] = replace(info, name=short)
-                self._stored[short] = name
-        for name, info in inner.tensors.items():  # unprefixed tensors keep their names unless taken
-            if not name.startswith(prefix) and name not in renamed:
-                renamed[name] = info
-                self._stored[name] = name
-        self._tensors = renamed
+        self._stored = stripped_names(inner.tensors, prefix)
+        self._tensors = {
+            short: replace(inner.tensors[stored], name=short) for short, stored in self._stored.items()
+        }
 
     @property
     def tensors(self) -> Mapping[str, TensorInfo]:

@@ -17,7 +17,7 @@ trained only its head is identical on them, and is no copy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -85,11 +85,12 @@ def is_copy(a: Checkpoint, b: Checkpoint) -> bool:
     return True
 
 
-def copy_groups(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> list[list[int]]:
+def copy_groups(features: FeatureSet, confirm: Callable[[int, int], bool]) -> list[list[int]]:
     """Groups of two or more models that are copies of each other (indices into ``features``, each group
     sorted, the original first: the model stored at the finest precision, then the first id).
 
-    ``checkpoints[i]`` is the open checkpoint of ``features.model_ids[i]``.
+    ``confirm(i, j)`` says whether candidates ``i`` and ``j`` really are copies: ``confirmed_by_reading``
+    reads their checkpoints, ``fingerprint.is_copy`` compares their digests.
     """
     parent = list(range(features.n_models))
 
@@ -100,7 +101,7 @@ def copy_groups(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> list
         return i
 
     for i, j in candidate_pairs(features):
-        if find(i) != find(j) and _confirmed(checkpoints[i], checkpoints[j]):
+        if find(i) != find(j) and confirm(i, j):
             parent[find(j)] = find(i)
     members: dict[int, list[int]] = {}
     for i in range(features.n_models):
@@ -113,7 +114,8 @@ def copy_groups(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> list
     ]
 
 
-def _confirmed(a: Checkpoint, b: Checkpoint) -> bool:
+def confirmed_by_reading(a: Checkpoint, b: Checkpoint) -> bool:
+    """``is_copy``, where a tensor that cannot be read is no proof of a copy."""
     try:
         return is_copy(a, b)
     except MotherTreeError:  # a tensor outside the comparison that cannot be read: no proof of a copy

@@ -58,7 +58,7 @@ def extract_features(
     The FeatureSet holds the models read completely and finite; ``metadata["masked_tensors"]`` names the
     tensors compared on the common support (``common_support_norms`` is set when there is any).
     """
-    arrays = _GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
+    arrays = GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
     for t, info in enumerate(progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")):
@@ -131,7 +131,7 @@ def _read_stack(
     return stack[: len(filled)], filled
 
 
-class _GroupArrays:
+class GroupArrays:
     """The per-tensor reductions of one group of models, filled one tensor at a time.
 
     Rows of models that fail later stay in the arrays until ``feature_set`` keeps only the others.
@@ -154,15 +154,25 @@ class _GroupArrays:
         self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
     ) -> None:
         """Moments and pairwise distances of tensor ``t`` of the models ``filled`` (rows of ``values``)."""
+        self.moments[t, np.asarray(filled)] = central_moments(values)
+        self.add_distances(t, info, filled, values)
+
+    def add_distances(
+        self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
+    ) -> None:
+        """Pairwise distances of tensor ``t`` from ``values``: the whole tensor of each model ``filled``, or
+        the same sampled coordinates of each (``features.fingerprint``), which estimate them. Needs the
+        moments of ``t`` set first."""
         index = np.asarray(filled)
         pairs = np.ix_(index, index)
-        self.moments[t, index] = central_moments(values)
+        counted = max(values.shape[1], 1)
         if is_sparse(values):
-            squared, self.common_support_norms[t][pairs] = common_support_distances(values)
+            squared, norms = common_support_distances(values)
             self.rms_distances[t][pairs] = np.sqrt(squared)
+            self.common_support_norms[t][pairs] = norms * (info.numel / counted)
             self.masked.append(info.name)
         else:
-            self.rms_distances[t][pairs] = np.sqrt(pairwise_squared_distances(values) / info.numel)
+            self.rms_distances[t][pairs] = np.sqrt(pairwise_squared_distances(values) / counted)
             # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
             squared_norms = mean_squares(self.moments[t, index]) * info.numel
             self.common_support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
@@ -171,14 +181,20 @@ class _GroupArrays:
         self, t: int, filled: list[int], values: npt.NDArray[np.float32], dtypes: Sequence[str]
     ) -> None:
         """Where tensor ``t`` is stored at several precisions: every model's moments at each coarser one."""
-        index = np.asarray(filled)
         stored = np.array([precision_of(dtype) for dtype in dtypes], dtype=np.int8)
-        self.precisions[t, index] = stored
+        if self.set_precisions(t, filled, stored):
+            index = np.asarray(filled)
+            for precision in range(1, int(stored.max()) + 1):
+                self.rounded_moments[precision - 1, t, index] = central_moments(rounded(values, precision))
+
+    def set_precisions(self, t: int, filled: list[int], stored: npt.NDArray[np.int8]) -> bool:
+        """Record the storage precision of tensor ``t`` of the models ``filled``; whether they are mixed
+        (and the moments at the coarser precisions are then needed, up to ``stored.max()``)."""
+        self.precisions[t, np.asarray(filled)] = stored
         if len(set(stored.tolist())) < 2:
-            return
+            return False
         self.mixed_precision = True
-        for precision in range(1, int(stored.max()) + 1):
-            self.rounded_moments[precision - 1, t, index] = central_moments(rounded(values, precision))
+        return True
 
     def add_ranks(self, t: int, filled: list[int], estimate: RankEstimate) -> None:
         assert self.ranks is not None and self.clear_ranks is not None and self.rank_caps is not None

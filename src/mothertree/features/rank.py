@@ -66,10 +66,28 @@ def noise_tolerance(sketch: npt.NDArray[np.float64], cols: int, rms_weight: floa
     sqrt(cols))``.
     """
     sketch_rows, rows = sketch.shape
-    entry_std = 0.61 * unit_roundoff(dtype) * rms_weight
-    if sketch_rows < rows:
-        entry_std *= np.sqrt(rows / sketch_rows)
-    return float(SAFETY * entry_std * (np.sqrt(sketch_rows) + np.sqrt(cols)))
+    return sketched_noise_tolerance((rows, cols), (sketch_rows, cols), rms_weight, dtype)
+
+
+def sketched_noise_tolerance(
+    shape: tuple[int, int],
+    sketched: tuple[int, int],
+    rms_weight: float,
+    dtype: str,
+    kept_rms: float | None = None,
+) -> float:
+    """``noise_tolerance`` for a matrix of ``shape`` sketched on both sides to ``sketched`` (``S W
+    Omega^T``; a side as large as the matrix's is the identity).
+
+    Each sketched side multiplies the noise's standard deviation by ``sqrt(n / sketched)``. ``kept_rms``:
+    the RMS of sketch entries that were themselves stored in float32 (a fingerprint's), whose rounding adds
+    its own noise.
+    """
+    (rows, cols), (a, b) = shape, sketched
+    entry_std = 0.61 * unit_roundoff(dtype) * rms_weight * np.sqrt(rows / a) * np.sqrt(cols / b)
+    if kept_rms is not None:
+        entry_std = float(np.hypot(entry_std, 0.61 * UNIT_ROUNDOFF["F32"] * kept_rms))
+    return float(SAFETY * entry_std * (np.sqrt(a) + np.sqrt(b)))
 
 
 class RankEstimate(NamedTuple):

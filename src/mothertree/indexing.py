@@ -1,0 +1,484 @@
+"""Recovery through a fingerprint store: ``index`` reads each model once; ``recover_store``, ``add`` and
+``query`` answer from fingerprints (``features.fingerprint``, ``store``).
+
+    index(paths, store)        discover -> for each model not in the store: open -> fingerprint -> commit
+    recover_store(store)       fingerprints -> align, group, select -> estimated FeatureSets -> recover_trees
+    add(model, store)          index that one model, then place it among its nearest relatives
+    query(model, store)        the same, without writing to the store
+
+The tree step is ``pipeline.recover_trees``, unchanged: only where the FeatureSet comes from differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._progress import progress
+from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
+from .features.align import prefixes_to_strip, stripped_names
+from .features.estimate import RankRequest, features_from_fingerprints
+from .features.featureset import FeatureSet
+from .features.fingerprint import Fingerprint, fingerprint, is_copy, is_weight
+from .features.select import group_by_architecture, select_tensors, weight_signature
+from .io import discover, os_error, with_unique_ids
+from .io.types import BrokenModel, ModelRef, TensorInfo
+from .pipeline import (
+    ALIASES,
+    MODEL_SUMMARIES,
+    _distinct,
+    _open_model,
+    merge_copies,
+    ranks_for,
+    recover_trees,
+    tensors_summary,
+)
+from .result import RecoveryResult
+from .store import FingerprintStore, Location
+from .tree.cluster import UNRELATED_ABOVE
+from .tree.recover import Direction, Distance, Edge, TreeCount
+
+LOG = logging.getLogger(__name__)
+
+# How many of a new model's nearest fingerprints `add` and `query` recover it among.
+RELATIVES = 16
+
+
+@dataclass
+class IndexReport:
+    """What ``index`` did: counts, the models it could not read, and what it read."""
+
+    indexed: list[str] = field(default_factory=list)  # read and committed, new content
+    aliases: list[str] = field(default_factory=list)  # read: content already in the store (a copy, a move)
+    unchanged: list[str] = field(default_factory=list)  # not read: files as when indexed
+    broken: list[BrokenModel] = field(default_factory=list)
+    bytes_read: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.bytes_read / self.seconds / 1e6 if self.seconds > 0 else 0.0
+        return (
+            f"indexed {len(self.indexed)} new, {len(self.aliases)} already known under another path, "
+            f"{len(self.unchanged)} unchanged, {len(self.broken)} failed; "
+            f"read {self.bytes_read / 1e6:.1f} MB in {self.seconds:.2f} s ({rate:.0f} MB/s)"
+        )
+
+
+def model_files(ref: ModelRef) -> list[list[Any]]:
+    """``[[name, size, mtime_ns], ...]`` of the files a model is read from (its folder's files, or the
+    file): compared on a rerun to skip models whose files are as they were."""
+    where = ref.weights_path
+    try:
+        if where.is_file():
+            stat = where.stat()
+            return [[where.name, stat.st_size, stat.st_mtime_ns]]
+        entries = []
+        for entry in sorted(os.scandir(where), key=lambda e: e.name):
+            if entry.is_file():
+                stat = entry.stat()
+                entries.append([entry.name, stat.st_size, stat.st_mtime_ns])
+        return entries
+    except OSError:
+        return []  # never equal to a stored list: the model is read, and its reader names the error
+
+
+def index(
+    paths: Sequence[str | Path],
+    store: FingerprintStore,
+    *,
+    base: str | Path | None = None,
+    follow_links: bool = False,
+    reread: bool = False,
+) -> IndexReport:
+    """Fingerprint every model under ``paths`` that the store does not hold as it is now, one model at a
+    time, each committed as soon as it is read (a crash loses only the model being read).
+
+    ``reread``: read every model again, even those whose files look unchanged.
+    """
+    started = time.perf_counter()
+    report = IndexReport()
+    refs: list[ModelRef] = []
+    for path in paths:
+        found, failed = discover(Path(path), follow_links=follow_links)
+        refs.extend(found)
+        report.broken.extend(failed)
+    refs = with_unique_ids(_distinct(refs))
+    by_id = {ref.id: ref for ref in refs}
+    for ref in progress(refs, desc="indexing", total=len(refs), unit="model"):
+        where = str(ref.path.resolve())
+        files = model_files(ref)
+        if ref.adapter_base is not None:  # the adapter's weights are its base's plus the update
+            files = [*files, ["base", _base_files(ref, refs, base)]]
+        known = store.location(where)
+        if not reread and known is not None and known.files == files and store.has(known.content_id):
+            report.unchanged.append(ref.id)
+            continue
+        try:
+            model = _open_model(ref, refs, base, follow_links)
+            with model.checkpoint as checkpoint:
+                print_ = fingerprint(checkpoint, store.params)
+                print_.summary = tensors_summary(checkpoint.tensors.values())
+        except (MotherTreeError, OSError) as exc:
+            error = exc if isinstance(exc, MotherTreeError) else os_error(ref.path, exc)
+            report.broken.append(BrokenModel(path=ref.path, error=error))
+            LOG.warning("skipping `%s`: %s", ref.path, error)
+            continue
+        report.bytes_read += sum(int(f[1]) for f in model_files(ref))
+        parent = by_id.get(model.known_parent) if model.known_parent is not None else None
+        new = store.put(
+            print_,
+            path=where,
+            name=ref.id,
+            files=files,
+            known_parent=str(parent.path.resolve()) if parent is not None else None,
+        )
+        (report.indexed if new else report.aliases).append(ref.id)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _base_files(ref: ModelRef, refs: Sequence[ModelRef], base: str | Path | None) -> list[list[Any]]:
+    from .io import match_base
+
+    declared = match_base(ref.adapter_base, refs) if ref.adapter_base else None
+    if declared is not None:
+        return model_files(declared)
+    if base is not None:
+        return model_files(ModelRef(id="base", path=Path(base), weights_path=Path(base)))
+    return []
+
+
+# -- from fingerprints to trees ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Node:
+    """One model of the store: a content, under the name of its first location, with the others' names
+    as aliases."""
+
+    id: str
+    path: str
+    content_id: str
+    aliases: tuple[str, ...]
+    known_parent: str | None  # a content id
+
+
+def _nodes(locations: Sequence[Location]) -> list[_Node]:
+    refs = with_unique_ids(
+        [ModelRef(id=loc.name, path=Path(loc.path), weights_path=Path(loc.path)) for loc in locations]
+    )
+    names = {loc.path: ref.id for loc, ref in zip(locations, refs, strict=True)}
+    content_of = {loc.path: loc.content_id for loc in locations}
+    by_content: dict[str, list[Location]] = {}
+    for loc in locations:
+        by_content.setdefault(loc.content_id, []).append(loc)
+    nodes = []
+    for content_id, where in by_content.items():
+        first, *others = where
+        parent = next((content_of.get(loc.known_parent) for loc in where if loc.known_parent), None)
+        nodes.append(
+            _Node(names[first.path], first.path, content_id, tuple(names[o.path] for o in others), parent)
+        )
+    return nodes
+
+
+def store_feature_sets(
+    store: FingerprintStore,
+    *,
+    layers: str | None = None,
+    ranks: RankRequest = "auto",
+    extra: Sequence[tuple[_Node, Fingerprint]] = (),
+    only: Sequence[str] | None = None,
+) -> list[FeatureSet]:
+    """One estimated FeatureSet per architecture group of the store's models (``extra`` added, a model
+    not in the store; ``only``: just these content ids and ``extra``)."""
+    nodes = _nodes(store.locations())
+    if only is not None:
+        wanted = set(only)
+        nodes = [node for node in nodes if node.content_id in wanted]
+    tensors = [store.tensors(node.content_id) for node in nodes]
+    nodes += [node for node, _ in extra]
+    tensors += [print_.tensors for _, print_ in extra]
+    loaded = {node.content_id: print_ for node, print_ in extra}
+    maps = [{info.name: info for info in infos} for infos in tensors]
+    prefixes = prefixes_to_strip(maps)
+    renamed = [stripped_names(m, prefix) for m, prefix in zip(maps, prefixes, strict=True)]
+    aligned = [{short: maps[i][stored] for short, stored in renamed[i].items()} for i in range(len(maps))]
+    groups = group_by_architecture(
+        [weight_signature({n: TensorInfo(n, t.shape, t.dtype) for n, t in m.items()}) for m in aligned]
+    )
+    feature_sets = []
+    for members in groups:
+        group_nodes = [nodes[i] for i in members]
+        if len(members) == 1:
+            feature_sets.append(_lone(group_nodes[0]))
+            continue
+        selected = [
+            TensorInfo(info.name, info.shape, info.dtype)
+            for info in select_tensors([aligned[i] for i in members], layers)
+        ]
+        prints = [loaded.get(node.content_id) or store.fingerprint(node.content_id) for node in group_nodes]
+        ids = [node.id for node in group_nodes]
+        features = features_from_fingerprints(
+            prints,
+            ids,
+            [node.path for node in group_nodes],
+            selected,
+            [renamed[i] for i in members],
+            ranks=ranks,
+            metadata={
+                "layers": layers,
+                "selection": "regex" if layers else "default",
+                "source": f"store {store.path}",
+                MODEL_SUMMARIES: {node.id: p.summary for node, p in zip(group_nodes, prints, strict=True)},
+                ALIASES: {node.id: list(node.aliases) for node in group_nodes if node.aliases},
+            },
+        )
+        features, alias_of = merge_copies(features, _digests_agree(prints))
+        id_of_content = {node.content_id: node.id for node in group_nodes}
+        known = {
+            alias_of.get(node.id, node.id): alias_of.get(id_of_content[p], id_of_content[p])
+            for node in group_nodes
+            if (p := node.known_parent) is not None and p in id_of_content
+        }
+        features.known_parents = {c: p for c, p in known.items() if c != p and c in features.model_ids}
+        feature_sets.append(features)
+    return feature_sets
+
+
+def _digests_agree(prints: Sequence[Fingerprint]) -> Callable[[int, int], bool]:
+    return lambda i, j: is_copy(prints[i], prints[j])
+
+
+def _lone(node: _Node) -> FeatureSet:
+    return FeatureSet(
+        model_ids=[node.id],
+        model_paths=[node.path],
+        tensor_names=[],
+        numel=np.zeros(0, dtype=np.int64),
+        rms_distances=np.zeros((0, 1, 1)),
+        moments=np.zeros((0, 1, 4)),
+        metadata={ALIASES: {node.id: list(node.aliases)}} if node.aliases else {},
+    )
+
+
+def recover_store(
+    store: FingerprintStore,
+    *,
+    n_trees: TreeCount = "auto",
+    lam: float = 0.3,
+    direction: Direction = "auto",
+    distance: Distance = "auto",
+    layers: str | None = None,
+) -> RecoveryResult:
+    """The Model Trees of every model in ``store``, from fingerprints alone (no weights read)."""
+    if len(store) < 2:
+        raise TooFewModelsError(
+            f"the store `{store.path}` holds {len(store)} model(s); need at least 2",
+            hint="add models with `mothertree index MODELS --store FILE`",
+        )
+    feature_sets = store_feature_sets(store, layers=layers, ranks=ranks_for(distance))
+    if not any(f.n_models > 1 for f in feature_sets):
+        raise NoComparableTensorsError(
+            "no two models of the store share their weight tensors (name and shape): nothing to compare"
+        )
+    return recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
+
+
+# -- one model against the store --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Relative:
+    """A model of the store near the queried one: its id, path and relative distance."""
+
+    id: str
+    path: str
+    relative_distance: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one model fits among the store's: ``parent`` (the edge into it, with its confidence,
+    direction probability and relation), ``children`` (edges out of it), ``relatives`` (nearest first).
+
+    ``related`` is False when no model of the store is nearer than unrelated weights are; ``copy_of``
+    names a model of the store it is a copy of.
+    """
+
+    model: str
+    path: str
+    related: bool
+    parent: Edge | None
+    children: tuple[Edge, ...]
+    relatives: tuple[Relative, ...]
+    copy_of: str | None
+    added: bool
+    why: str
+
+    def to_json(self) -> dict[str, object]:
+        from .result import edge_json
+
+        return {
+            "model": self.model,
+            "path": self.path,
+            "related": self.related,
+            "copy_of": self.copy_of,
+            "parent": edge_json(self.parent) if self.parent is not None else None,
+            "children": [edge_json(e) for e in self.children],
+            "relatives": [
+                {"id": r.id, "path": r.path, "relative_distance": r.relative_distance} for r in self.relatives
+            ],
+            "added": self.added,
+            "why": self.why,
+        }
+
+
+def query(
+    model: str | Path,
+    store: FingerprintStore,
+    *,
+    base: str | Path | None = None,
+    follow_links: bool = False,
+    relatives: int = RELATIVES,
+) -> Placement:
+    """Where ``model`` (a path; or the name of a model in the store) fits among the store's models,
+    without writing to the store."""
+    return _place(model, store, base=base, follow_links=follow_links, relatives=relatives, commit=False)
+
+
+def add(
+    model: str | Path,
+    store: FingerprintStore,
+    *,
+    base: str | Path | None = None,
+    follow_links: bool = False,
+    relatives: int = RELATIVES,
+) -> Placement:
+    """Read only ``model``, commit its fingerprint, and say where it fits (``query``)."""
+    return _place(model, store, base=base, follow_links=follow_links, relatives=relatives, commit=True)
+
+
+def _place(
+    model: str | Path,
+    store: FingerprintStore,
+    *,
+    base: str | Path | None,
+    follow_links: bool,
+    relatives: int,
+    commit: bool,
+) -> Placement:
+    node, print_ = _read_one(model, store, base=base, follow_links=follow_links, commit=commit)
+    others = [n for n in _nodes(store.locations()) if n.content_id != node.content_id]
+    nearest = _nearest(print_, others, store, relatives)
+    copy_of = next((n.id for n, _ in nearest if is_copy(print_, store.fingerprint(n.content_id))), None)
+    related = [(n, d) for n, d in nearest if d <= UNRELATED_ABOVE]
+    found = tuple(Relative(n.id, n.path, round(d, 6)) for n, d in nearest)
+    if copy_of is not None:
+        return Placement(node.id, node.path, True, None, (), found, copy_of, commit, f"a copy of `{copy_of}`")
+    if not related:
+        return Placement(
+            node.id,
+            node.path,
+            False,
+            None,
+            (),
+            found,
+            None,
+            commit,
+            "no relative in this store"
+            + (f" (nearest: `{nearest[0][0].id}`, relative distance {nearest[0][1]:.3g})" if nearest else ""),
+        )
+    feature_sets = store_feature_sets(store, extra=[(node, print_)], only=[n.content_id for n, _ in related])
+    result = recover_trees(feature_sets)
+    parent = next((e for e in result.edges if e.child == node.id), None)
+    children = tuple(e for e in result.edges if e.parent == node.id)
+    if parent is None:
+        why = f"the root of its tree among its {len(related)} nearest relatives"
+    else:
+        why = (
+            f"fine-tuned from `{parent.parent}` (confidence {parent.confidence:.2f}, direction probability "
+            f"{parent.direction_probability:.2f}"
+            + ("" if parent.direction_determined else ", direction undetermined")
+            + ")"
+        )
+    return Placement(node.id, node.path, True, parent, children, found, None, commit, why)
+
+
+def _read_one(
+    model: str | Path, store: FingerprintStore, *, base: str | Path | None, follow_links: bool, commit: bool
+) -> tuple[_Node, Fingerprint]:
+    """The node and fingerprint of ``model``: read from its path (committed with ``commit``), or, when it
+    names a model of the store and no path, taken from the store."""
+    path = Path(model)
+    if not path.exists():
+        by_name = [n for n in _nodes(store.locations()) if n.id == str(model) or str(model) in n.aliases]
+        if by_name:
+            return by_name[0], store.fingerprint(by_name[0].content_id)
+    refs, broken = discover(path, follow_links=follow_links)
+    if not refs:
+        if broken:
+            raise broken[0].error
+        raise TooFewModelsError(f"`{model}` holds no readable model")
+    if len(refs) > 1:
+        raise TooFewModelsError(
+            f"`{model}` holds {len(refs)} models; `add` and `query` take one",
+            hint="give one model folder or file, or `mothertree index` the folder",
+        )
+    ref = refs[0]
+    opened = _open_model(ref, refs, base, follow_links)
+    with opened.checkpoint as checkpoint:
+        print_ = fingerprint(checkpoint, store.params)
+        print_.summary = tensors_summary(checkpoint.tensors.values())
+    where = str(ref.path.resolve())
+    if commit:
+        store.put(print_, path=where, name=ref.id, files=model_files(ref), known_parent=None)
+    taken = {n.id for n in _nodes(store.locations()) if n.content_id != print_.content_id}
+    name = ref.id if ref.id not in taken else where
+    return _Node(name, where, print_.content_id, (), None), print_
+
+
+def _nearest(
+    print_: Fingerprint, nodes: Sequence[_Node], store: FingerprintStore, k: int
+) -> list[tuple[_Node, float]]:
+    """The ``k`` nodes nearest ``print_`` by relative distance over the weight tensors both hold with one
+    name and shape (aligned as in recovery), nearest first; nodes of other architectures are left out."""
+    own = print_.tensor_map
+    own_weights = {name: k for k, name in enumerate(print_.weights)}
+    found = []
+    for node in nodes:
+        tensors = {info.name: info for info in store.tensors(node.content_id)}
+        prefixes = prefixes_to_strip([own, tensors])
+        mine = stripped_names(own, prefixes[0])
+        theirs = stripped_names(tensors, prefixes[1])
+        shared = [
+            name
+            for name in mine
+            if name in theirs
+            and mine[name] in own_weights
+            and is_weight(tensors[theirs[name]])
+            and tensors[theirs[name]].shape == own[mine[name]].shape
+        ]
+        if (
+            len(shared) < 0.5 * min(len(own_weights), sum(is_weight(t) for t in tensors.values()))
+            or not shared
+        ):
+            continue
+        other = store.fingerprint(node.content_id)
+        other_weights = {name: k for k, name in enumerate(other.weights)}
+        ratios = []
+        for name in shared:
+            a, b = own_weights[mine[name]], other_weights[theirs[name]]
+            x, y = print_.samples[a].astype(np.float64), other.samples[b].astype(np.float64)
+            scale = np.sqrt((np.mean(x**2) + np.mean(y**2)) / 2.0)
+            ratios.append(float(np.sqrt(np.mean((x - y) ** 2)) / scale) if scale > 0 else 0.0)
+        found.append((node, float(np.mean(ratios))))
+    found.sort(key=lambda pair: pair[1])
+    return found[:k]

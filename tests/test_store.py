@@ -1,0 +1,171 @@
+"""The fingerprint store: index once, recover/add/query from fingerprints, same trees as the weights give.
+
+Models are the really trained MiniLM families of tests/family.py; every comparison is against the exact
+path (``pipeline.recover`` on the folders), not against numbers written here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mothertree import indexing
+from mothertree.cli import main
+from mothertree.errors import InvalidStoreError
+from mothertree.features.fingerprint import FingerprintParams
+from mothertree.indexing import add, index, query, recover_store
+from mothertree.pipeline import recover
+from mothertree.store import FingerprintStore
+
+pytestmark = pytest.mark.slow
+
+
+def _same_edges(estimated, exact) -> None:
+    """The same edges with the same relations; confidences as near as estimated distances allow (they
+    come from the distances through the placement margins: a 1 % distance error moves them by less)."""
+    mine = {(e.parent, e.child): e for e in estimated.edges}
+    theirs = {(e.parent, e.child): e for e in exact.edges}
+    assert set(mine) == set(theirs)
+    for key, edge in mine.items():
+        assert edge.relation == theirs[key].relation
+        assert edge.confidence == pytest.approx(theirs[key].confidence, abs=0.01)
+
+
+@pytest.mark.parametrize("family", ["bert_family", "lora_family", "mixed_family", "pretraining_chain"])
+def test_recovery_from_fingerprints_equals_recovery_from_weights(family: str, request, tmp_path: Path):
+    folder = request.getfixturevalue(family)
+    with FingerprintStore(tmp_path / "store.sqlite") as store:
+        report = index([folder], store)
+        assert len(report.indexed) == len(list(p for p in folder.iterdir() if p.is_dir()))
+        from_store = recover_store(store)
+    _same_edges(from_store, recover([folder]))
+
+
+def test_a_rerun_reads_nothing_and_a_moved_model_is_one_model(bert_family: Path, tmp_path: Path):
+    collection = tmp_path / "models"
+    shutil.copytree(bert_family, collection)
+    with FingerprintStore(tmp_path / "store.sqlite") as store:
+        first = index([collection], store)
+        again = index([collection], store)
+        assert len(first.indexed) == 5 and len(again.unchanged) == 5 and again.bytes_read == 0
+        shutil.copytree(collection / "ft-colour", tmp_path / "elsewhere" / "ft-colour-copy")
+        moved = index([tmp_path / "elsewhere"], store)
+        assert moved.aliases == ["ft-colour-copy"] and len(store) == 5
+        result = recover_store(store)
+        model = next(m for m in result.models if m.id == "ft-colour")
+        assert model.aliases == ("ft-colour-copy",)
+        assert len(result.edges) == 4  # the copy is an alias, not an edge
+
+
+def test_a_changed_file_is_a_new_model(bert_family: Path, tmp_path: Path):
+    from safetensors.numpy import load_file, save_file
+
+    collection = tmp_path / "models"
+    shutil.copytree(bert_family, collection)
+    with FingerprintStore(tmp_path / "store.sqlite") as store:
+        index([collection], store)
+        weights_file = collection / "root" / "model.safetensors"
+        tensors = load_file(weights_file)
+        name = next(iter(tensors))
+        tensors[name] = tensors[name] + 1e-3  # one tensor changed: another model
+        save_file(tensors, weights_file, metadata={"format": "pt"})
+        report = index([collection], store)
+        assert report.indexed == ["root"] and len(report.unchanged) == 4
+        assert len(store) == 6  # the old root's fingerprint stays; no location names it now
+        assert len(recover_store(store).models) == 5
+
+
+def test_an_interrupted_index_keeps_what_it_committed_and_resumes(
+    bert_family: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    real = indexing.fingerprint
+    calls = []
+
+    def interrupted(checkpoint, params):
+        calls.append(checkpoint.path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(checkpoint, params)
+
+    monkeypatch.setattr(indexing, "fingerprint", interrupted)
+    with FingerprintStore(tmp_path / "store.sqlite") as store, pytest.raises(KeyboardInterrupt):
+        index([bert_family], store)
+    monkeypatch.setattr(indexing, "fingerprint", real)
+    with FingerprintStore(tmp_path / "store.sqlite") as store:
+        assert len(store) == 2
+        resumed = index([bert_family], store)
+        assert len(resumed.unchanged) == 2 and len(resumed.indexed) == 3 and len(store) == 5
+
+
+def test_add_and_query_place_one_model(bert_family: Path, second_family: Path, tmp_path: Path):
+    collection = tmp_path / "models"
+    shutil.copytree(bert_family, collection, ignore=shutil.ignore_patterns("ft-colour-person"))
+    with FingerprintStore(tmp_path / "store.sqlite") as store:
+        index([collection], store)
+        asked = query(bert_family / "ft-colour-person", store)
+        assert len(store) == 4 and not asked.added
+        placed = add(bert_family / "ft-colour-person", store)
+        assert len(store) == 5 and placed.added
+        expected = next(e for e in recover([bert_family]).edges if e.child == "ft-colour-person")
+        for answer in (asked, placed):
+            assert answer.related and answer.parent is not None
+            assert answer.parent.parent == expected.parent == "ft-colour"
+        stranger = query(second_family / "b-ft-number", store)
+        assert not stranger.related and stranger.parent is None
+        assert stranger.why.startswith("no relative in this store")
+        by_name = query("ft-number", store)
+        assert by_name.parent is not None and by_name.parent.parent == "root"
+
+
+def test_a_store_that_is_not_one_is_refused_by_name(bert_family: Path, tmp_path: Path):
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(InvalidStoreError, match="garbage.sqlite"):
+        FingerprintStore(garbage)
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE things (x)")
+    with pytest.raises(InvalidStoreError, match="not a mothertree store"):
+        FingerprintStore(other)
+    with pytest.raises(InvalidStoreError, match="does not exist"):
+        FingerprintStore(tmp_path / "missing.sqlite", create=False)
+
+
+def test_fingerprints_made_otherwise_are_refused(bert_family: Path, tmp_path: Path):
+    path = tmp_path / "store.sqlite"
+    with FingerprintStore(path, params=FingerprintParams(samples=256)) as store:
+        assert store.params.samples == 256
+    with FingerprintStore(path) as store:  # no parameters given: the store's own
+        assert store.params.samples == 256
+    with pytest.raises(InvalidStoreError, match="made alike"):
+        FingerprintStore(path, params=FingerprintParams())
+
+
+def test_a_damaged_fingerprint_is_an_error_naming_the_store(bert_family: Path, tmp_path: Path):
+    path = tmp_path / "store.sqlite"
+    with FingerprintStore(path) as store:
+        index([bert_family], store)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE fingerprints SET blob = x'00ff00ff' WHERE rowid = 1")
+    with FingerprintStore(path) as store, pytest.raises(InvalidStoreError, match="store.sqlite.*damaged"):
+        recover_store(store)
+
+
+def test_the_commands(bert_family: Path, tmp_path: Path):
+    store = str(tmp_path / "store.sqlite")
+    runner = CliRunner()
+    indexed = runner.invoke(main, ["index", str(bert_family), "--store", store, "-q"])
+    assert indexed.exit_code == 0, indexed.output
+    assert "indexed 5 new" in indexed.stdout
+    recovered = runner.invoke(main, ["recover", "--store", store, "-q", "--format", "json"])
+    assert recovered.exit_code == 0, recovered.output
+    exact = runner.invoke(main, ["recover", str(bert_family), "-q", "--format", "json"])
+    assert recovered.stdout.count('"parent"') == exact.stdout.count('"parent"') == 4
+    asked = runner.invoke(main, ["query", "ft-number-water", "--store", store])
+    assert asked.exit_code == 0 and "parent:   ft-number" in asked.stdout
+    missing = runner.invoke(main, ["recover", "--store", str(tmp_path / "none.sqlite")])
+    assert missing.exit_code == 1 and "error:" in missing.stderr and "hint:" in missing.stderr
