@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from ._progress import progress
-from .errors import MotherTreeError, NoComparableTensorsError, TooFewModelsError
+from .errors import InvalidParameterError, MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import prefixes_to_strip, stripped_names
 from .features.estimate import RankRequest, features_from_fingerprints
 from .features.featureset import FeatureSet
 from .features.fingerprint import Fingerprint, fingerprint, is_copy, is_weight
+from .features.pairs import GroupFingerprints, nearest_pairs
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, os_error, with_unique_ids
 from .io.types import BrokenModel, ModelRef, TensorInfo
@@ -40,15 +41,21 @@ from .pipeline import (
     recover_trees,
     tensors_summary,
 )
-from .result import RecoveryResult
+from .result import RecoveredModel, RecoveredTree, RecoveryResult
 from .store import FingerprintStore, Location
 from .tree.cluster import UNRELATED_ABOVE
 from .tree.recover import Direction, Distance, Edge, TreeCount
+from .tree.sparse import PairLookup, sparse_trees
 
 LOG = logging.getLogger(__name__)
 
 # How many of a new model's nearest fingerprints `add` and `query` recover it among.
 RELATIVES = 16
+
+# Groups larger than this are recovered on a sparse candidate graph; each model's candidates are its
+# NEIGHBOURS nearest by fingerprint.
+SPARSE_ABOVE = 2000
+NEIGHBOURS = 10
 
 
 @dataclass
@@ -189,6 +196,52 @@ def _nodes(locations: Sequence[Location]) -> list[_Node]:
     return nodes
 
 
+@dataclass
+class _Group:
+    """One architecture group of the store: its nodes, the tensors compared, and each node's names for
+    them (``features.align``)."""
+
+    nodes: list[_Node]
+    tensors: list[TensorInfo]
+    stored_names: list[dict[str, str]]
+
+
+def _groups(
+    store: FingerprintStore,
+    layers: str | None,
+    extra: Sequence[tuple[_Node, Fingerprint]] = (),
+    only: Sequence[str] | None = None,
+) -> list[_Group]:
+    """The store's models (``only`` these content ids, if given; ``extra`` added), grouped by architecture
+    from their tensor lists alone (no fingerprint loaded)."""
+    nodes = _nodes(store.locations())
+    if only is not None:
+        wanted = set(only)
+        nodes = [node for node in nodes if node.content_id in wanted]
+    tensors = [store.tensors(node.content_id) for node in nodes]
+    nodes += [node for node, _ in extra]
+    tensors += [print_.tensors for _, print_ in extra]
+    maps = [{info.name: info for info in infos} for infos in tensors]
+    prefixes = prefixes_to_strip(maps)
+    renamed = [stripped_names(m, prefix) for m, prefix in zip(maps, prefixes, strict=True)]
+    aligned = [{short: maps[i][stored] for short, stored in renamed[i].items()} for i in range(len(maps))]
+    signatures = [
+        weight_signature({name: TensorInfo(name, t.shape, t.dtype) for name, t in m.items()}) for m in aligned
+    ]
+    groups = []
+    for members in group_by_architecture(signatures):
+        selected = (
+            [
+                TensorInfo(info.name, info.shape, info.dtype)
+                for info in select_tensors([aligned[i] for i in members], layers)
+            ]
+            if len(members) > 1
+            else []
+        )
+        groups.append(_Group([nodes[i] for i in members], selected, [renamed[i] for i in members]))
+    return groups
+
+
 def store_feature_sets(
     store: FingerprintStore,
     *,
@@ -199,58 +252,46 @@ def store_feature_sets(
 ) -> list[FeatureSet]:
     """One estimated FeatureSet per architecture group of the store's models (``extra`` added, a model
     not in the store; ``only``: just these content ids and ``extra``)."""
-    nodes = _nodes(store.locations())
-    if only is not None:
-        wanted = set(only)
-        nodes = [node for node in nodes if node.content_id in wanted]
-    tensors = [store.tensors(node.content_id) for node in nodes]
-    nodes += [node for node, _ in extra]
-    tensors += [print_.tensors for _, print_ in extra]
     loaded = {node.content_id: print_ for node, print_ in extra}
-    maps = [{info.name: info for info in infos} for infos in tensors]
-    prefixes = prefixes_to_strip(maps)
-    renamed = [stripped_names(m, prefix) for m, prefix in zip(maps, prefixes, strict=True)]
-    aligned = [{short: maps[i][stored] for short, stored in renamed[i].items()} for i in range(len(maps))]
-    groups = group_by_architecture(
-        [weight_signature({n: TensorInfo(n, t.shape, t.dtype) for n, t in m.items()}) for m in aligned]
+    return [
+        _group_features(store, group, layers, ranks, loaded) for group in _groups(store, layers, extra, only)
+    ]
+
+
+def _group_features(
+    store: FingerprintStore,
+    group: _Group,
+    layers: str | None,
+    ranks: RankRequest,
+    loaded: dict[str, Fingerprint],
+) -> FeatureSet:
+    if len(group.nodes) == 1:
+        return _lone(group.nodes[0])
+    prints = [loaded.get(node.content_id) or store.fingerprint(node.content_id) for node in group.nodes]
+    features = features_from_fingerprints(
+        prints,
+        [node.id for node in group.nodes],
+        [node.path for node in group.nodes],
+        group.tensors,
+        group.stored_names,
+        ranks=ranks,
+        metadata={
+            "layers": layers,
+            "selection": "regex" if layers else "default",
+            "source": f"store {store.path}",
+            MODEL_SUMMARIES: {node.id: p.summary for node, p in zip(group.nodes, prints, strict=True)},
+            ALIASES: {node.id: list(node.aliases) for node in group.nodes if node.aliases},
+        },
     )
-    feature_sets = []
-    for members in groups:
-        group_nodes = [nodes[i] for i in members]
-        if len(members) == 1:
-            feature_sets.append(_lone(group_nodes[0]))
-            continue
-        selected = [
-            TensorInfo(info.name, info.shape, info.dtype)
-            for info in select_tensors([aligned[i] for i in members], layers)
-        ]
-        prints = [loaded.get(node.content_id) or store.fingerprint(node.content_id) for node in group_nodes]
-        ids = [node.id for node in group_nodes]
-        features = features_from_fingerprints(
-            prints,
-            ids,
-            [node.path for node in group_nodes],
-            selected,
-            [renamed[i] for i in members],
-            ranks=ranks,
-            metadata={
-                "layers": layers,
-                "selection": "regex" if layers else "default",
-                "source": f"store {store.path}",
-                MODEL_SUMMARIES: {node.id: p.summary for node, p in zip(group_nodes, prints, strict=True)},
-                ALIASES: {node.id: list(node.aliases) for node in group_nodes if node.aliases},
-            },
-        )
-        features, alias_of = merge_copies(features, _digests_agree(prints))
-        id_of_content = {node.content_id: node.id for node in group_nodes}
-        known = {
-            alias_of.get(node.id, node.id): alias_of.get(id_of_content[p], id_of_content[p])
-            for node in group_nodes
-            if (p := node.known_parent) is not None and p in id_of_content
-        }
-        features.known_parents = {c: p for c, p in known.items() if c != p and c in features.model_ids}
-        feature_sets.append(features)
-    return feature_sets
+    features, alias_of = merge_copies(features, _digests_agree(prints))
+    id_of_content = {node.content_id: node.id for node in group.nodes}
+    known = {
+        alias_of.get(node.id, node.id): alias_of.get(id_of_content[p], id_of_content[p])
+        for node in group.nodes
+        if (p := node.known_parent) is not None and p in id_of_content
+    }
+    features.known_parents = {c: p for c, p in known.items() if c != p and c in features.model_ids}
+    return features
 
 
 def _digests_agree(prints: Sequence[Fingerprint]) -> Callable[[int, int], bool]:
@@ -277,19 +318,106 @@ def recover_store(
     direction: Direction = "auto",
     distance: Distance = "auto",
     layers: str | None = None,
+    sparse_above: int = SPARSE_ABOVE,
 ) -> RecoveryResult:
-    """The Model Trees of every model in ``store``, from fingerprints alone (no weights read)."""
+    """The Model Trees of every model in ``store``, from fingerprints alone (no weights read).
+
+    A group of more than ``sparse_above`` models is recovered on a sparse candidate graph
+    (``tree.sparse``): each model's ``NEIGHBOURS`` nearest by fingerprint, l2 distances, trees split
+    where models are unrelated; ``n_trees`` must then be ``"auto"`` and ``direction`` ``"auto"`` or
+    ``"norm"``.
+    """
     if len(store) < 2:
         raise TooFewModelsError(
             f"the store `{store.path}` holds {len(store)} model(s); need at least 2",
             hint="add models with `mothertree index MODELS --store FILE`",
         )
-    feature_sets = store_feature_sets(store, layers=layers, ranks=ranks_for(distance))
-    if not any(f.n_models > 1 for f in feature_sets):
+    groups = _groups(store, layers)
+    large = [group for group in groups if len(group.nodes) > sparse_above]
+    if large and (n_trees != "auto" or direction not in ("auto", "norm")):
+        raise InvalidParameterError(
+            f"a group of {len(large[0].nodes)} models is recovered on a sparse candidate graph, which "
+            "splits trees where models are unrelated and orients them by the cues' posterior",
+            hint="use `--trees auto` and `--direction auto` (or `norm`) for collections this large",
+        )
+    dense = [_group_features(store, g, layers, ranks_for(distance), {}) for g in groups if g not in large]
+    if not any(f.n_models > 1 for f in dense) and not large:
         raise NoComparableTensorsError(
             "no two models of the store share their weight tensors (name and shape): nothing to compare"
         )
-    return recover_trees(feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
+    result = (
+        recover_trees(dense, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
+        if dense
+        else RecoveryResult(models=[], edges=[], trees=[], params={})
+    )
+    for group in large:
+        _add_sparse_group(result, store, group, direction)
+    return result
+
+
+def _add_sparse_group(
+    result: RecoveryResult, store: FingerprintStore, group: _Group, direction: Direction
+) -> None:
+    """Recover one large group on its candidate graph and append its models, edges and trees."""
+    prints = (store.fingerprint(node.content_id) for node in group.nodes)
+    stacked = GroupFingerprints(list(prints), group.tensors, group.stored_names)
+    first, second = nearest_pairs(stacked.vectors(), NEIGHBOURS)
+    stats = stacked.pair_stats(first, second)
+
+    def compute(i: np.ndarray, j: np.ndarray) -> dict[str, np.ndarray]:
+        found = stacked.pair_stats(i, j)
+        return {
+            "squared": found.squared,
+            "norm_change": found.norm_change,
+            "kurtosis_change": found.kurtosis_change,
+            "skew": found.skew,
+        }
+
+    ids = [node.id for node in group.nodes]
+    index_of_content = {node.content_id: k for k, node in enumerate(group.nodes)}
+    known = {
+        k: index_of_content[node.known_parent]
+        for k, node in enumerate(group.nodes)
+        if node.known_parent is not None and node.known_parent in index_of_content
+    }
+    trees = sparse_trees(
+        len(ids),
+        first,
+        second,
+        stats.distance,
+        stats.relative,
+        PairLookup(compute, antisymmetric=("norm_change", "kurtosis_change", "skew")),
+        direction=direction,
+        known=known,
+    )
+    offset = len(result.trees)
+    for label in range(int(trees.labels.max()) + 1):
+        members = [ids[k] for k in np.flatnonzero(trees.labels == label)]
+        root = next(ids[k] for k in np.flatnonzero(trees.labels == label) if trees.parents[k] < 0)
+        result.trees.append(
+            RecoveredTree(root=root, models=members, cue=trees.cues[label] if len(members) > 1 else None)
+        )
+    distance_of = {(int(i), int(j)): float(d) for i, j, d in zip(first, second, stats.distance, strict=True)}
+    for k, node in enumerate(group.nodes):
+        result.models.append(
+            RecoveredModel(node.id, node.path, offset + int(trees.labels[k]), aliases=node.aliases)
+        )
+        parent = int(trees.parents[k])
+        if parent < 0:
+            continue
+        result.edges.append(
+            Edge(
+                ids[parent],
+                node.id,
+                distance_of.get((min(parent, k), max(parent, k)), float("nan")),
+                float(trees.confidence[k]),
+                k in known,
+                float(trees.direction_probability[k]),
+                float(trees.placement[k]),
+                "adapter" if k in known else "finetune",
+            )
+        )
+    result.params.setdefault("distances_used", []).append("l2 (sparse candidate graph)")
 
 
 # -- one model against the store --------------------------------------------------------------------

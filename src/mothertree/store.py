@@ -100,6 +100,11 @@ class FingerprintStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)  # transactions are explicit
+            # A write-ahead log: a commit is an append, not a rewrite; a crash (or Ctrl-C) keeps every
+            # committed model. `NORMAL` syncs at checkpoints only: a power cut may lose the last commits,
+            # never the store.
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self.params = self._open(params)
         except sqlite3.DatabaseError as exc:
             raise InvalidStoreError(

@@ -29,10 +29,8 @@ defaults); MiniLM-L6 (40 weight tensors, 90 MB) has a 0.4 MB fingerprint.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -47,6 +45,8 @@ from ..io.types import Checkpoint, TensorInfo
 from .reductions import PRECISIONS, central_moments, precision_of, rounded
 
 FORMAT_VERSION = 1
+# Weight tensors up to this many elements have their three sets of moments computed in one stack.
+_STACKED_BELOW = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -111,25 +111,28 @@ class Fingerprint:
         return int(sum(a.nbytes for a in arrays))
 
     def to_bytes(self) -> bytes:
-        """The fingerprint as one ``.npz`` blob (no pickles: ``from_bytes`` loads with them off)."""
-        header = {
-            "content_id": self.content_id,
-            "tensors": [[t.name, list(t.shape), t.dtype] for t in self.tensors],
-            "weights": self.weights,
-            "digests": self.digests,
-            "summary": self.summary,
-            "params": self.params.to_json(),
-        }
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            header=np.array(json.dumps(header)),
-            moments=self.moments,
-            rounded_moments=self.rounded_moments,
-            samples=_concatenated(self.samples),
-            sketches=_concatenated([s.reshape(-1) for s in self.sketches]),
-        )
-        return buffer.getvalue()
+        """The fingerprint as one blob: ``MAGIC``, the length of a JSON header, the header, then the arrays'
+        raw little-endian bytes in a fixed order (nothing that ``from_bytes`` would execute)."""
+        header = json.dumps(
+            {
+                "content_id": self.content_id,
+                "tensors": [[t.name, list(t.shape), t.dtype] for t in self.tensors],
+                "weights": self.weights,
+                "digests": self.digests,
+                "summary": self.summary,
+                "params": self.params.to_json(),
+            }
+        ).encode()
+        parts = [
+            MAGIC,
+            len(header).to_bytes(8, "little"),
+            header,
+            self.moments.astype("<f8").tobytes(),
+            self.rounded_moments.astype("<f8").tobytes(),
+            _concatenated(self.samples).astype("<f4").tobytes(),
+            _concatenated(self.sketches).astype("<f4").tobytes(),
+        ]
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Fingerprint:
@@ -139,36 +142,50 @@ class Fingerprint:
             InvalidFeatureSetError: the blob is not a fingerprint (the store names its file).
         """
         try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-                header = json.loads(str(data["header"]))
-                arrays = {k: data[k] for k in ("moments", "rounded_moments", "samples", "sketches")}
+            if not blob.startswith(MAGIC):
+                raise ValueError("it does not start as one")
+            start = len(MAGIC) + 8
+            size = int.from_bytes(blob[len(MAGIC) : start], "little")
+            header = json.loads(blob[start : start + size])
             tensors = [TensorInfo(str(n), tuple(int(d) for d in s), str(t)) for n, s, t in header["tensors"]]
             params = FingerprintParams(**header["params"])
             by_name = {t.name: t for t in tensors}
             weights = [str(name) for name in header["weights"]]
             sample_sizes = [min(by_name[name].numel, params.samples) for name in weights]
-            sketch_shapes = [block_shape(by_name[name].shape, params.sketch) for name in weights]
+            block_shapes = [block_shape(by_name[name].shape, params.sketch) for name in weights]
+            counts = [
+                4 * len(weights),
+                2 * 4 * len(weights),
+                sum(sample_sizes),
+                sum(a * b for a, b in block_shapes),
+            ]
+            offsets = np.cumsum([start + size, 8 * counts[0], 8 * counts[1], 4 * counts[2], 4 * counts[3]])
+            if offsets[-1] != len(blob):
+                raise ValueError(f"it holds {len(blob)} bytes where its header describes {offsets[-1]}")
+            moments = np.frombuffer(blob, "<f8", counts[0], offsets[0]).reshape(len(weights), 4)
+            rounded_moments = np.frombuffer(blob, "<f8", counts[1], offsets[1]).reshape(2, len(weights), 4)
+            samples = _split(np.frombuffer(blob, "<f4", counts[2], offsets[2]), sample_sizes)
+            blocks = _split(
+                np.frombuffer(blob, "<f4", counts[3], offsets[3]), [a * b for a, b in block_shapes]
+            )
             return cls(
                 content_id=str(header["content_id"]),
                 tensors=tensors,
                 weights=weights,
-                moments=arrays["moments"].astype(np.float64),
-                rounded_moments=arrays["rounded_moments"].astype(np.float64),
-                samples=_split(arrays["samples"], sample_sizes),
-                sketches=[
-                    s.reshape(shape)
-                    for s, shape in zip(
-                        _split(arrays["sketches"], [a * b for a, b in sketch_shapes]),
-                        sketch_shapes,
-                        strict=True,
-                    )
-                ],
+                moments=moments.astype(np.float64),
+                rounded_moments=rounded_moments.astype(np.float64),
+                samples=samples,
+                sketches=[b.reshape(shape) for b, shape in zip(blocks, block_shapes, strict=True)],
                 digests={str(k): [str(d) for d in v] for k, v in header["digests"].items()},
                 summary=dict(header.get("summary", {})),
                 params=params,
             )
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidFeatureSetError(f"not a mothertree fingerprint: {exc}") from None
+
+
+# The first bytes of every fingerprint blob, with the blob format's version.
+MAGIC = b"MTFP\x01"
 
 
 def is_weight(info: TensorInfo) -> bool:
@@ -202,21 +219,22 @@ def fingerprint(checkpoint: Checkpoint, params: FingerprintParams = DEFAULT_PARA
         digests[info.name] = [_digest(values)]
         k = position.get(info.name)
         if k is not None:
-            moments[k] = central_moments(values[None])[0]
             samples.append(values[sample_positions(info.shape, params.samples)])
             sketches.append(sampled_block(values, info.shape, params.sketch))
-        # One rounded copy at a time. A weight's moments at each coarser precision feed the direction cues
-        # of mixed-precision pairs (and confirm re-saved copies, with its rounded samples); the other
-        # tensors (biases, norms: small) keep digests at each coarser precision for that.
-        for precision in range(1, len(PRECISIONS)):
-            if k is None and stored != 0:
-                break
-            coarser = rounded(values, precision)
-            if k is not None:
-                rounded_moments[precision - 1, k] = central_moments(coarser[None])[0]
-            elif stored == 0:
-                digests[info.name].append(_digest(coarser))
-            del coarser
+            # A weight's moments at each coarser precision feed the direction cues of mixed-precision
+            # pairs (and confirm re-saved copies, with its rounded samples). Small tensors go in one
+            # stack (one call for the three); a large one a rounded copy at a time.
+            if values.size <= _STACKED_BELOW:
+                stack = np.stack([values] + [rounded(values, p) for p in range(1, len(PRECISIONS))])
+                every = central_moments(stack)
+                moments[k], rounded_moments[:, k] = every[0], every[1:]
+            else:
+                moments[k] = central_moments(values[None])[0]
+                for precision in range(1, len(PRECISIONS)):
+                    rounded_moments[precision - 1, k] = central_moments(rounded(values, precision)[None])[0]
+        elif stored == 0:
+            # Other tensors (biases, norms: small) keep digests at each coarser precision instead.
+            digests[info.name] += [_digest(rounded(values, p)) for p in range(1, len(PRECISIONS))]
         del values
     return Fingerprint(
         content_id=_content_id(infos, digests),

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import logsumexp
 
-from .orient import Edges, evidence_from_changes, orient_from_root, preorder, root_scores
+from .orient import Edges, PairValues, evidence_from_changes, orient_from_root, preorder, root_scores
 
 # An edge whose cue moves by the tree's median step (evidence tanh(1) = 0.76) agrees with the recipe's
 # sign with probability sigmoid(2 * 2 * 0.76) = 0.95. Chosen on the shapes zoo and the zoo's fans
@@ -58,7 +58,7 @@ DETERMINED_ABOVE = 0.75
 def root_log_posterior(
     n_nodes: int,
     edges: Edges,
-    cues: Mapping[str, npt.NDArray[np.float64]],
+    cues: Mapping[str, PairValues],
     *,
     signs: Mapping[str, Mapping[float, float]] | None = None,
     beta: float = BETA,
@@ -129,7 +129,7 @@ def _cue_log_likelihood(
 def fork_scores(
     n_nodes: int,
     edges: Edges,
-    squared_distances: npt.ArrayLike,
+    squared_distances: PairValues,
     strength: float = FORK_STRENGTH,
 ) -> npt.NDArray[np.float64]:
     """``(n_nodes,)`` log-evidence from the angles at forks for each node being the root.
@@ -144,7 +144,7 @@ def fork_scores(
     neighbours, so that the angles say which neighbour is the parent, not whether ``b`` is the root. A
     node of degree two is therefore no evidence: a bare chain stays undecided.
     """
-    sq = np.asarray(squared_distances, dtype=np.float64)
+    sq = squared_distances
     neighbours: list[list[int]] = [[] for _ in range(n_nodes)]
     for i, j in edges:
         neighbours[i].append(j)
@@ -173,11 +173,12 @@ def fork_scores(
     return scores
 
 
-def _cosine_at(sq: npt.NDArray[np.float64], b: int, x: int, y: int) -> float:
-    norms = np.sqrt(sq[b, x] * sq[b, y])
+def _cosine_at(sq: PairValues, b: int, x: int, y: int) -> float:
+    bx, by, xy = float(sq[b, x]), float(sq[b, y]), float(sq[x, y])
+    norms = np.sqrt(bx * by)
     if not np.isfinite(norms) or norms <= 0:
         return 0.0
-    return float(np.clip((sq[b, x] + sq[b, y] - sq[x, y]) / (2.0 * norms), -1.0, 1.0))
+    return float(np.clip((bx + by - xy) / (2.0 * norms), -1.0, 1.0))
 
 
 def direction_probabilities(

@@ -15,12 +15,20 @@ over the weights both kept (``FeatureSet.log_norm_pairs``) it is larger, as for 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 Edges = list[tuple[int, int]]
+
+
+class PairValues(Protocol):
+    """A pair statistic read at ``[i, j]``: an ``(n, n)`` array, or a lookup of the pairs a sparse
+    candidate graph holds (``tree.sparse.PairLookup``)."""
+
+    def __getitem__(self, key: tuple[int, int], /) -> Any: ...
 
 
 def undirected_spanning_tree(distances: npt.ArrayLike) -> Edges:
@@ -51,7 +59,7 @@ def pairwise_changes(statistic: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 def evidence_from_changes(
-    changes: npt.NDArray[np.float64], edges: Sequence[tuple[int, int]], sign: float = 1.0
+    changes: PairValues, edges: Sequence[tuple[int, int]], sign: float = 1.0
 ) -> dict[tuple[int, int], float]:
     """Evidence in [-1, 1] that each edge points ``i -> j``: ``tanh(sign * change / median |change|)``.
 

@@ -43,13 +43,14 @@ from .direction import (
     posterior_parents,
     root_log_posterior,
 )
-from .orient import consistency as consistency_of
 from .orient import (
+    PairValues,
     evidence_from_changes,
     pairwise_changes,
     placement_confidence,
     undirected_spanning_tree,
 )
+from .orient import consistency as consistency_of
 
 # A cue: a per-model statistic and the sign of its change from parent to child.
 Cue = tuple[str, float]
@@ -425,23 +426,9 @@ class TreeRecovery:
         consistency: dict[str, float] | None = None
         if self.direction in ("auto", "norm"):
             edges = undirected_spanning_tree(_with_known_joined(distances, known))
-            used = {
-                name: changes[name] for name in dict.fromkeys(name for name, _ in cues) if name in changes
-            }
-            priors = None if self.direction == "auto" else {"norm": {1.0: 1.0}}
-            fork = None if squared is None else fork_scores(len(distances), edges, squared)
-            log_posterior, signs = root_log_posterior(
-                len(distances), edges, used, signs=priors, known_parents=known, fork=fork
+            parents, log_posterior, cue, consistency = orient_by_cues(
+                len(distances), edges, changes, squared, known, self.direction
             )
-            parents = posterior_parents(len(distances), edges, log_posterior)
-            measured = [cue for cue in cues if cue[0] in changes]
-            scores = [
-                consistency_of(len(distances), edges, evidence_from_changes(changes[name], edges, sign))
-                for name, sign in measured
-            ]
-            consistency = {CUE_NAMES[c]: v for c, v in zip(measured, scores, strict=True)}
-            telling = [CUE_NAMES[(name, sign)] for name, sign in signs.items() if sign is not None]
-            cue = " + ".join(telling) or "no cue (the shape of the tree alone)"
         else:
             trend: KurtosisTrend = "rises" if self.direction == "rises" else "falls"
             parents = paper_arborescence(distances, kurtosis, self.lam, trend, known)
@@ -503,6 +490,39 @@ class TreeRecovery:
 
 
 _DEFAULTS = dict(zip(_PARAMS, ("auto", DEFAULT_LAM, "auto", UNRELATED_ABOVE, "auto"), strict=True))
+
+
+def orient_by_cues(
+    n_nodes: int,
+    edges: Sequence[tuple[int, int]],
+    changes: Mapping[str, PairValues],
+    squared: PairValues | None,
+    known: Mapping[int, int],
+    direction: Direction,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], str, dict[str, float]]:
+    """Step 3 of ``direction="auto"`` and ``"norm"`` on one tree's undirected ``edges``: each node's
+    parent, the log posterior of each root, the cues that told (in words), and each cue's consistency.
+
+    ``changes`` (per cue) and ``squared`` are read at the tree's edges and, for the angles at forks, at
+    pairs of a node's neighbours only: arrays, or lookups of those pairs (``tree.sparse``).
+    """
+    cues = CUES_OF[direction]
+    edge_list = list(edges)
+    used = {name: changes[name] for name in dict.fromkeys(name for name, _ in cues) if name in changes}
+    priors = None if direction == "auto" else {"norm": {1.0: 1.0}}
+    fork = None if squared is None else fork_scores(n_nodes, edge_list, squared)
+    log_posterior, signs = root_log_posterior(
+        n_nodes, edge_list, used, signs=priors, known_parents=known, fork=fork
+    )
+    parents = posterior_parents(n_nodes, edge_list, log_posterior)
+    measured = [cue for cue in cues if cue[0] in changes]
+    scores = [
+        consistency_of(n_nodes, edge_list, evidence_from_changes(changes[name], edge_list, sign))
+        for name, sign in measured
+    ]
+    consistency = {CUE_NAMES[c]: v for c, v in zip(measured, scores, strict=True)}
+    telling = [CUE_NAMES[(name, sign)] for name, sign in signs.items() if sign is not None]
+    return parents, log_posterior, " + ".join(telling) or "no cue (the shape of the tree alone)", consistency
 
 
 def paper_arborescence(
