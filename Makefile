@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup fuzz clean
+.PHONY: install system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup bench-scale fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,10 @@ bench-report: $(STAMP) system-deps
 # Section (g) of docs/RESULTS.md: how long `mothertree --help` and friends take to start, against numpy's import.
 bench-startup: $(STAMP)
 	$(BIN)/python benchmarks/startup.py --write
+
+# Section (h) of docs/RESULTS.md: index and recover 1,000 and 10,000 synthetic tiny models through the store.
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale_bench.py --write
 
 # Section (e) of docs/RESULTS.md: 10,000 mutated inputs per reader (safetensors headers, shard indexes,
 # adapter configs, zip .bin files), each read or refused with a project error; about 15 minutes.

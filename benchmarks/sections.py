@@ -46,4 +46,6 @@ SHAPES = Section("<!-- shapes: benchmarks/shapes_bench.py -->", "<!-- /shapes --
 FUZZ = Section("<!-- fuzz: benchmarks/fuzz.py -->", "<!-- /fuzz -->")
 REPORT = Section("<!-- report: benchmarks/report_bench.py -->", "<!-- /report -->")
 STARTUP = Section("<!-- startup: benchmarks/startup.py -->", "<!-- /startup -->")
-KEPT = (SHAPES, FUZZ, REPORT, STARTUP)
+SCALE = Section("<!-- scale: benchmarks/scale_bench.py -->", "<!-- /scale -->")
+FINGERPRINTS = Section("<!-- fingerprints: benchmarks/fingerprint_bench.py -->", "<!-- /fingerprints -->")
+KEPT = (SHAPES, FUZZ, REPORT, STARTUP, SCALE, FINGERPRINTS)

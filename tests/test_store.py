@@ -169,3 +169,13 @@ def test_the_commands(bert_family: Path, tmp_path: Path):
     assert asked.exit_code == 0 and "parent:   ft-number" in asked.stdout
     missing = runner.invoke(main, ["recover", "--store", str(tmp_path / "none.sqlite")])
     assert missing.exit_code == 1 and "error:" in missing.stderr and "hint:" in missing.stderr
+
+
+def test_the_sparse_path_gives_the_dense_paths_trees(bert_family: Path, second_family: Path, tmp_path: Path):
+    with FingerprintStore(tmp_path / "store.sqlite") as store:
+        index([bert_family, second_family], store)
+        dense = recover_store(store)
+        sparse = recover_store(store, sparse_above=3)  # both groups of five through the candidate graph
+    assert {(e.parent, e.child) for e in sparse.edges} == {(e.parent, e.child) for e in dense.edges}
+    assert len(sparse.trees) == len(dense.trees) == 2
+    assert sparse.params["distances_used"] == ["l2 (sparse candidate graph)"]

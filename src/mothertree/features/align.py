@@ -33,22 +33,31 @@ def dominant_prefix(names: set[str]) -> str | None:
     return prefix if count >= DOMINANT_SHARE * len(names) else None
 
 
+def _prefix_to_strip(own: frozenset[str], others: Sequence[frozenset[str]]) -> str:
+    prefix = dominant_prefix(set(own))
+    if prefix is None:
+        return ""
+    bare = {name.removeprefix(prefix) for name in own}
+    return prefix if any(len(bare & other) > len(own & other) for other in others) else ""
+
+
 def prefixes_to_strip(tensors_per_model: Sequence[Mapping[str, TensorInfo]]) -> list[str]:
     """For each model, the prefix to strip from its names ("" for none).
 
     Stripped when, against some other model of the collection, the stripped names share more weight
     matrices than the names as stored do.
     """
-    names = [_matrix_names(tensors) for tensors in tensors_per_model]
+    names = [frozenset(_matrix_names(tensors)) for tensors in tensors_per_model]
+    # Collections hold many models of one layout: each distinct set of names is judged once.
+    counts = Counter(names)
+    verdicts: dict[frozenset[str], str] = {}
     strip = []
-    for i, own in enumerate(names):
-        prefix = dominant_prefix(own)
-        if prefix is None:
-            strip.append("")
-            continue
-        bare = {name.removeprefix(prefix) for name in own}
-        gain = any(len(bare & other) > len(own & other) for j, other in enumerate(names) if j != i)
-        strip.append(prefix if gain else "")
+    for own in names:
+        if own not in verdicts:
+            verdicts[own] = _prefix_to_strip(
+                own, [other for other in counts if other != own or counts[own] > 1]
+            )
+        strip.append(verdicts[own])
     return strip
 
 
