@@ -150,8 +150,8 @@ def section(
         f"| **all** | {sum(r['models'] for r in rows)} | {total} | {right_exact}/{total} | "
         f"{right_prints}/{total} | {sum(r['differ'] for r in rows)} | | |",
         "",
-        f"Reading `{timed.relative_to(BENCH)}` ({_size(timed) / 1e6:.0f} MB of weight files), each way in a fresh process (imports excluded), medians of {repeats} on a warm "
-        "page cache:",
+        f"Reading `{timed.relative_to(BENCH)}` ({_size(timed) / 1e6:.0f} MB of weight files), each way in a "
+        f"fresh process (imports excluded), medians of {repeats} on a warm page cache:",
         "",
         "| way | seconds | × cat |",
         "|---|---|---|",
