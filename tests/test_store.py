@@ -179,3 +179,34 @@ def test_the_sparse_path_gives_the_dense_paths_trees(bert_family: Path, second_f
     assert {(e.parent, e.child) for e in sparse.edges} == {(e.parent, e.child) for e in dense.edges}
     assert len(sparse.trees) == len(dense.trees) == 2
     assert sparse.params["distances_used"] == ["l2 (sparse candidate graph)"]
+
+
+def test_index_on_a_local_dask_cluster_equals_one_process_even_when_a_worker_dies(
+    mixed_family: Path, tmp_path: Path
+):
+    import os
+    import signal
+
+    from distributed import Client, LocalCluster
+
+    with FingerprintStore(tmp_path / "alone.sqlite") as store:
+        index([mixed_family], store)
+        alone = {loc.name: loc.content_id for loc in store.locations()}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        killed: list[int] = []
+
+        def kill_a_worker(_model_id: str) -> None:
+            if not killed:  # the first commit is in: take a worker down while the others are read
+                with Client(cluster.scheduler_address) as client:
+                    killed.append(next(iter(client.run(os.getpid).values())))
+                os.kill(killed[0], signal.SIGKILL)
+
+        with FingerprintStore(tmp_path / "dask.sqlite") as store:
+            report = index([mixed_family], store, scheduler=cluster.scheduler_address, on_model=kill_a_worker)
+            on_dask = {loc.name: loc.content_id for loc in store.locations()}
+    assert killed and not report.broken
+    assert on_dask == alone  # every model, each committed once, with the same fingerprint
+    assert len(report.indexed) == len(alone)
+    with FingerprintStore(tmp_path / "local.sqlite") as store:
+        local = index([mixed_family], store, workers=2)
+        assert sorted(local.indexed) == sorted(alone) and len(store) == len(alone)

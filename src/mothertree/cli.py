@@ -348,6 +348,17 @@ def _recover_from_store(
     help="The base model of LoRA adapters whose declared base is not in the collection.",
 )
 @click.option("--reread", is_flag=True, help="Read every model again, even those whose files are unchanged.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Fingerprint on a local Dask cluster of this many worker processes (this process commits).",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Fingerprint on the Dask cluster of this scheduler (e.g. tcp://10.0.0.5:8786); its workers must "
+    "see PATHS at the same paths.",
+)
 @follow_links_option
 @quiet_option
 @_report_errors
@@ -356,6 +367,8 @@ def index_command(
     store: Path | None,
     base: Path | None,
     reread: bool,
+    workers: int | None,
+    scheduler: str | None,
     follow_links: bool,
     quiet: bool,
 ) -> None:
@@ -368,7 +381,19 @@ def index_command(
 
     _setup_output(quiet)
     with _open_store(store, create=True) as opened:
-        report = index(paths, opened, base=base, follow_links=follow_links, reread=reread)
+        if workers is not None and scheduler is not None:
+            raise InvalidParameterError(
+                "give `--workers` (a local cluster) or `--scheduler` (a running one), not both"
+            )
+        report = index(
+            paths,
+            opened,
+            base=base,
+            follow_links=follow_links,
+            reread=reread,
+            workers=workers,
+            scheduler=scheduler,
+        )
         click.echo(f"{report.summary()}; the store `{opened.path}` holds {len(opened)} models")
     _report_skipped(report.broken)
 

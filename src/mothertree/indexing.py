@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,18 @@ from typing import Any
 import numpy as np
 
 from ._progress import progress
-from .errors import InvalidParameterError, MotherTreeError, NoComparableTensorsError, TooFewModelsError
+from .errors import (
+    InvalidParameterError,
+    MissingDependencyError,
+    MotherTreeError,
+    NoComparableTensorsError,
+    TooFewModelsError,
+    UnreadableFileError,
+)
 from .features.align import prefixes_to_strip, stripped_names
 from .features.estimate import RankRequest, features_from_fingerprints
 from .features.featureset import FeatureSet
-from .features.fingerprint import Fingerprint, fingerprint, is_copy, is_weight
+from .features.fingerprint import Fingerprint, FingerprintParams, fingerprint, is_copy, is_weight
 from .features.pairs import GroupFingerprints, nearest_pairs
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, os_error, with_unique_ids
@@ -103,11 +111,18 @@ def index(
     base: str | Path | None = None,
     follow_links: bool = False,
     reread: bool = False,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    on_model: Callable[[str], None] | None = None,
 ) -> IndexReport:
-    """Fingerprint every model under ``paths`` that the store does not hold as it is now, one model at a
-    time, each committed as soon as it is read (a crash loses only the model being read).
+    """Fingerprint every model under ``paths`` that the store does not hold as it is now, each committed as
+    soon as it is read (a crash loses only the models being read).
 
-    ``reread``: read every model again, even those whose files look unchanged.
+    ``reread``: read every model again, even those whose files look unchanged. ``workers`` (a local Dask
+    cluster of that many processes) or ``scheduler`` (the address of a running Dask scheduler):
+    fingerprint on Dask workers; this process stays the store's one writer, and a model whose worker dies
+    is retried on another (Dask's ``allowed_failures``), then reported. ``on_model(id)`` is called after
+    each model is committed or skipped.
     """
     started = time.perf_counter()
     report = IndexReport()
@@ -118,43 +133,133 @@ def index(
         report.broken.extend(failed)
     refs = with_unique_ids(_distinct(refs))
     by_id = {ref.id: ref for ref in refs}
-    for ref in progress(refs, desc="indexing", total=len(refs), unit="model"):
+    jobs: list[_Job] = []
+    for ref in refs:
         where = str(ref.path.resolve())
+        base_ref = _declared_base(ref, refs)
         files = model_files(ref)
         if ref.adapter_base is not None:  # the adapter's weights are its base's plus the update
-            files = [*files, ["base", _base_files(ref, refs, base)]]
+            files = [*files, ["base", _base_files(base_ref, base)]]
         known = store.location(where)
         if not reread and known is not None and known.files == files and store.has(known.content_id):
             report.unchanged.append(ref.id)
+            if on_model is not None:
+                on_model(ref.id)
             continue
-        try:
-            model = _open_model(ref, refs, base, follow_links)
-            with model.checkpoint as checkpoint:
-                print_ = fingerprint(checkpoint, store.params)
-                print_.summary = tensors_summary(checkpoint.tensors.values())
-        except (MotherTreeError, OSError) as exc:
-            error = exc if isinstance(exc, MotherTreeError) else os_error(ref.path, exc)
-            report.broken.append(BrokenModel(path=ref.path, error=error))
-            LOG.warning("skipping `%s`: %s", ref.path, error)
-            continue
-        report.bytes_read += sum(int(f[1]) for f in model_files(ref))
-        parent = by_id.get(model.known_parent) if model.known_parent is not None else None
-        new = store.put(
-            print_,
-            path=where,
-            name=ref.id,
-            files=files,
-            known_parent=str(parent.path.resolve()) if parent is not None else None,
-        )
-        (report.indexed if new else report.aliases).append(ref.id)
+        jobs.append(_Job(ref, where, files, base_ref))
+    read = (
+        _fingerprint_on_dask(jobs, base, follow_links, store.params, workers, scheduler)
+        if workers is not None or scheduler is not None
+        else (_fingerprint_job(job, base, follow_links, store.params) for job in jobs)
+    )
+    for job, outcome in progress(read, desc="indexing", total=len(jobs), unit="model"):
+        if isinstance(outcome, BrokenModel):
+            report.broken.append(outcome)
+            LOG.warning("skipping `%s`: %s", outcome.path, outcome.error)
+        else:
+            report.bytes_read += sum(int(f[1]) for f in model_files(job.ref))
+            parent = by_id.get(outcome.known_parent) if outcome.known_parent is not None else None
+            new = store.put(
+                outcome.fingerprint,
+                path=job.where,
+                name=job.ref.id,
+                files=job.files,
+                known_parent=str(parent.path.resolve()) if parent is not None else None,
+            )
+            (report.indexed if new else report.aliases).append(job.ref.id)
+        if on_model is not None:
+            on_model(job.ref.id)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _base_files(ref: ModelRef, refs: Sequence[ModelRef], base: str | Path | None) -> list[list[Any]]:
+@dataclass(frozen=True)
+class _Job:
+    """A model to fingerprint: where it is, its files as seen, and the base it declares if an adapter."""
+
+    ref: ModelRef
+    where: str
+    files: list[list[Any]]
+    base_ref: ModelRef | None
+
+
+@dataclass(frozen=True)
+class _Read:
+    fingerprint: Fingerprint
+    known_parent: str | None  # the id of the base an adapter was read on
+
+
+def _fingerprint_job(
+    job: _Job, base: str | Path | None, follow_links: bool, params: FingerprintParams
+) -> tuple[_Job, _Read | BrokenModel]:
+    """Open and fingerprint one model (in this process or on a Dask worker); what fails is returned."""
+    try:
+        # The adapter's declared base was found among all models by the caller: it alone is passed on.
+        model = _open_model(job.ref, [job.ref] + ([job.base_ref] if job.base_ref else []), base, follow_links)
+        with model.checkpoint as checkpoint:
+            print_ = fingerprint(checkpoint, params)
+            print_.summary = tensors_summary(checkpoint.tensors.values())
+    except (MotherTreeError, OSError) as exc:
+        error = exc if isinstance(exc, MotherTreeError) else os_error(job.ref.path, exc)
+        return job, BrokenModel(path=job.ref.path, error=error)
+    return job, _Read(print_, model.known_parent)
+
+
+def _fingerprint_on_dask(
+    jobs: Sequence[_Job],
+    base: str | Path | None,
+    follow_links: bool,
+    params: FingerprintParams,
+    workers: int | None,
+    scheduler: str | None,
+) -> Iterator[tuple[_Job, _Read | BrokenModel]]:
+    """``_fingerprint_job`` of every job on Dask, yielded as each finishes (this process commits)."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"`--workers` and `--scheduler` run on Dask distributed, which is not installed: {exc}",
+            hint="pip install 'dask[distributed]'",
+        ) from None
+    with ExitStack() as stack:
+        if scheduler is not None:
+            client = stack.enter_context(Client(scheduler))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers or 1, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        futures = {
+            client.submit(_fingerprint_job, job, base, follow_links, params, pure=False): job for job in jobs
+        }
+        for future in as_completed(futures):
+            job = futures[future]
+            try:
+                yield future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died (KilledWorker) or a task's crash
+                error = UnreadableFileError(
+                    f"`{job.ref.path}` could not be fingerprinted on Dask: {type(exc).__name__}: {exc}",
+                    hint="rerun `mothertree index`: what was committed stays, and this model is read again",
+                    path=job.ref.path,
+                )
+                yield job, BrokenModel(path=job.ref.path, error=error)
+
+
+def _declared_base(ref: ModelRef, refs: Sequence[ModelRef]) -> ModelRef | None:
+    """The model of ``refs`` an adapter declares as its base (None for other models, or when absent)."""
     from .io import match_base
 
-    declared = match_base(ref.adapter_base, refs) if ref.adapter_base else None
+    if not ref.adapter_base:
+        return None
+    try:
+        return match_base(ref.adapter_base, refs)
+    except MotherTreeError:
+        return None  # ambiguous: opening the adapter says so, for that model alone
+
+
+def _base_files(declared: ModelRef | None, base: str | Path | None) -> list[list[Any]]:
     if declared is not None:
         return model_files(declared)
     if base is not None:
