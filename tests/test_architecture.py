@@ -17,9 +17,23 @@ ALLOWED = {
     "evaluation": {"io"},  # truth from model cards: io.discover
     "result": {"tree", "io", "report"},  # report: imported when Jupyter first shows a result
     "pipeline": {"io", "features", "tree", "result"},
+    "store": {"features", "io"},  # fingerprints (features.fingerprint) and tensor infos (io.types)
+    "indexing": {"io", "features", "tree", "result", "pipeline", "store"},
     "report": {"result", "evaluation"},
     "render": {"result", "evaluation", "report"},
-    "cli": {"pipeline", "render", "report", "result", "evaluation", "io", "tree", "features", "zoo"},
+    "cli": {
+        "pipeline",
+        "indexing",
+        "store",
+        "render",
+        "report",
+        "result",
+        "evaluation",
+        "io",
+        "tree",
+        "features",
+        "zoo",
+    },
     "zoo": {"io", "features", "tree", "evaluation", "pipeline", "result"},
 }
 

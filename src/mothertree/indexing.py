@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,9 @@ RELATIVES = 16
 # NEIGHBOURS nearest by fingerprint.
 SPARSE_ABOVE = 2000
 NEIGHBOURS = 10
+# Models fingerprinted at once by `index` in this process (each tensor's arithmetic is numpy's, which lets
+# go of the GIL): one per core, at most two models' tensors in memory on 2 cores.
+THREADS = min(os.cpu_count() or 1, 4)
 
 
 @dataclass
@@ -150,7 +155,7 @@ def index(
     read = (
         _fingerprint_on_dask(jobs, base, follow_links, store.params, workers, scheduler)
         if workers is not None or scheduler is not None
-        else (_fingerprint_job(job, base, follow_links, store.params) for job in jobs)
+        else _fingerprint_in_threads(jobs, base, follow_links, store.params)
     )
     for job, outcome in progress(read, desc="indexing", total=len(jobs), unit="model"):
         if isinstance(outcome, BrokenModel):
@@ -203,6 +208,24 @@ def _fingerprint_job(
         error = exc if isinstance(exc, MotherTreeError) else os_error(job.ref.path, exc)
         return job, BrokenModel(path=job.ref.path, error=error)
     return job, _Read(print_, model.known_parent)
+
+
+def _fingerprint_in_threads(
+    jobs: Sequence[_Job], base: str | Path | None, follow_links: bool, params: FingerprintParams
+) -> Iterator[tuple[_Job, _Read | BrokenModel]]:
+    """``_fingerprint_job`` of every job, ``THREADS`` models at a time (numpy and file reads release the
+    GIL), yielded in order. At most ``THREADS`` models' tensors are in memory at once."""
+    if THREADS <= 1 or len(jobs) <= 1:
+        yield from (_fingerprint_job(job, base, follow_links, params) for job in jobs)
+        return
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        pending: deque[Future[tuple[_Job, _Read | BrokenModel]]] = deque()
+        for job in jobs:
+            pending.append(pool.submit(_fingerprint_job, job, base, follow_links, params))
+            if len(pending) >= THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _fingerprint_on_dask(
