@@ -127,7 +127,47 @@ def measure(n_models: int) -> dict[str, Any]:
     return {"n_models": n_models, "index": indexed, "recover": recovered, "query": added}
 
 
-def section(runs: list[dict[str, Any]], command: str) -> list[str]:
+TREE_STEP = """
+import numpy as np
+from mothertree.features.pairs import GroupFingerprints, nearest_pairs
+from mothertree.features.reductions import central_moments
+from mothertree.tree.sparse import PairLookup, sparse_trees
+rng = np.random.default_rng(0)
+n, n_tensors, numel = {n}, 4, 1024
+parents = np.array([-1] + [int(rng.integers(0, k)) for k in range(1, n)])
+samples, moments = [], np.zeros((3, n_tensors, n, 4))
+for t in range(n_tensors):
+    values = np.empty((n, numel), dtype=np.float32)
+    values[0] = rng.normal(0, 0.05, numel)
+    noise = rng.normal(0, {noise}, (n, numel)).astype(np.float32)
+    for k in range(1, n):
+        values[k] = values[parents[k]] + noise[k]
+    del noise
+    samples.append(values)
+    moments[:, t] = central_moments(values)[None]
+started = time.perf_counter()
+stored = np.zeros((n_tensors, n), dtype=np.int64)  # every tensor F32
+group = GroupFingerprints(np.full(n_tensors, numel), samples, moments, stored)
+first, second = nearest_pairs(group.vectors(), 10)
+stats = group.pair_stats(first, second)
+def compute(i, j):
+    found = group.pair_stats(i, j)
+    return {{"squared": found.squared, "norm_change": found.norm_change,
+            "kurtosis_change": found.kurtosis_change, "skew": found.skew}}
+trees = sparse_trees(n, first, second, stats.distance, stats.relative,
+                     PairLookup(compute, antisymmetric=("norm_change", "kurtosis_change", "skew")))
+out = {{"tree_step_s": time.perf_counter() - started, "pairs": int(len(first)),
+        "directed": float((trees.parents[1:] == parents[1:]).mean()), "trees": int(trees.labels.max()) + 1}}
+"""
+
+
+def tree_step(n_models: int) -> dict[str, Any]:
+    """The tree step alone (candidate graph, pair statistics, sparse trees) on synthetic fingerprints
+    held in memory: 4 tensors of 1,024 values per model, whole (no sampling), along a random tree."""
+    return {"n_models": n_models, **_phase(TREE_STEP.format(n=n_models, noise=NOISE))}
+
+
+def section(runs: list[dict[str, Any]], steps: list[dict[str, Any]], command: str) -> list[str]:
     lines = [
         SCALE.start,
         "## (h) Scale: the fingerprint store on thousands of (synthetic) models",
@@ -154,6 +194,21 @@ def section(runs: list[dict[str, Any]], command: str) -> list[str]:
         )
     lines += [
         "",
+        "The tree step alone, on synthetic fingerprints built in memory (4 tensors of 1,024 values per "
+        "model along a random tree; candidate graph, pair statistics and sparse trees; the time excludes "
+        "building the data, the peak RSS includes it):",
+        "",
+        "| models | candidate pairs | tree step (s) | peak RSS (MiB) | directed | trees |",
+        "|---|---|---|---|---|---|",
+    ]
+    for step in steps:
+        lines.append(
+            f"| {step['n_models']:,} | {step['pairs']:,} | {step['tree_step_s']:.1f} "
+            f"| {step['peak_rss_mb']:.0f} "
+            f"| {100 * step['directed']:.2f} % | {step['trees']} |"
+        )
+    lines += [
+        "",
         "`query` reads the model, then compares its fingerprint with every fingerprint of its architecture "
         "in the store (one blob at a time) before recovering it among its 16 nearest: linear in the "
         "store's size.",
@@ -167,15 +222,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--tree-step", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--write", action="store_true", help="put the section into docs/RESULTS.md")
     args = parser.parse_args()
+    steps = [tree_step(n) for n in args.tree_step]
     runs = []
     for n_models in args.models:
         started = time.perf_counter()
         runs.append(measure(n_models))
         print(f"({time.perf_counter() - started:.0f} s in all, building included)", file=sys.stderr)
     command = "python benchmarks/scale_bench.py --models " + " ".join(map(str, args.models))
-    SCALE.publish(section(runs, command), args.write)
+    command += " --tree-step " + " ".join(map(str, args.tree_step))
+    SCALE.publish(section(runs, steps, command), args.write)
 
 
 if __name__ == "__main__":

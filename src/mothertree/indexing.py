@@ -65,6 +65,9 @@ RELATIVES = 16
 # Groups larger than this are recovered on a sparse candidate graph; each model's candidates are its
 # NEIGHBOURS nearest by fingerprint.
 SPARSE_ABOVE = 2000
+# ... or whose dense arrays would hold more than this many (tensor, model, model) entries: the dense path
+# keeps four such arrays (distances, support norms, two rank counts), 32 bytes an entry, 1.3 GB here.
+DENSE_ENTRIES = 40_000_000
 NEIGHBOURS = 10
 # Models fingerprinted at once by `index` in this process (each tensor's arithmetic is numpy's, which lets
 # go of the GIL): one per core, at most two models' tensors in memory on 2 cores.
@@ -450,7 +453,8 @@ def recover_store(
 ) -> RecoveryResult:
     """The Model Trees of every model in ``store``, from fingerprints alone (no weights read).
 
-    A group of more than ``sparse_above`` models is recovered on a sparse candidate graph
+    A group of more than ``sparse_above`` models (or too large for dense arrays: ``DENSE_ENTRIES``) is
+    recovered on a sparse candidate graph
     (``tree.sparse``): each model's ``NEIGHBOURS`` nearest by fingerprint, l2 distances, trees split
     where models are unrelated; ``n_trees`` must then be ``"auto"`` and ``direction`` ``"auto"`` or
     ``"norm"``.
@@ -461,7 +465,11 @@ def recover_store(
             hint="add models with `mothertree index MODELS --store FILE`",
         )
     groups = _groups(store, layers)
-    large = [group for group in groups if len(group.nodes) > sparse_above]
+    large = [
+        group
+        for group in groups
+        if len(group.nodes) > sparse_above or len(group.tensors) * len(group.nodes) ** 2 > DENSE_ENTRIES
+    ]
     if large and (n_trees != "auto" or direction not in ("auto", "norm")):
         raise InvalidParameterError(
             f"a group of {len(large[0].nodes)} models is recovered on a sparse candidate graph, which "
@@ -488,7 +496,7 @@ def _add_sparse_group(
 ) -> None:
     """Recover one large group on its candidate graph and append its models, edges and trees."""
     prints = (store.fingerprint(node.content_id) for node in group.nodes)
-    stacked = GroupFingerprints(list(prints), group.tensors, group.stored_names)
+    stacked = GroupFingerprints.from_fingerprints(list(prints), group.tensors, group.stored_names)
     first, second = nearest_pairs(stacked.vectors(), NEIGHBOURS)
     stats = stacked.pair_stats(first, second)
 
@@ -705,15 +713,22 @@ def _nearest(
     print_: Fingerprint, nodes: Sequence[_Node], store: FingerprintStore, k: int
 ) -> list[tuple[_Node, float]]:
     """The ``k`` nodes nearest ``print_`` by relative distance over the weight tensors both hold with one
-    name and shape (aligned as in recovery), nearest first; nodes of other architectures are left out."""
+    name and shape (aligned as in recovery), nearest first; nodes of other architectures are left out.
+
+    Nodes are taken layout by layout (one alignment per distinct tensor list), each layout's samples
+    stacked: one array operation per tensor, not per model.
+    """
     own = print_.tensor_map
     own_weights = {name: k for k, name in enumerate(print_.weights)}
-    found = []
+    layouts: dict[tuple[tuple[str, tuple[int, ...]], ...], tuple[dict[str, TensorInfo], list[_Node]]] = {}
     for node in nodes:
         tensors = {info.name: info for info in store.tensors(node.content_id)}
+        key = tuple((t.name, t.shape) for t in tensors.values() if is_weight(t))
+        layouts.setdefault(key, (tensors, []))[1].append(node)
+    found: list[tuple[_Node, float]] = []
+    for tensors, members in layouts.values():
         prefixes = prefixes_to_strip([own, tensors])
-        mine = stripped_names(own, prefixes[0])
-        theirs = stripped_names(tensors, prefixes[1])
+        mine, theirs = stripped_names(own, prefixes[0]), stripped_names(tensors, prefixes[1])
         shared = [
             name
             for name in mine
@@ -722,19 +737,17 @@ def _nearest(
             and is_weight(tensors[theirs[name]])
             and tensors[theirs[name]].shape == own[mine[name]].shape
         ]
-        if (
-            len(shared) < 0.5 * min(len(own_weights), sum(is_weight(t) for t in tensors.values()))
-            or not shared
-        ):
+        if not shared or len(shared) < 0.5 * min(len(own_weights), sum(map(is_weight, tensors.values()))):
             continue
-        other = store.fingerprint(node.content_id)
-        other_weights = {name: k for k, name in enumerate(other.weights)}
-        ratios = []
-        for name in shared:
-            a, b = own_weights[mine[name]], other_weights[theirs[name]]
-            x, y = print_.samples[a].astype(np.float64), other.samples[b].astype(np.float64)
-            scale = np.sqrt((np.mean(x**2) + np.mean(y**2)) / 2.0)
-            ratios.append(float(np.sqrt(np.mean((x - y) ** 2)) / scale) if scale > 0 else 0.0)
-        found.append((node, float(np.mean(ratios))))
+        others = [store.fingerprint(node.content_id) for node in members]
+        slots = {name: k for k, name in enumerate(others[0].weights)}
+        ratios = np.zeros((len(shared), len(members)))
+        for row, name in enumerate(shared):
+            x = print_.samples[own_weights[mine[name]]].astype(np.float64)
+            y = np.stack([other.samples[slots[theirs[name]]] for other in others]).astype(np.float64)
+            scale = np.sqrt((np.mean(x**2) + np.mean(y**2, axis=1)) / 2.0)
+            rms = np.sqrt(np.mean((y - x) ** 2, axis=1))
+            ratios[row] = np.where(scale > 0, rms / np.where(scale > 0, scale, 1.0), 0.0)
+        found += [(node, float(r)) for node, r in zip(members, ratios.mean(axis=0), strict=True)]
     found.sort(key=lambda pair: pair[1])
     return found[:k]

@@ -52,28 +52,42 @@ class GroupFingerprints:
 
     def __init__(
         self,
+        numel: npt.ArrayLike,
+        samples: list[npt.NDArray[np.float32]],
+        moments: npt.NDArray[np.float64],
+        precisions: npt.NDArray[np.int64],
+    ) -> None:
+        """``samples``: per tensor ``(n, samples)``; ``moments``: ``(3, tensors, n, 4)``, as stored and at
+        F16 and BF16; ``precisions``: ``(tensors, n)`` each tensor's storage precision per model."""
+        self.numel = np.asarray(numel, dtype=np.float64)
+        self.samples = samples
+        self.moments = moments
+        self.precisions = precisions
+        self.n_models = int(moments.shape[2])
+
+    @classmethod
+    def from_fingerprints(
+        cls,
         fingerprints: Sequence[Fingerprint],
         tensors: Sequence[TensorInfo],
         stored_names: Sequence[dict[str, str]],
-    ) -> None:
+    ) -> GroupFingerprints:
         n = len(fingerprints)
-        self.n_models = n
-        self.numel = np.array([info.numel for info in tensors], dtype=np.float64)
-        self.samples: list[npt.NDArray[np.float32]] = []
-        # (precision, tensor, model, 4): as stored at 0, then rounded to F16 and BF16.
-        self.moments = np.zeros((3, len(tensors), n, 4))
-        self.precisions = np.zeros((len(tensors), n), dtype=np.int64)
+        samples: list[npt.NDArray[np.float32]] = []
+        moments = np.zeros((3, len(tensors), n, 4))
+        precisions = np.zeros((len(tensors), n), dtype=np.int64)
         positions = [{name: k for k, name in enumerate(fp.weights)} for fp in fingerprints]
         for t, info in enumerate(tensors):
             slots = [positions[i][stored_names[i][info.name]] for i in range(n)]
-            self.samples.append(np.stack([fingerprints[i].samples[slots[i]] for i in range(n)]))
-            self.moments[0, t] = [fingerprints[i].moments[slots[i]] for i in range(n)]
-            self.moments[1:, t] = np.stack(
+            samples.append(np.stack([fingerprints[i].samples[slots[i]] for i in range(n)]))
+            moments[0, t] = [fingerprints[i].moments[slots[i]] for i in range(n)]
+            moments[1:, t] = np.stack(
                 [fingerprints[i].rounded_moments[:, slots[i]] for i in range(n)], axis=1
             )
-            self.precisions[t] = [
+            precisions[t] = [
                 precision_of(fingerprints[i].tensor_map[stored_names[i][info.name]].dtype) for i in range(n)
             ]
+        return cls([info.numel for info in tensors], samples, moments, precisions)
 
     def vectors(self) -> npt.NDArray[np.float32]:
         """``(n, dims)`` vectors whose squared distances estimate the pairs' squared distances (a strided
