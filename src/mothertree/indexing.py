@@ -52,7 +52,7 @@ from .pipeline import (
     tensors_summary,
 )
 from .result import RecoveredModel, RecoveredTree, RecoveryResult
-from .store import FingerprintStore, Location
+from .store import FingerprintStore, Location, layout_key
 from .tree.cluster import UNRELATED_ABOVE
 from .tree.recover import Direction, Distance, Edge, TreeCount
 from .tree.sparse import PairLookup, sparse_trees
@@ -61,6 +61,9 @@ LOG = logging.getLogger(__name__)
 
 # How many of a new model's nearest fingerprints `add` and `query` recover it among.
 RELATIVES = 16
+# How many models of its own layout `add` and `query` compare a model's fingerprint with, after screening
+# the store by screening vectors.
+SCREENED = 64
 
 # Groups larger than this are recovered on a sparse candidate graph; each model's candidates are its
 # NEIGHBOURS nearest by fingerprint.
@@ -715,6 +718,31 @@ def _nearest(
     """The ``k`` nodes nearest ``print_`` by relative distance over the weight tensors both hold with one
     name and shape (aligned as in recovery), nearest first; nodes of other architectures are left out.
 
+    Models of ``print_``'s own layout are screened first by their screening vectors (one query, one array
+    operation): only the ``SCREENED`` nearest by those are compared fingerprint to fingerprint, with the
+    models of other layouts.
+    """
+    vectors = store.screening_vectors(layout_key(print_.tensors))
+    same_layout = [node for node in nodes if node.content_id in vectors]
+    shortlist = same_layout
+    if len(same_layout) > SCREENED:
+        mine = print_.screening_vector()
+        screened = np.stack([vectors[node.content_id] for node in same_layout])
+        far = ((screened - mine) ** 2).sum(axis=1)
+        shortlist = [same_layout[i] for i in np.argsort(far, kind="stable")[:SCREENED]]
+    inside = {node.content_id for node in same_layout}
+    candidates = shortlist + [node for node in nodes if node.content_id not in inside]
+    found = _relative_distances(print_, candidates, store)
+    found.sort(key=lambda pair: pair[1])
+    return found[:k]
+
+
+def _relative_distances(
+    print_: Fingerprint, nodes: Sequence[_Node], store: FingerprintStore
+) -> list[tuple[_Node, float]]:
+    """Each node of ``print_``'s architecture with its relative distance to ``print_``, from the
+    fingerprints' samples.
+
     Nodes are taken layout by layout (one alignment per distinct tensor list), each layout's samples
     stacked: one array operation per tensor, not per model.
     """
@@ -749,5 +777,4 @@ def _nearest(
             rms = np.sqrt(np.mean((y - x) ** 2, axis=1))
             ratios[row] = np.where(scale > 0, rms / np.where(scale > 0, scale, 1.0), 0.0)
         found += [(node, float(r)) for node, r in zip(members, ratios.mean(axis=0), strict=True)]
-    found.sort(key=lambda pair: pair[1])
-    return found[:k]
+    return found

@@ -14,21 +14,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from .errors import InvalidFeatureSetError, InvalidStoreError
-from .features.fingerprint import DEFAULT_PARAMS, Fingerprint, FingerprintParams
+from .features.fingerprint import DEFAULT_PARAMS, Fingerprint, FingerprintParams, is_weight
 from .io.types import TensorInfo
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2  # 2: screening vectors and layouts beside each fingerprint
 STORE_SUFFIX = ".sqlite"
 
 _SCHEMA = """
@@ -36,9 +40,12 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE fingerprints (
     content_id TEXT PRIMARY KEY,
     tensors TEXT NOT NULL,
+    layout TEXT NOT NULL,
+    vector BLOB NOT NULL,
     blob BLOB NOT NULL,
     added REAL NOT NULL
 );
+CREATE INDEX fingerprints_by_layout ON fingerprints (layout);
 CREATE TABLE locations (
     path TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -49,6 +56,13 @@ CREATE TABLE locations (
 );
 CREATE INDEX locations_by_content ON locations (content_id);
 """
+
+
+def layout_key(tensors: Iterable[TensorInfo]) -> str:
+    """A digest of a model's weight tensors' names and shapes, in order: models of one layout have
+    screening vectors that compare coordinate by coordinate."""
+    described = json.dumps([[t.name, list(t.shape)] for t in tensors if is_weight(t)])
+    return hashlib.blake2b(described.encode(), digest_size=16).hexdigest()
 
 
 def default_store_path() -> Path:
@@ -197,8 +211,15 @@ class FingerprintStore:
             new = not self.has(fingerprint.content_id)
             if new:
                 self._db.execute(
-                    "INSERT INTO fingerprints VALUES (?, ?, ?, ?)",
-                    (fingerprint.content_id, tensors, fingerprint.to_bytes(), now),
+                    "INSERT INTO fingerprints VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        fingerprint.content_id,
+                        tensors,
+                        layout_key(fingerprint.tensors),
+                        fingerprint.screening_vector().astype("<f4").tobytes(),
+                        fingerprint.to_bytes(),
+                        now,
+                    ),
                 )
             self._db.execute(
                 "INSERT OR REPLACE INTO locations VALUES (?, ?, ?, ?, ?, ?)",
@@ -229,6 +250,12 @@ class FingerprintStore:
             return [TensorInfo(str(n), tuple(int(d) for d in s), str(t)) for n, s, t in json.loads(row[0])]
         except (ValueError, TypeError) as exc:
             raise self._damaged(content_id, exc) from None
+
+    def screening_vectors(self, layout: str) -> dict[str, npt.NDArray[np.float32]]:
+        """Content id -> screening vector (``Fingerprint.screening_vector``) of every fingerprint of one
+        ``layout`` (``layout_key``), in one query."""
+        rows = self._query("SELECT content_id, vector FROM fingerprints WHERE layout = ?", (layout,))
+        return {str(content_id): np.frombuffer(vector, dtype="<f4") for content_id, vector in rows}
 
     def fingerprint(self, content_id: str) -> Fingerprint:
         row = self._query_one("SELECT blob FROM fingerprints WHERE content_id = ?", (content_id,))

@@ -47,6 +47,8 @@ from ..io.types import Checkpoint, TensorInfo
 from .reductions import PRECISIONS, central_moments, precision_of, rounded
 
 FORMAT_VERSION = 1
+# Samples per weight tensor in a fingerprint's screening vector (``Fingerprint.screening_vector``).
+SCREEN_PER_TENSOR = 32
 # Weight tensors up to this many elements have their three sets of moments computed in one stack.
 _STACKED_BELOW = 1 << 20
 
@@ -105,6 +107,18 @@ class Fingerprint:
     @property
     def tensor_map(self) -> dict[str, TensorInfo]:
         return {info.name: info for info in self.tensors}
+
+    def screening_vector(self) -> npt.NDArray[np.float32]:
+        """A short vector whose squared distance to another model's of the same layout estimates their
+        squared distance: ``SCREEN_PER_TENSOR`` of each weight tensor's samples (strided), scaled by
+        ``sqrt(numel / kept)``. What ``query`` screens a store with before comparing fingerprints."""
+        by_name = self.tensor_map
+        parts = []
+        for name, values in zip(self.weights, self.samples, strict=True):
+            step = max(1, len(values) // SCREEN_PER_TENSOR)
+            kept = values[::step][:SCREEN_PER_TENSOR].astype(np.float64)
+            parts.append(kept * np.sqrt(by_name[name].numel / max(len(kept), 1)))
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
 
     @property
     def nbytes(self) -> int:
