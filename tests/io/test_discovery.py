@@ -217,29 +217,48 @@ def test_root_file_that_is_no_checkpoint(tmp_path: Path) -> None:
 def test_models_in_formats_not_read_are_listed_not_lost(
     saved: Saved, copy_to: CopyTo, tmp_path: Path
 ) -> None:
-    # Discovery reads names only, so empty files stand in for the GGUF and ONNX exports here.
+    # Discovery reads names only, so empty files stand in for the Keras and TFLite exports here.
     root = copy_to(saved.single, "zoo/bert").parent
     (root / "bert" / "tf_model.h5").write_bytes(b"")  # beside a readable model: the same model, not listed
-    (root / "bert-q8.gguf").write_bytes(b"")
-    (root / "onnx-int8").mkdir()
-    (root / "onnx-int8" / "model_quantized.onnx").write_bytes(b"")
-    (root / "onnx-int8" / "config.json").write_text("{}")
+    (root / "bert.tflite").write_bytes(b"")
+    (root / "keras").mkdir()
+    (root / "keras" / "model.keras").write_bytes(b"")
+    (root / "keras" / "config.json").write_text("{}")
 
     models, broken = discover(root)
     assert [m.id for m in models] == ["bert"]
     assert [(b.path.name, str(b.error)) for b in broken] == [
         (
-            "bert-q8.gguf",
-            f"`{root / 'bert-q8.gguf'}` is a GGUF file (llama.cpp), which mothertree does not read",
+            "bert.tflite",
+            f"`{root / 'bert.tflite'}` is a TensorFlow Lite model, which mothertree does not read",
         ),
         (
-            "model_quantized.onnx",
-            f"`{root / 'onnx-int8' / 'model_quantized.onnx'}` is an ONNX model, "
-            "which mothertree does not read",
+            "model.keras",
+            f"`{root / 'keras' / 'model.keras'}` is a Keras model, which mothertree does not read",
         ),
     ]
     assert all(isinstance(b.error, UnsupportedFormatError) for b in broken)
-    assert discover(root / "bert-q8.gguf")[1][0].path == root / "bert-q8.gguf"
+    assert discover(root / "bert.tflite")[1][0].path == root / "bert.tflite"
+
+
+def test_onnx_and_gguf_files_are_models(tmp_path: Path) -> None:
+    # Names only: empty files stand in for the exports (tests/io/test_formats.py reads real ones).
+    (tmp_path / "bert-q8.gguf").write_bytes(b"")
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "model.onnx").write_bytes(b"")
+    (tmp_path / "onnx" / "model_quantized.onnx").write_bytes(b"")
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "model.onnx").write_bytes(b"")
+    (tmp_path / "alone" / "config.json").write_text("{}")
+
+    models, broken = discover(tmp_path)
+    assert broken == []
+    assert {m.id: m.weights_path for m in models} == {
+        "alone": tmp_path / "alone",
+        "bert-q8": tmp_path / "bert-q8.gguf",
+        "model": tmp_path / "onnx" / "model.onnx",
+        "model_quantized": tmp_path / "onnx" / "model_quantized.onnx",
+    }
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ class StrippedCheckpoint(Checkpoint):
     """A view of ``inner`` whose tensors starting with ``prefix`` are named without it."""
 
     def __init__(self, inner: Checkpoint, prefix: str) -> None:
-        self.inner, self.prefix, self.path = inner, prefix, inner.path
+        self.inner, self.prefix, self.path, self.format = inner, prefix, inner.path, inner.format
         self._stored = stripped_names(inner.tensors, prefix)
         self._tensors = {
             short: replace(inner.tensors[stored], name=short) for short, stored in self._stored.items()

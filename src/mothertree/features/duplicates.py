@@ -7,7 +7,10 @@ down to about 0.5. A copy is
 - *identical*: the same tensor names and shapes, every tensor equal; or
 - *a re-save*: the same, except that tensors stored in float32 in one are stored in float16 or bfloat16 in
   the other, and equal the float32 ones rounded to that dtype (``reductions.rounded``: what ``.to(dtype)``
-  and a save do).
+  and a save do);
+- *an export* in float: an ONNX or GGUF file whose every tensor is the other model's, so rounded (the
+  export may leave out tensors its graph does not use). An export to an integer grid is no copy but a
+  ``quantized`` child (``features.quantized``).
 
 Candidates come from the features, for free: every compared tensor's RMS distance is 0 (both stored alike)
 or at most the rounding error of the coarser copy. Each candidate is then confirmed on every tensor of both
@@ -23,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import MotherTreeError
-from ..io.types import Checkpoint
+from ..io.types import EXPORT_FORMATS, Checkpoint
 from .featureset import FeatureSet
 from .reductions import PRECISIONS, precision_of, rounded
 
@@ -65,16 +68,17 @@ def candidate_pairs(features: FeatureSet) -> list[tuple[int, int]]:
 
 
 def is_copy(a: Checkpoint, b: Checkpoint) -> bool:
-    """Whether ``a`` and ``b`` hold the same tensors, equal up to the rounding of a coarser re-save."""
-    if set(a.tensors) != set(b.tensors):
+    """Whether ``a`` and ``b`` hold the same tensors, equal up to the rounding of a coarser re-save.
+
+    A model exported for inference (ONNX, GGUF: ``EXPORT_FORMATS``) may lack tensors its source holds (a
+    pooler or head its graph does not use), so it is a copy when every tensor it holds is the other's.
+    """
+    shared = shared_tensors(a, b)
+    if shared is None:
         return False
-    for name, info_a in a.tensors.items():
-        info_b = b.tensors[name]
-        if info_a.shape != info_b.shape:
-            return False
-    for name, info_a in a.tensors.items():
+    for name in shared:
         x, y = a.read(name), b.read(name)
-        px, py = precision_of(info_a.dtype), precision_of(b.tensors[name].dtype)
+        px, py = precision_of(a.tensors[name].dtype), precision_of(b.tensors[name].dtype)
         if px != py:
             if px != 0 and py != 0:
                 return False  # fp16 and bf16: neither is the other rounded
@@ -83,6 +87,26 @@ def is_copy(a: Checkpoint, b: Checkpoint) -> bool:
         if not np.array_equal(x, y):
             return False
     return True
+
+
+def shared_tensors(a: Checkpoint, b: Checkpoint) -> list[str] | None:
+    """The tensors to compare to tell whether ``a`` and ``b`` are one model stored twice, or None when
+    their lists alone show they are not: other names, other shapes, or tensors missing from a model that is
+    not an export."""
+    names_a, names_b = set(a.tensors), set(b.tensors)
+    if names_a != names_b:
+        # An export keeps its source's parameters, maybe not all; its own graph constants do not count.
+        fewer, more = (a, names_b) if len(names_a) < len(names_b) else (b, names_a)
+        kept = {name for name, info in fewer.tensors.items() if info.is_float and info.numel >= 2}
+        if fewer.format not in EXPORT_FORMATS or not kept <= more:
+            return None
+        names_a, names_b = kept & names_a, kept & names_b
+    shared = [name for name in a.tensors if name in names_a and name in names_b]
+    if not any(a.tensors[name].is_float and len(a.tensors[name].shape) >= 2 for name in shared):
+        return None
+    if any(a.tensors[name].shape != b.tensors[name].shape for name in shared):
+        return None
+    return shared
 
 
 def copy_groups(features: FeatureSet, confirm: Callable[[int, int], bool]) -> list[list[int]]:

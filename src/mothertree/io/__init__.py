@@ -5,6 +5,8 @@ checks everything that can be checked without reading tensor data, ``Checkpoint.
 as float32. A PEFT LoRA adapter is a model too, read as its base model plus the update (``PeftCheckpoint``);
 ``match_base`` finds the base an adapter declares among the models discovered. bitsandbytes int8 weights are
 read dequantised (dtype ``INT8_ROWWISE``); other integer-quantised checkpoints are refused (``quantized``).
+ONNX models (``onnx_reader``) and GGUF files (``gguf_reader``) are read as the PyTorch parameters they were
+made from, quantised weights dequantised.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ._files import (
+    GGUF_SUFFIX,
+    ONNX_SUFFIX,
     SAFETENSORS_SUFFIX,
     TORCH_SUFFIXES,
     broken_link_error,
@@ -29,8 +33,10 @@ from ._files import (
 from ._guards import FOLLOW_LINKS, boundary_of, check_inside, os_error
 from ._layout import file_names, loose_weight_files, weights_file
 from .discovery import discover, with_unique_ids
+from .gguf_reader import GgufCheckpoint
 from .hf_cache import is_cache_entry, repo_id, resolve_snapshot
 from .model_card import read_declared_base_models
+from .onnx_reader import OnnxCheckpoint
 from .peft_reader import (
     PeftCheckpoint,
     adapter_folder_of,
@@ -40,14 +46,27 @@ from .peft_reader import (
 )
 from .safetensors_reader import SafetensorsCheckpoint
 from .torch_reader import TorchCheckpoint
-from .types import FLOAT_DTYPES, INT8_ROWWISE, BrokenModel, Checkpoint, ModelRef, TensorInfo
+from .types import (
+    FLOAT_DTYPES,
+    INT8_ROWWISE,
+    LINEAR_INT8,
+    QUANTIZED_DTYPES,
+    BrokenModel,
+    Checkpoint,
+    ModelRef,
+    TensorInfo,
+)
 
 __all__ = [
     "FLOAT_DTYPES",
     "INT8_ROWWISE",
+    "LINEAR_INT8",
+    "QUANTIZED_DTYPES",
     "BrokenModel",
     "Checkpoint",
+    "GgufCheckpoint",
     "ModelRef",
+    "OnnxCheckpoint",
     "PeftCheckpoint",
     "SafetensorsCheckpoint",
     "TensorInfo",
@@ -130,10 +149,15 @@ def open_checkpoint(
         checkpoint = SafetensorsCheckpoint(target, boundary=boundary)
     elif name.endswith((*TORCH_SUFFIXES, ".bin.index.json")):
         checkpoint = TorchCheckpoint(target, boundary=boundary)
+    elif name.endswith(ONNX_SUFFIX):
+        checkpoint = OnnxCheckpoint(target, boundary=boundary)
+    elif name.endswith(GGUF_SUFFIX):
+        checkpoint = GgufCheckpoint(target, boundary=boundary)
     else:
         raise UnsupportedFormatError(
             f"{shown(target)} is not a checkpoint file mothertree reads",
-            hint="mothertree reads `.safetensors`, `.bin`, `.pt` and `.pth` files, sharded or not",
+            hint="mothertree reads `.safetensors`, `.bin`, `.pt` and `.pth` files, sharded or not, and "
+            "`.onnx` and `.gguf` files",
             path=target,
         )
     refused = lora_file_error(checkpoint.tensors, target)

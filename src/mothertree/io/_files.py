@@ -20,7 +20,9 @@ from ._guards import MAX_JSON_BYTES, os_error, parse_json, read_bounded
 
 SAFETENSORS_SUFFIX = ".safetensors"
 TORCH_SUFFIXES = (".bin", ".pt", ".pth")
-WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *TORCH_SUFFIXES)
+ONNX_SUFFIX = ".onnx"
+GGUF_SUFFIX = ".gguf"
+WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *TORCH_SUFFIXES, ONNX_SUFFIX, GGUF_SUFFIX)
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -37,8 +39,6 @@ _NOT_WEIGHTS = re.compile(
 # Model formats mothertree does not read (yet). A file of one of these, where no readable model is, is
 # listed as a skipped model with its format named: a collection never loses a model without a word.
 OTHER_MODEL_FORMATS = {
-    ".gguf": "a GGUF file (llama.cpp)",
-    ".onnx": "an ONNX model",
     ".h5": "a Keras/TensorFlow HDF5 file",
     ".keras": "a Keras model",
     ".msgpack": "a Flax msgpack checkpoint",
@@ -60,8 +60,8 @@ def other_model_format(name: str) -> str | None:
 def unread_format_error(path: Path, kind: str) -> UnsupportedFormatError:
     return UnsupportedFormatError(
         f"{shown(path)} is {kind}, which mothertree does not read",
-        hint="mothertree reads safetensors and PyTorch checkpoints: save the model in one of them (from the "
-        "library that made it, e.g. transformers `save_pretrained`), or leave this file out",
+        hint="mothertree reads safetensors, PyTorch, ONNX and GGUF files: save the model in one of them "
+        "(from the library that made it, e.g. transformers `save_pretrained`), or leave this file out",
         path=path,
     )
 

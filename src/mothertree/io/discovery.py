@@ -2,8 +2,8 @@
 
 Rules, applied to the path given (the root) and then to each folder below it:
 
-1. A weight file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``, or a ``*.index.json`` shard index) given
-   as the root is the one model.
+1. A weight file (``.safetensors``, ``.bin``, ``.pt``, ``.pth``, ``.onnx``, ``.gguf``, or a ``*.index.json``
+   shard index) given as the root is the one model.
 2. A Hugging Face cache entry ``models--org--name`` (a folder with ``snapshots/``, ``refs/`` or ``blobs/``)
    is one model, read from its snapshot (the commit ``refs/main`` names, else the only snapshot, else the
    most recently modified one). Its id is ``org/name``.
@@ -21,7 +21,7 @@ Rules, applied to the path given (the root) and then to each folder below it:
    ``models--*`` entries) is such a collection.
 7. Shard files (``*-00001-of-00003.safetensors``) with no index beside them are reported as broken: only
    the index says which tensor is where.
-8. A file in a model format mothertree does not read (``.gguf``, ``.onnx``, ``.h5``, ``.msgpack``,
+8. A file in a model format mothertree does not read (``.h5``, ``.msgpack``, ``.tflite``, ``.mlmodel``,
    ``.ckpt``, ...) is reported as broken, naming its format, unless it sits beside a readable model (then it
    is another serialisation of that model, as ``tf_model.h5`` beside ``model.safetensors``).
 9. Never models: hidden files and folders (``.git``, ``.cache``), ``datasets--*``/``spaces--*`` cache

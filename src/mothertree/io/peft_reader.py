@@ -280,6 +280,8 @@ class PeftCheckpoint(Checkpoint):
         weights_file: ``adapter_model.safetensors`` or ``adapter_model.bin``.
     """
 
+    format = "peft"
+
     def __init__(self, folder: str | Path, base: Checkpoint, *, boundary: Path | None = None) -> None:
         self.path = Path(folder)
         self.base = base

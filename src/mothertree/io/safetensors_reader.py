@@ -192,6 +192,8 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         shards: the files read, in order (one unless sharded).
     """
 
+    format = "safetensors"
+
     def __init__(self, path: str | Path, *, boundary: Path | None = None) -> None:
         self.path = Path(path)
         self._handle: BufferedReader | None = None

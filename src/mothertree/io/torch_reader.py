@@ -154,6 +154,8 @@ class TorchCheckpoint(StoredTensorsCheckpoint):
         shards: the files read, in order (one unless sharded).
     """
 
+    format = "pytorch"
+
     def __init__(self, path: str | Path, *, boundary: Path | None = None) -> None:
         self.path = Path(path)
         self._loaded: dict[str, torch.Tensor] | None = None

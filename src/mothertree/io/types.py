@@ -20,7 +20,8 @@ class TensorInfo:
         name: the tensor's key in the checkpoint (e.g. ``encoder.layer.0.attention.self.query.weight``).
         shape: its shape.
         dtype: safetensors' dtype name (``F32``, ``F16``, ``BF16``, ``I64``, ...), also for pickled tensors;
-            ``I8_SCB`` (``INT8_ROWWISE``) for a bitsandbytes int8 weight, which is read dequantised.
+            ``I8_SCB`` (``INT8_ROWWISE``) for a bitsandbytes int8 weight, ``I8_LINEAR`` for an ONNX
+            int8/uint8 one, ggml's names (``Q8_0``, ``Q4_K``, ...) for GGUF's: all read dequantised.
     """
 
     name: str
@@ -35,11 +36,24 @@ class TensorInfo:
     def is_float(self) -> bool:
         return self.dtype in FLOAT_DTYPES
 
+    @property
+    def is_quantized(self) -> bool:
+        """Stored as integers on a quantisation grid, read dequantised."""
+        return self.dtype in QUANTIZED_DTYPES
 
-# A bitsandbytes LLM.int8 weight (int8 values and per-row scales, see ``quantized``): stored as integers,
-# read as the float weight it stands for, so it counts as a float tensor.
+
+# Integer-quantised weights, stored as integers and read as the float weights they stand for (so they count
+# as float tensors): a bitsandbytes LLM.int8 weight (int8 values and per-row scales, see ``quantized``);
+# an ONNX int8/uint8 weight with its scale and zero point (``onnx_reader``); and GGUF's block formats, by
+# ggml's names (``gguf_reader``).
 INT8_ROWWISE = "I8_SCB"
-FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", INT8_ROWWISE})
+LINEAR_INT8 = "I8_LINEAR"
+GGUF_QUANTIZED = frozenset(
+    {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "TQ1_0", "TQ2_0"}
+)
+EXPORT_FORMATS = frozenset({"onnx", "gguf"})
+QUANTIZED_DTYPES = frozenset({INT8_ROWWISE, LINEAR_INT8, *GGUF_QUANTIZED})
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", *QUANTIZED_DTYPES})
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,9 @@ class Checkpoint(ABC):
     """
 
     path: Path
+    # The file format, as results name it. Formats exported for inference (``EXPORT_FORMATS``) leave out
+    # what their graph does not use (a pooler, a training head), so they may hold fewer tensors.
+    format: str = "unknown"
 
     @property
     @abstractmethod
