@@ -45,7 +45,7 @@ def test_json_output_contract(bert_family: Path):
         "skipped",
         "params",
     }
-    assert result["format"] == 1 and result["mothertree_version"] == mothertree.__version__
+    assert result["format"] == 2 and result["mothertree_version"] == mothertree.__version__
     ids = {m["id"] for m in result["models"]}
     assert ids == {"root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"}
     assert all(set(m) == {"id", "path", "tree", "dtype", "parameters", "aliases"} for m in result["models"])

@@ -225,7 +225,7 @@ def result_file(tmp_path: Path) -> Path:
         ("r.graphml", b"<?xml"),
         ("r.nwk", b"(ft:0.0012,lora:0.0004)base;\nalone;\n"),
         ("r.dot", b"digraph model_trees {"),
-        ("r.json", b'{\n  "format": 1'),
+        ("r.json", b'{\n  "format": 2'),
     ],
 )
 def test_report_takes_the_format_from_the_output_suffix(result_file: Path, name: str, start: bytes) -> None:

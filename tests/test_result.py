@@ -40,6 +40,7 @@ SCHEMA = {
             "direction": str,
             "placement_margin": (float, type(None)),
             "relation": (str, type(None)),
+            "weight": (float, type(None)),
         }
     ],
     "roots": [str],
@@ -86,7 +87,7 @@ def example() -> RecoveryResult:
 def test_the_json_has_exactly_the_documented_keys_and_types() -> None:
     data = json.loads(json.dumps(example().to_json()))
     assert conforms(data, SCHEMA)
-    assert data["format"] == RESULT_FORMAT == 1
+    assert data["format"] == RESULT_FORMAT == 2
     assert data["mothertree_version"] == mothertree.__version__
     assert data["roots"] == ["base", "alone"]
     assert [e["known"] for e in data["edges"]] == [False, True]
@@ -104,7 +105,7 @@ def test_a_result_reads_back_as_written() -> None:
 
 @pytest.mark.parametrize("data", [{"edges": []}, {"format": 99, "edges": []}, [1, 2]])
 def test_another_format_is_refused(data: object) -> None:
-    with pytest.raises(InvalidTruthError, match="not a mothertree result of format 1"):
+    with pytest.raises(InvalidTruthError, match="not a mothertree result of format 2"):
         RecoveryResult.from_json(data)  # type: ignore[arg-type]
 
 
@@ -134,3 +135,12 @@ def test_a_hostile_result_or_truth_file_is_a_named_error(tmp_path: Path, text: s
     for read in (RecoveryResult.load, load_edges):
         with pytest.raises(InvalidTruthError, match="is not valid JSON"):
             read(path)
+
+
+def test_a_format_1_result_still_reads() -> None:
+    data = json.loads(json.dumps(example().to_json()))
+    data["format"] = 1
+    for edge in data["edges"]:
+        del edge["weight"]  # format 1 had no merges
+    again = RecoveryResult.from_json(data)
+    assert [e.weight for e in again.edges] == [None, None]

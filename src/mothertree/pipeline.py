@@ -32,6 +32,7 @@ from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
 from .result import RecoveredModel, RecoveredTree, RecoveryResult, edge_json
 from .tree.cluster import UNRELATED_ABOVE, split_counts, tree_linkage
 from .tree.costs import DEFAULT_LAM
+from .tree.merges import find_merges
 from .tree.recover import Direction, Distance, Edge, TreeCount, TreeRecovery
 
 LOG = logging.getLogger(__name__)
@@ -461,6 +462,74 @@ def _attach_quantized(
         )
 
 
+@dataclass(frozen=True)
+class _FoundMerge:
+    """A merge taken out of the tree step: its model record, and its parents with their weights."""
+
+    model: RecoveredModel
+    parents: tuple[tuple[str, float, float], ...]  # (parent id, weight, distance)
+    residual: float
+
+
+def split_merges(features: FeatureSet) -> tuple[FeatureSet, list[_FoundMerge]]:
+    """``features`` without the models that are merges of two others (``tree.merges``), and those merges.
+
+    A merge left in the tree step would hang between its parents as a parent or a child of one of them;
+    taken out, it comes back with an edge from each parent (``_attach_merges``).
+    """
+    if features.n_models < 3:
+        return features, []
+    squared = features.squared_distances()
+    found = find_merges(squared)
+    if not found:
+        return features, []
+    distances = features.distances()
+    merges = []
+    for merge in found:
+        child = merge.child
+        record = _recovered_model(features, child, -1)
+        parents = tuple(
+            (features.model_ids[parent], weight, float(distances[parent, child]))
+            for parent, weight in sorted(merge.parents, key=lambda pw: -pw[1])
+        )
+        merges.append(_FoundMerge(record, parents, merge.residual))
+        LOG.info(
+            "`%s` is a merge of %s (%.3f off their segment): an edge from each",
+            record.id,
+            " + ".join(f"`{p}` {w:.2f}" for p, w, _ in parents),
+            merge.residual,
+        )
+    kept = features.subset([i for i in range(features.n_models) if i not in {m.child for m in found}])
+    return kept, merges
+
+
+# A merge is found from distances alone, on the compared tensors; a pair of models that lies on a segment
+# by chance in millions of dimensions is the error this leaves.
+MERGE_CONFIDENCE = 0.95
+
+
+def _attach_merges(
+    merges: Sequence[_FoundMerge], trees: list[RecoveredTree], models: list[RecoveredModel], edges: list[Edge]
+) -> None:
+    """Each merge back in the tree of its heaviest parent, with an edge from every parent."""
+    for merge in merges:
+        tree = next(k for k, t in enumerate(trees) if merge.parents[0][0] in t.models)
+        trees[tree].models.append(merge.model.id)
+        models.append(dataclasses.replace(merge.model, tree=tree))
+        edges.extend(
+            Edge(
+                parent,
+                merge.model.id,
+                distance,
+                MERGE_CONFIDENCE,
+                direction_probability=1.0,
+                relation="merge",
+                weight=weight,
+            )
+            for parent, weight, distance in merge.parents
+        )
+
+
 # FeatureSet metadata key: model id -> what its checkpoint holds (``checkpoint_summary``), for the result.
 MODEL_SUMMARIES = "models"
 
@@ -535,9 +604,17 @@ def recover_trees(
             models.append(_recovered_model(features, 0, len(trees) - 1))
             _attach_quantized(features, trees, models, edges)
             continue
-        recovery = TreeRecovery(
-            n_trees=counts[id(features)], lam=lam, direction=direction, distance=distance
-        ).fit(features)
+        n_trees_here = counts[id(features)]
+        features, merges = split_merges(features)
+        if features.n_models == 1:
+            trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
+            models.append(_recovered_model(features, 0, len(trees) - 1))
+            _attach_merges(merges, trees, models, edges)
+            _attach_quantized(features, trees, models, edges)
+            continue
+        recovery = TreeRecovery(n_trees=n_trees_here, lam=lam, direction=direction, distance=distance).fit(
+            features
+        )
         distances_used.append(recovery.distance_)
         first_tree = len(trees)
         for label in range(int(recovery.labels_.max()) + 1):
@@ -553,6 +630,7 @@ def recover_trees(
             dataclasses.replace(edge, relation="adapter" if edge.known else "finetune")
             for edge in recovery.edges_
         )
+        _attach_merges(merges, trees, models, edges)
         _attach_quantized(features, trees, models, edges)
     params = {
         "n_trees": n_trees,

@@ -46,11 +46,15 @@ def draw_tree(
 
 
 def to_text(result: RecoveryResult) -> str:
-    children = children_of((e.parent, e.child) for e in result.edges)
+    children = children_of((e.parent, e.child) for e in result.tree_edges)
     label = {
         e.child: f"  ({_relation(e)}d={e.distance:.3g}, confidence {e.confidence:.3f}{_undetermined(e)})"
-        for e in result.edges
+        for e in result.tree_edges
     }
+    for child, parents in _merged_from(result).items():
+        label[child] = (
+            f"  (merge of {' + '.join(parents)}, confidence {_merge_confidence(result, child):.3f})"
+        )
     undetermined = {e.child for e in result.edges if not e.direction_determined}
     for tree in result.trees:
         label[tree.root] = "  (root: no parent in this collection)"
@@ -72,6 +76,21 @@ def to_text(result: RecoveryResult) -> str:
             )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
+
+
+def _merged_from(result: RecoveryResult) -> dict[str, list[str]]:
+    """Merge child -> its parents with their weights (``"a 0.60"``), heaviest first."""
+    merged: dict[str, list[tuple[float, str]]] = {}
+    for edge in result.edges:
+        if edge.relation == "merge":
+            merged.setdefault(edge.child, []).append((edge.weight or 0.0, edge.parent))
+    return {
+        child: [f"{p} {w:.2f}" for w, p in sorted(found, reverse=True)] for child, found in merged.items()
+    }
+
+
+def _merge_confidence(result: RecoveryResult, child: str) -> float:
+    return min(edge.confidence for edge in result.edges if edge.child == child)
 
 
 def _relation(edge: Edge) -> str:
@@ -193,9 +212,10 @@ def _newick_label(model_id: str) -> str:
 
 
 def to_newick(result: RecoveryResult) -> str:
-    """One Newick string per tree, a line each: every model a named node, branch lengths the distances."""
-    children = children_of((e.parent, e.child) for e in result.edges)
-    length = {e.child: e.distance for e in result.edges}
+    """One Newick string per tree, a line each: every model a named node, branch lengths the distances.
+    Newick draws trees: a merge is under the parent of its largest weight only."""
+    children = children_of((e.parent, e.child) for e in result.tree_edges)
+    length = {e.child: e.distance for e in result.tree_edges}
     lines = []
     for tree in result.trees:
         # Children before their parent, without recursion: a chain may be deeper than Python's stack.

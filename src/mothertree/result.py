@@ -21,7 +21,10 @@ from .errors import InvalidTruthError, MissingDependencyError
 from .io.types import BrokenModel
 from .tree.recover import Edge as Edge  # re-exported: the edges of a result
 
-RESULT_FORMAT = 1
+# 2: a merge is a model with several parents (an edge from each, ``relation`` "merge", with its ``weight``),
+# so ``edges`` is a DAG, not one parent per child. Format 1 results (always one parent) read as they are.
+RESULT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 T = TypeVar("T")
 
 
@@ -72,6 +75,7 @@ def edge_json(edge: Edge) -> dict[str, Any]:
         "direction": "determined" if edge.direction_determined else "undetermined",
         "placement_margin": edge.placement_margin,
         "relation": edge.relation,
+        "weight": edge.weight,
     }
 
 
@@ -113,6 +117,17 @@ class RecoveryResult:
     def roots(self) -> list[str]:
         return [tree.root for tree in self.trees]
 
+    @property
+    def tree_edges(self) -> list[Edge]:
+        """One edge per child, what draws each tree: a merge hangs from the parent of its largest weight
+        (its other edges are in ``edges``, as every view that can draw a DAG shows them)."""
+        primary: dict[str, Edge] = {}
+        for edge in self.edges:
+            held = primary.get(edge.child)
+            if held is None or (edge.weight or 0.0) > (held.weight or 0.0):
+                primary[edge.child] = edge
+        return [edge for edge in self.edges if primary[edge.child] is edge]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "format": RESULT_FORMAT,
@@ -132,7 +147,7 @@ class RecoveryResult:
         Raises:
             InvalidTruthError: ``data`` is not a result of this format.
         """
-        if not isinstance(data, Mapping) or data.get("format") != RESULT_FORMAT:
+        if not isinstance(data, Mapping) or data.get("format") not in READABLE_FORMATS:
             found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
             raise InvalidTruthError(
                 f"not a mothertree result of format {RESULT_FORMAT} (format: {found!r})",
@@ -161,6 +176,7 @@ class RecoveryResult:
                         float(e.get("direction_probability", 1.0)),
                         _optional(e.get("placement_margin"), float),
                         _optional(e.get("relation"), str),
+                        _optional(e.get("weight"), float),
                     )
                     for e in data["edges"]
                 ],

@@ -21,7 +21,11 @@
   const model = new Map(data.models.map((m) => [m.id, m]));
   const edgeTo = new Map();
   const kids = new Map();
+  // The tree is drawn from one edge per child: a merge (several parents) hangs from its heaviest parent.
   for (const e of data.edges) {
+    const held = edgeTo.get(e.child);
+    if (held && (held.weight || 0) >= (e.weight || 0)) continue;
+    if (held) kids.set(held.parent, kids.get(held.parent).filter((c) => c !== e.child));
     edgeTo.set(e.child, e);
     if (!kids.has(e.parent)) kids.set(e.parent, []);
     kids.get(e.parent).push(e.child);
@@ -230,7 +234,7 @@
     if (e.known) pairs.push(["known", "yes: an adapter read on its base, not inferred"]);
     if (e.relation != null) pairs.push(["relation", esc(e.relation)]);
     for (const key of Object.keys(e)) {
-      if (!KNOWN_EDGE_KEYS.includes(key)) pairs.push([key.replace(/_/g, " "), esc(fmt(e[key]))]);
+      if (!KNOWN_EDGE_KEYS.includes(key) && e[key] != null) pairs.push([key.replace(/_/g, " "), esc(fmt(e[key]))]);
     }
     if (e.truth) {
       const trueParent = data.truth.parent[child];

@@ -94,8 +94,9 @@ class Edge:
     (0.75) the direction is *undetermined*: the two models are related, but which came first is a coin
     flip or little better. ``known`` edges were not inferred: a PEFT adapter read on its base
     (confidence 1). ``placement_margin`` is that margin itself (None when not recorded). ``relation`` is
-    what the child is of its parent, in Hugging Face's words (``"finetune"``, ``"adapter"``), when the
-    pipeline knows it (None here: a tree of features does not know what its files were).
+    what the child is of its parent, in Hugging Face's words (``"finetune"``, ``"adapter"``,
+    ``"quantized"``, ``"merge"``), when the pipeline knows it (None here: a tree of features does not know
+    what its files were). A merge has an edge from each parent, each with its ``weight`` in the merge.
     """
 
     parent: str
@@ -106,6 +107,7 @@ class Edge:
     direction_probability: float = 1.0
     placement_margin: float | None = None
     relation: str | None = None
+    weight: float | None = None
 
     @property
     def direction_determined(self) -> bool:

@@ -1,0 +1,100 @@
+"""Merged models, made with mergekit's own merge arithmetic: linear, TIES, SLERP.
+
+``merge_models(method, models, out, weights=..., base=..., density=..., t=...)`` reads the models one
+tensor at a time (safetensors), merges each tensor as mergekit's method does and saves the result as
+``model.safetensors`` beside the first model's ``config.json``:
+
+- ``linear``: ``sum(w_i * W_i) / sum(w_i)`` (mergekit's ``linear_merge``, normalised);
+- ``ties``: task vectors ``W_i - W_base`` trimmed to their largest ``density`` share by magnitude
+  (``mergekit.sparsify.sparsify``, ``magnitude``), weighted, signs elected by ``get_mask(..., "sum")``, and
+  the agreeing entries averaged onto the base (mergekit's ``GeneralizedTaskArithmeticMerge`` with
+  TIES' settings);
+- ``slerp``: ``mergekit.merge_methods.slerp.slerp(t, W_0, W_1)`` for every tensor of two models.
+
+Why not ``mergekit-yaml``: mergekit 0.1.5's planner fails on every BERT (its optional weight
+``embeddings.position_ids`` has aliases, which it concatenates as a tuple to a list), and 0.1.4 does not
+import beside pydantic 2.14; the functions called here are the ones its planner calls per tensor. Tensors
+that are not floating point (``position_ids``) are the first model's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import InvalidParameterError
+
+MergeMethod = Literal["linear", "ties", "slerp"]
+WEIGHTS_FILE = "model.safetensors"
+
+
+def merge_models(
+    method: MergeMethod,
+    models: Sequence[Path],
+    out: Path,
+    *,
+    weights: Sequence[float] | None = None,
+    base: Path | None = None,
+    density: float = 0.5,
+    t: float = 0.5,
+) -> Path:
+    """Merge transformers folders ``models`` (safetensors) into the new folder ``out`` (see the module)."""
+    from mergekit.merge_methods.generalized_task_arithmetic import get_mask
+    from mergekit.merge_methods.slerp import slerp
+    from mergekit.sparsify import SparsificationMethod, sparsify
+
+    weights = list(weights) if weights is not None else [1.0 / len(models)] * len(models)
+    if (
+        len(weights) != len(models)
+        or (method == "slerp" and len(models) != 2)
+        or (method == "ties") != (base is not None)
+    ):
+        raise InvalidParameterError(
+            f"a {method} merge of {len(models)} models with {len(weights)} weights"
+            + (" and a base" if base is not None else ""),
+            hint="linear: 2+ models and their weights; ties: 2+ models, weights and a base; "
+            "slerp: 2 models and t",
+        )
+    handles = [safe_open(str(folder / WEIGHTS_FILE), "pt") for folder in models]
+    base_handle = safe_open(str(base / WEIGHTS_FILE), "pt") if base is not None else None
+    merged: dict[str, torch.Tensor] = {}
+    for name in handles[0].keys():
+        tensors = [handle.get_tensor(name) for handle in handles]
+        first = tensors[0]
+        if not first.is_floating_point():
+            merged[name] = first
+            continue
+        if method == "linear":
+            total = torch.zeros_like(first, dtype=torch.float32)
+            for tensor, weight in zip(tensors, weights, strict=True):
+                total += weight * tensor.float()
+            merged[name] = (total / sum(weights)).to(first.dtype)
+        elif method == "slerp":
+            merged[name] = slerp(torch.tensor(t), tensors[0], tensors[1]).to(first.dtype)
+        else:
+            assert base_handle is not None
+            origin = base_handle.get_tensor(name).float()
+            deltas = torch.stack(
+                [
+                    sparsify(tensor.float() - origin, density=density, method=SparsificationMethod.magnitude)
+                    for tensor in tensors
+                ]
+            )
+            scale = torch.tensor(weights, dtype=torch.float32).reshape(-1, *([1] * first.ndim))
+            deltas = deltas * scale
+            mask = get_mask(deltas, method="sum")
+            divisor = (scale * mask).sum(dim=0)
+            divisor[divisor == 0] = 1
+            merged[name] = (origin + (deltas * mask).sum(dim=0) / divisor).to(first.dtype)
+    out.mkdir(parents=True, exist_ok=False)
+    save_file(
+        {k: v.contiguous() for k, v in merged.items()}, str(out / WEIGHTS_FILE), metadata={"format": "pt"}
+    )
+    shutil.copy2(models[0] / "config.json", out / "config.json")
+    return out
