@@ -65,8 +65,10 @@ def test_json_output_contract(bert_family: Path):
         "direction",
         "placement_margin",
         "relation",
+        "weight",
     }
     assert all(set(e) == edge_keys for e in result["edges"])
+    assert all(e["weight"] is None for e in result["edges"])  # a weight is a merge parent's share
     assert {e["relation"] for e in result["edges"]} == {"finetune"}  # full fine-tunes, no adapter
     assert all(0 <= e["placement_margin"] <= 1 for e in result["edges"])
     assert not any(e["known"] for e in result["edges"])  # no adapters: every edge was inferred
