@@ -27,6 +27,7 @@ from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
 from .features.quantized import Rounding, quantized_sources
 from .features.select import group_by_architecture, select_tensors, weight_signature
+from .features.sparse_merges import sparse_merges
 from .io import discover, match_base, open_checkpoint, os_error, with_unique_ids
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
 from .result import RecoveredModel, RecoveredTree, RecoveryResult, edge_json
@@ -350,6 +351,7 @@ def _group_features(
         )
     features, alias_of = _merge_copies(features, checkpoints)
     _record_quantized(features, group, roundings, alias_of)
+    _record_sparse_merges(features, [checkpoints[model_id] for model_id in features.model_ids])
     known_parents = {alias_of.get(c, c): alias_of.get(p, p) for c, p in known_parents.items()}
     read = set(features.model_ids)
     features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read and c != p}
@@ -468,38 +470,70 @@ class _FoundMerge:
 
     model: RecoveredModel
     parents: tuple[tuple[str, float, float], ...]  # (parent id, weight, distance)
-    residual: float
+
+
+# FeatureSet metadata key: the sparse merges read from the weights (``features.sparse_merges``), each
+# {"child", "base", "parents": [[id, weight], ...]}; the merges found from distances are not recorded.
+SPARSE_MERGES = "sparse_merges"
+
+
+def _record_sparse_merges(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> None:
+    """Record under ``SPARSE_MERGES`` the TIES/DARE merges among ``features``' models (read from them)."""
+    if features.n_models < 4:
+        return
+    distances = features.distances()
+    nearest = np.array(
+        [[j for j in np.argsort(row, kind="stable") if j != i] for i, row in enumerate(distances)]
+    )
+    ids = features.model_ids
+    found = sparse_merges(checkpoints, features.tensor_names, nearest)
+    features.metadata[SPARSE_MERGES] = [
+        {"child": ids[m.child], "base": ids[m.base], "parents": [[ids[p], w] for p, w in m.parents]}
+        for m in found
+    ]
 
 
 def split_merges(features: FeatureSet) -> tuple[FeatureSet, list[_FoundMerge]]:
-    """``features`` without the models that are merges of two others (``tree.merges``), and those merges.
+    """``features`` without the models that are merges of two others, and those merges: the sparse ones
+    read from the weights (``SPARSE_MERGES``), then those on a segment between two others (``tree.merges``,
+    from distances alone).
 
     A merge left in the tree step would hang between its parents as a parent or a child of one of them;
     taken out, it comes back with an edge from each parent (``_attach_merges``).
     """
-    if features.n_models < 3:
-        return features, []
-    squared = features.squared_distances()
-    found = find_merges(squared)
+    position = {model_id: i for i, model_id in enumerate(features.model_ids)}
+    found: list[tuple[int, list[tuple[int, float]], str]] = [
+        (position[m["child"]], [(position[p], float(w)) for p, w in m["parents"]], f"onto `{m['base']}`")
+        for m in features.metadata.get(SPARSE_MERGES, [])
+        if m["child"] in position and all(p in position for p, _ in m["parents"])
+    ]
+    sparse = {child for child, _, _ in found}
+    rest = [i for i in range(features.n_models) if i not in sparse]
+    if len(rest) >= 3:
+        squared = features.squared_distances()[np.ix_(rest, rest)]
+        found += [
+            (rest[m.child], [(rest[p], w) for p, w in m.parents], f"{m.residual:.3f} off their segment")
+            for m in find_merges(squared)
+        ]
     if not found:
         return features, []
     distances = features.distances()
     merges = []
-    for merge in found:
-        child = merge.child
+    for child, weighted, how in found:
         record = _recovered_model(features, child, -1)
         parents = tuple(
             (features.model_ids[parent], weight, float(distances[parent, child]))
-            for parent, weight in sorted(merge.parents, key=lambda pw: -pw[1])
+            for parent, weight in sorted(weighted, key=lambda pw: -pw[1])
         )
-        merges.append(_FoundMerge(record, parents, merge.residual))
+        merges.append(_FoundMerge(record, parents))
         LOG.info(
-            "`%s` is a merge of %s (%.3f off their segment): an edge from each",
+            "`%s` is a merge of %s (%s): an edge from each",
             record.id,
             " + ".join(f"`{p}` {w:.2f}" for p, w, _ in parents),
-            merge.residual,
+            how,
         )
-    kept = features.subset([i for i in range(features.n_models) if i not in {m.child for m in found}])
+    children = {child for child, _, _ in found}
+    kept = features.subset([i for i in range(features.n_models) if i not in children])
     return kept, merges
 
 

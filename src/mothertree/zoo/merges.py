@@ -9,6 +9,9 @@ tensor at a time (safetensors), merges each tensor as mergekit's method does and
   (``mergekit.sparsify.sparsify``, ``magnitude``), weighted, signs elected by ``get_mask(..., "sum")``, and
   the agreeing entries averaged onto the base (mergekit's ``GeneralizedTaskArithmeticMerge`` with
   TIES' settings);
+- ``dare_ties``: the same with DARE's sparsification: entries dropped at random (``random``, seeded), the
+  survivors rescaled to keep the task vector's L1 norm, not normalised by the weights (mergekit's
+  ``dare_ties`` defaults);
 - ``slerp``: ``mergekit.merge_methods.slerp.slerp(t, W_0, W_1)`` for every tensor of two models.
 
 Why not ``mergekit-yaml``: mergekit 0.1.5's planner fails on every BERT (its optional weight
@@ -30,7 +33,7 @@ from safetensors.torch import save_file
 
 from ..errors import InvalidParameterError
 
-MergeMethod = Literal["linear", "ties", "slerp"]
+MergeMethod = Literal["linear", "ties", "dare_ties", "slerp"]
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -43,24 +46,27 @@ def merge_models(
     base: Path | None = None,
     density: float = 0.5,
     t: float = 0.5,
+    seed: int = 0,
 ) -> Path:
     """Merge transformers folders ``models`` (safetensors) into the new folder ``out`` (see the module)."""
     from mergekit.merge_methods.generalized_task_arithmetic import get_mask
     from mergekit.merge_methods.slerp import slerp
-    from mergekit.sparsify import SparsificationMethod, sparsify
+    from mergekit.sparsify import RescaleNorm, SparsificationMethod, sparsify
 
     weights = list(weights) if weights is not None else [1.0 / len(models)] * len(models)
+    sparse = method in ("ties", "dare_ties")
     if (
         len(weights) != len(models)
         or (method == "slerp" and len(models) != 2)
-        or (method == "ties") != (base is not None)
+        or sparse != (base is not None)
     ):
         raise InvalidParameterError(
             f"a {method} merge of {len(models)} models with {len(weights)} weights"
             + (" and a base" if base is not None else ""),
-            hint="linear: 2+ models and their weights; ties: 2+ models, weights and a base; "
+            hint="linear: 2+ models and their weights; ties, dare_ties: 2+ models, weights and a base; "
             "slerp: 2 models and t",
         )
+    torch.manual_seed(seed)  # DARE's random drops
     handles = [safe_open(str(folder / WEIGHTS_FILE), "pt") for folder in models]
     base_handle = safe_open(str(base / WEIGHTS_FILE), "pt") if base is not None else None
     merged: dict[str, torch.Tensor] = {}
@@ -80,15 +86,24 @@ def merge_models(
         else:
             assert base_handle is not None
             origin = base_handle.get_tensor(name).float()
+            dare = method == "dare_ties"
             deltas = torch.stack(
                 [
-                    sparsify(tensor.float() - origin, density=density, method=SparsificationMethod.magnitude)
+                    sparsify(
+                        tensor.float() - origin,
+                        density=density,
+                        method=SparsificationMethod.random if dare else SparsificationMethod.magnitude,
+                        rescale_norm=RescaleNorm.l1 if dare else None,
+                    )
                     for tensor in tensors
                 ]
             )
             scale = torch.tensor(weights, dtype=torch.float32).reshape(-1, *([1] * first.ndim))
             deltas = deltas * scale
             mask = get_mask(deltas, method="sum")
+            if dare:  # not normalised: the weighted survivors are added as they are
+                merged[name] = (origin + (deltas * mask).sum(dim=0)).to(first.dtype)
+                continue
             divisor = (scale * mask).sum(dim=0)
             divisor[divisor == 0] = 1
             merged[name] = (origin + (deltas * mask).sum(dim=0) / divisor).to(first.dtype)

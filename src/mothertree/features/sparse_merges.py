@@ -1,0 +1,188 @@
+"""Sparse merges (TIES, DARE): a model each of whose weights is its base's, one parent's, or a blend.
+
+TIES trims each parent's task vector ``tau_i = W_i - W_base`` to its largest entries, elects a sign per
+weight and averages the agreeing survivors onto the base; DARE drops entries at random and rescales the
+rest by ``1 / density``. Such a merge lies as far off the segment between its parents as a chain's middle
+model lies off its neighbours' (``tree.merges``: 0.73 against 0.71), so distances cannot tell it. Its
+weights can:
+
+- where every parent's entry was dropped, the merge *is* its base, exactly (``MIN_UNCHANGED`` of the
+  weights of the tensors it changed; a fine-tune changes every weight it trains);
+- where one parent's entry alone survived, ``W - W_base`` is that parent's ``tau`` times one scale per
+  tensor (1 for TIES; for DARE its weight times the factor that keeps the tensor's L1 norm): the mode of
+  the ratio ``(W - W_base) / tau_a`` over the tensor's changed weights; each parent must explain
+  ``MIN_SHARE`` of the changed weights so;
+- where several survived, ``W - W_base`` is one blend ``alpha tau_a + beta tau_b`` per tensor (least
+  squares over those weights): the median ``alpha / (alpha + beta)`` is the parents' weight in the merge.
+
+``MIN_EXPLAINED`` of the changed weights must be one of these, to ``TOLERANCE`` relative. A fine-tune of
+the base matches no other model's ``tau`` at one scale anywhere.
+
+``sparse_merges(checkpoints, tensors, nearest)`` screens each model against each base candidate among its
+nearest on one compared tensor (the unchanged share), and reads the few that pass in full, one tensor at a
+time, against its other near models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MotherTreeError
+from ..io.types import Checkpoint
+
+# A TIES merge at density d of k parents keeps the base where all k were trimmed: (1 - d)^k of the
+# weights (25 % for two at 0.5); a fine-tune keeps none it trains.
+MIN_UNCHANGED = 0.05
+# The share of changed weights each parent must explain alone (only-a survivors: d (1 - d) for two).
+MIN_SHARE = 0.05
+MIN_EXPLAINED = 0.9
+# Relative agreement of a weight with its explanation: float32 arithmetic on ``base + s * tau``; and with
+# a blend whose two coefficients are fitted.
+TOLERANCE = 1e-3
+BLEND_TOLERANCE = 1e-2
+# A blend's smallest parent share; below it the "blend" is one parent and the base.
+MIN_WEIGHT = 0.1
+BASES = 8
+PARENTS = 8
+# Changed weights sampled per tensor: the test is statistical, and holds a few candidates side by side.
+SAMPLE_PER_TENSOR = 20_000
+
+
+@dataclass(frozen=True)
+class SparseMerge:
+    """``child`` merges ``parents`` (index, weight) onto ``base`` (indices into the checkpoints)."""
+
+    child: int
+    base: int
+    parents: tuple[tuple[int, float], ...]
+    unchanged: float  # the share of the weights of the tensors it changed that are its base's
+    explained: float  # the share of its changed weights one parent or the blend explains
+
+
+def sparse_merges(
+    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], nearest: np.ndarray
+) -> list[SparseMerge]:
+    """The sparse merges among ``checkpoints`` (see the module docstring); ``tensors`` are the compared
+    weight tensors, ``nearest[i]`` the other models in order of distance to model ``i``."""
+    found = []
+    for child in range(len(checkpoints)):
+        near = [int(j) for j in nearest[child][:PARENTS]]
+        fits = []
+        for base in near[:BASES]:
+            try:
+                fit = _merge_onto(checkpoints, tensors, child, base, near)
+            except MotherTreeError:  # a tensor that cannot be read is no proof of a merge
+                fit = None
+            if fit is not None:
+                fits.append(fit)
+        if fits:
+            found.append(max(fits, key=lambda merge: (merge.explained, merge.unchanged)))
+    children = {merge.child for merge in found}
+    # A model some merge was made from is no merge itself (its parents could look sparse against it).
+    return [merge for merge in found if not ({p for p, _ in merge.parents} | {merge.base}) & children]
+
+
+def _merge_onto(
+    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], child: int, base: int, near: list[int]
+) -> SparseMerge | None:
+    if not tensors:
+        return None
+    first = checkpoints[child].read(tensors[0]) == checkpoints[base].read(tensors[0])
+    if first.mean() < MIN_UNCHANGED:
+        return None
+    candidates = [j for j in near if j not in (child, base)]
+    if len(candidates) < 2:
+        return None
+    chunks, unchanged = _changed_weights(checkpoints, tensors, child, base, candidates)
+    if not chunks or unchanged < MIN_UNCHANGED:
+        return None
+    # Which weights each candidate explains alone, tensor by tensor: DARE rescales each tensor's survivors
+    # by its own factor (mergekit keeps their L1 norm), TIES by 1.
+    alone = [np.stack([_alone(delta, tau[k]) for k in range(len(candidates))]) for delta, tau in chunks]
+    changed = sum(delta.size for delta, _ in chunks)
+    shares = sum(a.sum(axis=1) for a in alone) / changed
+    order = [int(k) for k in np.argsort(-shares, kind="stable") if shares[k] >= MIN_SHARE]
+    if len(order) < 2:
+        return None
+    a, b = order[0], order[1]
+    explained = 0
+    weights = []
+    for (delta, tau), found in zip(chunks, alone, strict=True):
+        single = found[a] | found[b]
+        blend = ~single
+        explained += int(single.sum())
+        if blend.sum() < 2:
+            continue
+        # Blends are of the two parents, never of a parent and the base: a parent taken for the base fits
+        # them with one coefficient near 0.
+        pair = np.stack([tau[a][blend], tau[b][blend]], axis=1)
+        coefficients, *_ = np.linalg.lstsq(pair, delta[blend], rcond=None)
+        if coefficients.min() <= MIN_WEIGHT * coefficients.sum():
+            continue
+        # DARE blends its survivors at the scales they have alone; TIES at the weights' shares, which
+        # least squares finds to a fraction of a percent (hence the looser tolerance of a fit).
+        scales = (_mode_ratio(delta, tau[a]), _mode_ratio(delta, tau[b]))
+        at_scales = (
+            _close(delta[blend], pair @ np.array(scales))
+            if scales[0] is not None and scales[1] is not None
+            else np.zeros(int(blend.sum()), dtype=bool)
+        )
+        fitted = _close(delta[blend], pair @ coefficients, BLEND_TOLERANCE)
+        explained += int((at_scales | fitted).sum())
+        weights.append(coefficients[0] / coefficients.sum())
+    if explained / changed < MIN_EXPLAINED:
+        return None
+    weight = float(np.median(weights)) if weights else float(shares[a] / (shares[a] + shares[b]))
+    return SparseMerge(
+        child, base, ((candidates[a], weight), (candidates[b], 1.0 - weight)), unchanged, explained / changed
+    )
+
+
+def _alone(delta: np.ndarray, tau: np.ndarray) -> np.ndarray:
+    """Where ``delta`` is ``tau`` times the most common ratio of the two (False everywhere if none)."""
+    scale = _mode_ratio(delta, tau)
+    return _close(delta, scale * tau) if scale is not None else np.zeros(delta.shape, dtype=bool)
+
+
+def _changed_weights(
+    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], child: int, base: int, candidates: list[int]
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
+    """Per tensor the child changed, ``W_child - W_base`` on (a sample of) its changed weights with each
+    candidate's ``W - W_base`` there (``(candidates, weights)``); and the share of those tensors' weights
+    that are the base's."""
+    rng = np.random.default_rng(0)  # the same sample for every candidate of one pair
+    chunks = []
+    unchanged = total = 0
+    for name in tensors:
+        m, b = checkpoints[child].read(name).ravel(), checkpoints[base].read(name).ravel()
+        moved = np.flatnonzero(m != b)
+        if moved.size == 0:
+            continue  # frozen, or untouched by every parent: no evidence either way
+        total += m.size
+        unchanged += m.size - moved.size
+        if moved.size > SAMPLE_PER_TENSOR:
+            moved = np.sort(rng.choice(moved, SAMPLE_PER_TENSOR, replace=False))
+        tau = np.stack([checkpoints[j].read(name).ravel()[moved] - b[moved] for j in candidates])
+        chunks.append((m[moved] - b[moved], tau))
+    return chunks, (unchanged / total if total else 0.0)
+
+
+def _mode_ratio(delta: np.ndarray, tau: np.ndarray) -> float | None:
+    """The most common ratio ``delta / tau`` (to ``TOLERANCE``, positive), or None when none repeats."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = delta / tau
+    ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+    if ratio.size == 0:
+        return None
+    keys, counts = np.unique(np.round(np.log(ratio) / TOLERANCE), return_counts=True)
+    best = int(np.argmax(counts))
+    if counts[best] < 2:
+        return None
+    return float(np.exp(keys[best] * TOLERANCE))
+
+
+def _close(a: np.ndarray, b: np.ndarray, tolerance: float = TOLERANCE) -> np.ndarray:
+    return np.abs(a - b) <= tolerance * np.maximum(np.abs(a), np.abs(b))
