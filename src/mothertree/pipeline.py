@@ -481,12 +481,8 @@ def _record_sparse_merges(features: FeatureSet, checkpoints: Sequence[Checkpoint
     """Record under ``SPARSE_MERGES`` the TIES/DARE merges among ``features``' models (read from them)."""
     if features.n_models < 4:
         return
-    distances = features.distances()
-    nearest = np.array(
-        [[j for j in np.argsort(row, kind="stable") if j != i] for i, row in enumerate(distances)]
-    )
     ids = features.model_ids
-    found = sparse_merges(checkpoints, features.tensor_names, nearest)
+    found = sparse_merges(checkpoints, features.tensor_names, features.rms_distances)
     features.metadata[SPARSE_MERGES] = [
         {"child": ids[m.child], "base": ids[m.base], "parents": [[ids[p], w] for p, w in m.parents]}
         for m in found

@@ -18,9 +18,9 @@ weights can:
 ``MIN_EXPLAINED`` of the changed weights must be one of these, to ``TOLERANCE`` relative. A fine-tune of
 the base matches no other model's ``tau`` at one scale anywhere.
 
-``sparse_merges(checkpoints, tensors, nearest)`` screens each model against each base candidate among its
-nearest on one compared tensor (the unchanged share), and reads the few that pass in full, one tensor at a
-time, against its other near models.
+``sparse_merges(checkpoints, tensors, rms_distances)`` screens each model against each base candidate
+among its nearest on one tensor, the one the two differ most in (the unchanged share), and reads the few
+that pass in full, one tensor at a time, against its other near models.
 """
 
 from __future__ import annotations
@@ -63,16 +63,23 @@ class SparseMerge:
 
 
 def sparse_merges(
-    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], nearest: np.ndarray
+    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], rms_distances: np.ndarray
 ) -> list[SparseMerge]:
     """The sparse merges among ``checkpoints`` (see the module docstring); ``tensors`` are the compared
-    weight tensors, ``nearest[i]`` the other models in order of distance to model ``i``."""
+    weight tensors and ``rms_distances`` their ``(tensors, models, models)`` RMS distances (a FeatureSet's),
+    which say which models are near and which tensor a pair differs most in."""
+    distances = np.nansum(rms_distances, axis=0)
     found = []
     for child in range(len(checkpoints)):
-        near = [int(j) for j in nearest[child][:PARENTS]]
+        near = [int(j) for j in np.argsort(distances[child], kind="stable") if j != child][:PARENTS]
         fits = []
         for base in near[:BASES]:
+            # The screen: on the tensor the two differ most in, a merge keeps its base's weights where
+            # every parent was trimmed; a fine-tune (full or LoRA) changes all of that tensor's weights.
+            screen = tensors[int(np.nanargmax(rms_distances[:, child, base]))]
             try:
+                if np.mean(checkpoints[child].read(screen) == checkpoints[base].read(screen)) < MIN_UNCHANGED:
+                    continue
                 fit = _merge_onto(checkpoints, tensors, child, base, near)
             except MotherTreeError:  # a tensor that cannot be read is no proof of a merge
                 fit = None
@@ -88,11 +95,6 @@ def sparse_merges(
 def _merge_onto(
     checkpoints: Sequence[Checkpoint], tensors: Sequence[str], child: int, base: int, near: list[int]
 ) -> SparseMerge | None:
-    if not tensors:
-        return None
-    first = checkpoints[child].read(tensors[0]) == checkpoints[base].read(tensors[0])
-    if first.mean() < MIN_UNCHANGED:
-        return None
     candidates = [j for j in near if j not in (child, base)]
     if len(candidates) < 2:
         return None
