@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,10 @@ FEATURES_SUFFIX = ".npz"
 RankRequest = bool | Literal["auto"]
 
 
+# The relations found besides fine-tuning (Hugging Face's words; an adapter is known from its files).
+RELATIONS = ("duplicate", "quantized", "merge")
+
+
 def recover(
     paths: Sequence[str | Path],
     *,
@@ -53,23 +57,46 @@ def recover(
     base: str | Path | None = None,
     save_features: str | Path | None = None,
     follow_links: bool = False,
+    relations: Collection[str] = RELATIONS,
 ) -> RecoveryResult:
     """The Model Trees of the models under ``paths``, or of FeatureSet files (``.npz``) written before.
 
     ``layers`` (a regex of tensor names) and ``base`` (the base of LoRA adapters whose declared base is
     not in the collection) apply when weights are read. ``save_features`` also writes the features read
     (one file per architecture group: ``save_feature_sets``). ``follow_links`` lets links in the input
-    lead anywhere (by default every file read lies inside the paths given). See ``recover_trees`` for the
-    rest.
+    lead anywhere (by default every file read lies inside the paths given). ``relations`` are the kinds of
+    relative found besides fine-tunes (``RELATIONS``: copies, quantised copies, merges); leaving one out
+    treats such models as fine-tunes, as the paper's method does. See ``recover_trees`` for the rest.
     """
+    _check_relations(relations)
     feature_sets, broken = load_features(
-        paths, layers=layers, base=base, ranks=ranks_for(distance), follow_links=follow_links
+        paths,
+        layers=layers,
+        base=base,
+        ranks=ranks_for(distance),
+        follow_links=follow_links,
+        relations=relations,
     )
     if save_features is not None:
         save_feature_sets(feature_sets, save_features)
     return recover_trees(
-        feature_sets, n_trees=n_trees, lam=lam, direction=direction, distance=distance, broken=broken
+        feature_sets,
+        n_trees=n_trees,
+        lam=lam,
+        direction=direction,
+        distance=distance,
+        broken=broken,
+        relations=relations,
     )
+
+
+def _check_relations(relations: Collection[str]) -> None:
+    unknown = sorted(set(relations) - set(RELATIONS))
+    if unknown:
+        raise InvalidParameterError(
+            f"unknown relation{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}",
+            hint=f"choose among {', '.join(RELATIONS)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -181,11 +208,14 @@ def load_features(
     base: str | Path | None = None,
     ranks: RankRequest = False,
     follow_links: bool = False,
+    relations: Collection[str] = RELATIONS,
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
     """``FeatureSet.load`` of each path when all are ``.npz`` files, else ``read_features(paths)``."""
     feature_files = [Path(p) for p in paths if Path(p).suffix == FEATURES_SUFFIX]
     if not feature_files:
-        return read_features(paths, layers=layers, ranks=ranks, base=base, follow_links=follow_links)
+        return read_features(
+            paths, layers=layers, ranks=ranks, base=base, follow_links=follow_links, relations=relations
+        )
     if len(feature_files) != len(paths):
         raise InvalidParameterError(
             "give either model folders or FeatureSet (.npz) files, not both",
@@ -233,6 +263,7 @@ def read_features(
     ranks: RankRequest = False,
     base: str | Path | None = None,
     follow_links: bool = False,
+    relations: Collection[str] = RELATIONS,
 ) -> tuple[list[FeatureSet], list[BrokenModel]]:
     """One FeatureSet per architecture group of the models found under ``paths`` (with ranks if asked).
 
@@ -277,7 +308,7 @@ def read_features(
         feature_sets = []
         for members in groups:
             group = [(opened[i], aligned[i]) for i in members]
-            features, failed = _group_features(group, layers, ranks)
+            features, failed = _group_features(group, layers, ranks, relations)
             broken.extend(failed)
             if features.n_models:
                 feature_sets.append(features)
@@ -319,7 +350,10 @@ def _open_model(
 
 
 def _group_features(
-    group: Sequence[tuple[_OpenModel, Checkpoint]], layers: str | None, ranks: RankRequest
+    group: Sequence[tuple[_OpenModel, Checkpoint]],
+    layers: str | None,
+    ranks: RankRequest,
+    relations: Collection[str] = RELATIONS,
 ) -> tuple[FeatureSet, list[BrokenModel]]:
     """The FeatureSet of one architecture group (``aligned`` checkpoints beside their models)."""
     if len(group) == 1:
@@ -337,7 +371,7 @@ def _group_features(
         "selection": "regex" if layers else "default",
         MODEL_SUMMARIES: {model.ref.id: checkpoint_summary(ckpt) for model, ckpt in group},
     }
-    roundings = quantized_sources([ckpt for _, ckpt in group])
+    roundings = quantized_sources([ckpt for _, ckpt in group]) if "quantized" in relations else {}
     rest = [member for k, member in enumerate(group) if k not in roundings]
     checkpoints = {model.ref.id: ckpt for model, ckpt in rest}
     failed: list[BrokenModel] = []
@@ -349,9 +383,10 @@ def _group_features(
         features, failed = _extract(
             [ckpt for _, ckpt in rest], [model.ref.id for model, _ in rest], tensors, ranks, metadata
         )
-    features, alias_of = _merge_copies(features, checkpoints)
+    features, alias_of = _merge_copies(features, checkpoints) if "duplicate" in relations else (features, {})
     _record_quantized(features, group, roundings, alias_of)
-    _record_sparse_merges(features, [checkpoints[model_id] for model_id in features.model_ids])
+    if "merge" in relations:
+        _record_sparse_merges(features, [checkpoints[model_id] for model_id in features.model_ids])
     known_parents = {alias_of.get(c, c): alias_of.get(p, p) for c, p in known_parents.items()}
     read = set(features.model_ids)
     features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read and c != p}
@@ -616,8 +651,10 @@ def recover_trees(
     direction: Direction = "auto",
     distance: Distance = "auto",
     broken: Sequence[BrokenModel] = (),
+    relations: Collection[str] = RELATIONS,
 ) -> RecoveryResult:
     """Model Trees of several architecture groups; ``broken`` lists the models that could not be read.
+    Merges (``relations``) are taken out before the tree step and come back with an edge per parent.
 
     ``n_trees``: ``"auto"`` splits each group where models are unrelated; an int counts the trees of all
     groups together (each group is at least one); ``None`` makes one tree per group.
@@ -635,7 +672,7 @@ def recover_trees(
             _attach_quantized(features, trees, models, edges)
             continue
         n_trees_here = counts[id(features)]
-        features, merges = split_merges(features)
+        features, merges = split_merges(features) if "merge" in relations else (features, [])
         if features.n_models == 1:
             trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
             models.append(_recovered_model(features, 0, len(trees) - 1))
