@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install llama-cpp system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup bench-scale fuzz clean
+.PHONY: install llama-cpp system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup bench-scale bench-relations fuzz clean
 
 $(STAMP): pyproject.toml Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -89,6 +89,11 @@ bench-report: $(STAMP) system-deps
 # Section (g) of docs/RESULTS.md: how long `mothertree --help` and friends take to start, against numpy's import.
 bench-startup: $(STAMP)
 	$(BIN)/python benchmarks/startup.py --write
+
+# Section (j) of docs/RESULTS.md: copies, quantised copies (ONNX int8, GGUF, LLM.int8) and merges (linear,
+# SLERP, TIES, DARE) of the real all-MiniLM-L6-v2 and four fine-tunes; a few minutes of training the first time.
+bench-relations: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python benchmarks/relations_bench.py --write
 
 # Section (h) of docs/RESULTS.md: index and recover 1,000 and 10,000 synthetic tiny models through the store.
 bench-scale: $(STAMP)

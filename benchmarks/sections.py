@@ -48,4 +48,5 @@ REPORT = Section("<!-- report: benchmarks/report_bench.py -->", "<!-- /report --
 STARTUP = Section("<!-- startup: benchmarks/startup.py -->", "<!-- /startup -->")
 SCALE = Section("<!-- scale: benchmarks/scale_bench.py -->", "<!-- /scale -->")
 FINGERPRINTS = Section("<!-- fingerprints: benchmarks/fingerprint_bench.py -->", "<!-- /fingerprints -->")
-KEPT = (SHAPES, FUZZ, REPORT, STARTUP, SCALE, FINGERPRINTS)
+RELATIONS_SECTION = Section("<!-- relations: benchmarks/relations_bench.py -->", "<!-- /relations -->")
+KEPT = (SHAPES, FUZZ, REPORT, STARTUP, SCALE, FINGERPRINTS, RELATIONS_SECTION)
