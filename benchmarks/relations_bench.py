@@ -117,7 +117,9 @@ def build() -> Path:
     formats.convert_gguf(graph / "ft-b", collection / "ft-b-f16.gguf", outtype="f16", tokenizer=tokenizer)
     formats.quantize_onnx(collection / "root-fp32.onnx", collection / "root-int8.onnx")
     formats.quantize_onnx(
-        formats.export_onnx(graph / "ft-a", scratch / "ft-a.onnx"), collection / "ft-a-int8pc.onnx", per_channel=True
+        formats.export_onnx(graph / "ft-a", scratch / "ft-a.onnx"),
+        collection / "ft-a-int8pc.onnx",
+        per_channel=True,
     )
     formats.convert_gguf(graph / "ft-b", collection / "ft-b-q8_0.gguf", outtype="q8_0", tokenizer=tokenizer)
     f32 = formats.convert_gguf(graph / "ft-a1", scratch / "ft-a1-f32.gguf", tokenizer=tokenizer)
@@ -125,7 +127,9 @@ def build() -> Path:
     one = scratch / "one"
     shutil.copytree(graph / "ft-b1", one / "ft-b1", copy_function=os.link)
     (one / "truth.json").write_text('{"edges": [], "models": {}}')
-    shutil.copytree(build_variant(one, scratch / "int8", "int8", quiet=True) / "ft-b1", collection / "ft-b1-int8")
+    shutil.copytree(
+        build_variant(one, scratch / "int8", "int8", quiet=True) / "ft-b1", collection / "ft-b1-int8"
+    )
     g = graph
     merge_models("linear", [g / "ft-a1", g / "ft-b1"], collection / "m-linear", weights=[0.6, 0.4])
     merge_models("slerp", [g / "ft-a", g / "ft-b"], collection / "m-slerp", t=0.3)
@@ -179,7 +183,9 @@ def score(name: str, result: RecoveryResult, seconds: float) -> Run:
         confusion[(d.relation, found)] += 1
         derived_right += found == d.relation and found_parents == set(d.parents)
     # An edge is wrong when the truth has no such parent -> child (merges: either parent; copies: none).
-    true_pairs = truth_edges | {(p, _model_id(d.id)) for d in DERIVED if d.relation != "duplicate" for p in d.parents}
+    true_pairs = truth_edges | {
+        (p, _model_id(d.id)) for d in DERIVED if d.relation != "duplicate" for p in d.parents
+    }
     wrong = [e for e in result.edges if (e.parent, e.child) not in true_pairs]
     bad_roots = sum(1 for r in roots if r in derived and derived[r].relation in ("duplicate", "quantized"))
     return Run(
@@ -205,20 +211,21 @@ def section(runs: list[Run], collection: Path) -> list[str]:
         "## (j) Relations: copies, quantised copies and merges among real fine-tunes",
         "",
         f"Produced by `python benchmarks/relations_bench.py --write` on {dt.date.today().isoformat()} "
-        f"({os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, mothertree "
-        f"{mothertree.__version__}). The collection ({n_models} models, `.bench/relations/collection`): the real "
-        "all-MiniLM-L6-v2 (six layers) and four fine-tunes the zoo builder trained from it (60 steps each: two "
-        "children, a grandchild each), and 13 models made from them by the tools users make them with:",
+        f"({os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
+        f"mothertree {mothertree.__version__}). The collection ({n_models} models, "
+        "`.bench/relations/collection`): the real all-MiniLM-L6-v2 (six layers) and four fine-tunes the zoo "
+        "builder trained from it (60 steps each: two children, a grandchild each), and 13 models made from "
+        "them by the tools users make them with:",
         "",
         "| model | relation | of | made with |",
         "|---|---|---|---|",
         *[f"| `{d.id}` | {d.relation} | {', '.join(d.parents)} | {d.how} |" for d in DERIVED],
         "",
-        "Recovered with the defaults (`--trees auto --direction auto --distance auto`), every relation found, "
-        "then with one relation left out (`pipeline.recover(relations=...)`: its models are then recovered as "
-        "fine-tunes, as the paper's method would), then none. *Derived right*: relation and parent(s) both right "
-        "(a duplicate: an alias of its original). *Wrong edges*: edges no true relation has (a copy has none); "
-        "*expected*: the sum of 1 - confidence over all edges.",
+        "Recovered with the defaults (`--trees auto --direction auto --distance auto`), every relation "
+        "found, then with one relation left out (`pipeline.recover(relations=...)`: its models are then "
+        "recovered as fine-tunes, as the paper's method would), then none. *Derived right*: relation and "
+        "parent(s) both right (a duplicate: an alias of its original). *Wrong edges*: edges no true "
+        "relation has (a copy has none); *expected*: the sum of 1 - confidence over all edges.",
         "",
         "| relations found | fine-tune edges right | derived right (of 13) | quantised/duplicate roots | "
         "wrong edges | of them above 0.99 | expected wrong | seconds |",
@@ -226,8 +233,9 @@ def section(runs: list[Run], collection: Path) -> list[str]:
     ]
     for run in runs:
         lines.append(
-            f"| {run.name} | {run.finetune_right}/{run.finetune_total} | {run.derived_right} | {run.bad_roots} | "
-            f"{run.observed_wrong} | {run.confident_wrong} | {run.expected_wrong:.2f} | {run.seconds:.1f} |"
+            f"| {run.name} | {run.finetune_right}/{run.finetune_total} | {run.derived_right} | "
+            f"{run.bad_roots} | {run.observed_wrong} | {run.confident_wrong} | {run.expected_wrong:.2f} | "
+            f"{run.seconds:.1f} |"
         )
     full = runs[0]
     kinds = ("duplicate", "quantized", "merge")

@@ -82,6 +82,16 @@ MIXED_TREE = (
 MIXED_FAMILY = GraphSpec(name="mixed-family", family="text", layers=2, steps=30, nodes=MIXED_TREE)
 
 
+def linked(family: Path, target: Path, names: list[str]) -> Path:
+    """``target`` holding the models ``names`` of a built ``family``, hard-linked (no copying)."""
+    import os
+    import shutil
+
+    for name in names:
+        shutil.copytree(family / name, target / name, copy_function=os.link)
+    return target
+
+
 def build(spec: GraphSpec, out: Path) -> Path:
     """Train and save every model of ``spec`` under ``out`` with a ``truth.json``; return ``out``."""
     return build_graph(spec, out, quiet=True).path

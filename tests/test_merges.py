@@ -8,11 +8,10 @@ the weights, features/sparse_merges.py).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
+from family import linked
 
 from mothertree.pipeline import recover
 from mothertree.render import to_newick, to_text
@@ -22,20 +21,14 @@ pytest.importorskip("mergekit")
 FAMILY = ["root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"]
 
 
-def _linked(family: Path, target: Path, names: list[str]) -> Path:
-    for name in names:  # hard links: the same files, no copying
-        shutil.copytree(family / name, target / name, copy_function=os.link)
-    return target
-
-
 @pytest.mark.slow
 def test_merges_have_an_edge_from_each_parent_and_leave_the_tree_as_it_was(
     bert_family: Path, tmp_path: Path
 ) -> None:
     from mothertree.zoo.merges import merge_models
 
-    without = recover([_linked(bert_family, tmp_path / "without", FAMILY)])
-    folder = _linked(bert_family, tmp_path / "with", FAMILY)
+    without = recover([linked(bert_family, tmp_path / "without", FAMILY)])
+    folder = linked(bert_family, tmp_path / "with", FAMILY)
     f = bert_family
     merge_models(
         "linear", [f / "ft-colour-person", f / "ft-number-water"], folder / "m-linear", weights=[0.6, 0.4]

@@ -7,11 +7,11 @@ tools users make them with: onnxruntime's int8 ``quantize_dynamic`` of a ``torch
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from family import linked
 
 from mothertree.pipeline import recover
 from mothertree.render import to_text
@@ -19,12 +19,6 @@ from mothertree.zoo import formats
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("gguf")
-
-
-def _linked(family: Path, target: Path, names: list[str]) -> Path:
-    for name in names:  # hard links: the same files, no copying
-        shutil.copytree(family / name, target / name, copy_function=os.link)
-    return target
 
 
 @pytest.mark.slow
@@ -39,9 +33,9 @@ def test_quantised_copies_are_leaves_under_their_source_and_leave_the_tree_as_it
     except Exception as exc:  # noqa: BLE001 - the converter is installed by `make install`
         pytest.skip(str(exc))
     names = ["root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"]
-    without = recover([_linked(bert_family, tmp_path / "without", names)])
+    without = recover([linked(bert_family, tmp_path / "without", names)])
 
-    folder = _linked(bert_family, tmp_path / "with", names)
+    folder = linked(bert_family, tmp_path / "with", names)
     scratch = tmp_path / "scratch"
     formats.quantize_onnx(
         formats.export_onnx(bert_family / "ft-colour", scratch / "ft-colour.onnx"),
@@ -52,7 +46,7 @@ def test_quantised_copies_are_leaves_under_their_source_and_leave_the_tree_as_it
     )
     f32 = formats.convert_gguf(bert_family / "root", scratch / "root-f32.gguf", tokenizer=minilm_path())
     formats.requantize_gguf(f32, folder / "root-q4.gguf", "Q4_0")
-    graph = _linked(bert_family, scratch / "graph", ["ft-number-water"])
+    graph = linked(bert_family, scratch / "graph", ["ft-number-water"])
     (graph / "truth.json").write_text('{"edges": [], "models": {}}')
     int8 = build_variant(graph, scratch / "int8", "int8", quiet=True)
     shutil.copytree(int8 / "ft-number-water", folder / "ft-number-water-int8")
@@ -85,7 +79,7 @@ def test_a_float_export_is_a_copy_of_its_source(bert_family: Path, tmp_path: Pat
         formats.llama_cpp_dir()
     except Exception as exc:  # noqa: BLE001
         pytest.skip(str(exc))
-    folder = _linked(bert_family, tmp_path / "with", ["root", "ft-colour", "ft-number"])
+    folder = linked(bert_family, tmp_path / "with", ["root", "ft-colour", "ft-number"])
     formats.convert_gguf(
         bert_family / "ft-colour", folder / "ft-colour-f16.gguf", outtype="f16", tokenizer=minilm_path()
     )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import re
 from collections.abc import Container, Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..errors import (
     CheckpointNotFoundError,
     InvalidCheckpointError,
+    MissingDependencyError,
     MissingShardError,
     OutsideInputError,
     UnreadableFileError,
@@ -48,6 +51,17 @@ OTHER_MODEL_FORMATS = {
     ".mlpackage": "a Core ML package",
     ".pdparams": "a PaddlePaddle checkpoint",
 }
+
+
+def import_optional(module: str, reading: str, extra: str) -> Any:
+    """``module``, imported; or MissingDependencyError saying that ``reading`` needs it, and how to get it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"reading {reading} needs the `{module}` package, which is not installed",
+            hint=f"pip install 'mothertree[{extra}]'",
+        ) from None
 
 
 def other_model_format(name: str) -> str | None:

@@ -33,11 +33,10 @@ import numpy as np
 
 from ..errors import (
     InvalidCheckpointError,
-    MissingDependencyError,
     UnsupportedFormatError,
     UnsupportedQuantizationError,
 )
-from ._files import shown
+from ._files import import_optional, shown
 from ._guards import boundary_of, check_regular, open_regular, os_error
 from .types import Checkpoint, TensorInfo
 
@@ -63,18 +62,6 @@ class _Stored:
     permute_heads: int | None = None  # undo the converter's rotary permutation, with this many heads
 
 
-def import_gguf() -> Any:
-    """The ``gguf`` package, or MissingDependencyError saying how to install it."""
-    try:
-        import gguf
-    except ImportError:
-        raise MissingDependencyError(
-            "reading `.gguf` files needs the `gguf` package, which is not installed",
-            hint="pip install 'mothertree[formats]'",
-        ) from None
-    return gguf
-
-
 class GgufCheckpoint(Checkpoint):
     """One ``.gguf`` file, its tensors under Hugging Face names (see the module docstring)."""
 
@@ -83,7 +70,7 @@ class GgufCheckpoint(Checkpoint):
     def __init__(self, path: str | os.PathLike[str], *, boundary: Path | None = None) -> None:
         self.path = Path(path)
         self._boundary = boundary if boundary is not None else boundary_of(self.path)
-        self._gguf = import_gguf()
+        self._gguf = import_optional("gguf", "`.gguf` files", "formats")
         size = check_regular(self.path, self._boundary)
         try:
             reader = self._gguf.GGUFReader(self.path, "r")

@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidCheckpointError, MissingDependencyError, UnsupportedQuantizationError
-from ._files import shown
+from ..errors import InvalidCheckpointError, UnsupportedQuantizationError
+from ._files import import_optional, shown
 from ._guards import boundary_of, check_regular, open_regular, os_error
 from .types import LINEAR_INT8, Checkpoint, TensorInfo
 
@@ -70,18 +70,6 @@ class _Stored:
     transpose: bool = False
 
 
-def import_onnx() -> Any:
-    """The ``onnx`` package, or MissingDependencyError saying how to install it."""
-    try:
-        import onnx
-    except ImportError:
-        raise MissingDependencyError(
-            "reading `.onnx` models needs the `onnx` package, which is not installed",
-            hint="pip install 'mothertree[formats]'",
-        ) from None
-    return onnx
-
-
 class OnnxCheckpoint(Checkpoint):
     """One ``.onnx`` file, its initializers listed under their PyTorch names (see the module docstring)."""
 
@@ -90,7 +78,7 @@ class OnnxCheckpoint(Checkpoint):
     def __init__(self, path: str | os.PathLike[str], *, boundary: Path | None = None) -> None:
         self.path = Path(path)
         self._boundary = boundary if boundary is not None else boundary_of(self.path)
-        onnx = import_onnx()
+        onnx = import_optional("onnx", "`.onnx` models", "formats")
         self._onnx = onnx
         size = check_regular(self.path, self._boundary)
         if size > _MAX_MESSAGE_BYTES:
