@@ -142,7 +142,7 @@ class UnsupportedQuantizationError(UnsupportedFormatError):
     """A checkpoint holds integer-quantised weights in a scheme mothertree cannot read back as floats."""
 
     default_hint = (
-        "mothertree reads bitsandbytes LLM.int8 weights (an int8 `weight` with its `SCB` scales); for other "
+        "mothertree reads bitsandbytes LLM.int8 and 4-bit weights, ONNX int8 and GGUF files; for other "
         "schemes, dequantise the model (e.g. transformers' `model.dequantize()`) and save it in 16 or 32 "
         "bits, or leave it out of the collection"
     )

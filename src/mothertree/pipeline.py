@@ -312,7 +312,8 @@ def read_features(
             broken.extend(failed)
             if features.n_models:
                 feature_sets.append(features)
-    if not any(f.n_models > 1 for f in feature_sets):
+    # A quantised copy left out of the features is a model compared (with its source) all the same.
+    if not any(f.n_models + len(f.metadata.get(QUANTIZED, {})) > 1 for f in feature_sets):
         raise NoComparableTensorsError(
             "no two models share their weight tensors (name and shape): there is nothing to compare",
             hint="put fine-tunes of one architecture in the folder; models of different architectures "

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MotherTreeError
-from ..io.types import GGUF_QUANTIZED, INT8_ROWWISE, LINEAR_INT8, Checkpoint, TensorInfo
+from ..io.types import INT8_ROWWISE, LINEAR_INT8, QUANTIZED_DTYPES, Checkpoint, TensorInfo
 from .reductions import precision_of, rounded
 
 # Bits per weight of each quantised dtype: a weight rounds to a grid whose step is at most the tensor's
@@ -40,6 +40,8 @@ from .reductions import precision_of, rounded
 BITS = {
     INT8_ROWWISE: 8,
     LINEAR_INT8: 8,
+    "NF4": 4,
+    "FP4": 4,
     "Q8_0": 8,
     "Q6_K": 6,
     "Q5_0": 5,
@@ -53,7 +55,7 @@ BITS = {
     "TQ1_0": 2,
     "TQ2_0": 2,
 }
-assert set(BITS) == {INT8_ROWWISE, LINEAR_INT8, *GGUF_QUANTIZED}
+assert set(BITS) == QUANTIZED_DTYPES
 # Room above one step: onnxruntime's `reduce_range` drops a bit, K-quants round their block scales too.
 _STEP_MARGIN = 1.5
 

@@ -3,8 +3,9 @@
 ``discover`` finds models under a path (names and layout only), ``open_checkpoint`` opens one lazily and
 checks everything that can be checked without reading tensor data, ``Checkpoint.read`` reads one tensor
 as float32. A PEFT LoRA adapter is a model too, read as its base model plus the update (``PeftCheckpoint``);
-``match_base`` finds the base an adapter declares among the models discovered. bitsandbytes int8 weights are
-read dequantised (dtype ``INT8_ROWWISE``); other integer-quantised checkpoints are refused (``quantized``).
+``match_base`` finds the base an adapter declares among the models discovered. bitsandbytes int8 and 4-bit
+weights are read dequantised (dtypes ``I8_SCB``, ``NF4``, ``FP4``); other integer-quantised checkpoints
+(GPTQ/AWQ) are refused (``quantized``).
 ONNX models (``onnx_reader``) and GGUF files (``gguf_reader``) are read as the PyTorch parameters they were
 made from, quantised weights dequantised.
 """

@@ -43,7 +43,8 @@ class TensorInfo:
 
 
 # Integer-quantised weights, stored as integers and read as the float weights they stand for (so they count
-# as float tensors): a bitsandbytes LLM.int8 weight (int8 values and per-row scales, see ``quantized``);
+# as float tensors): a bitsandbytes LLM.int8 weight (int8 values and per-row scales, see ``quantized``) or
+# 4-bit one (NF4/FP4 codes and per-block scales);
 # an ONNX int8/uint8 weight with its scale and zero point (``onnx_reader``); and GGUF's block formats, by
 # ggml's names (``gguf_reader``).
 INT8_ROWWISE = "I8_SCB"
@@ -52,7 +53,9 @@ GGUF_QUANTIZED = frozenset(
     {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "TQ1_0", "TQ2_0"}
 )
 EXPORT_FORMATS = frozenset({"onnx", "gguf"})
-QUANTIZED_DTYPES = frozenset({INT8_ROWWISE, LINEAR_INT8, *GGUF_QUANTIZED})
+# bitsandbytes 4-bit, by its ``quant_type``.
+FOUR_BIT = {"nf4": "NF4", "fp4": "FP4"}
+QUANTIZED_DTYPES = frozenset({INT8_ROWWISE, LINEAR_INT8, *FOUR_BIT.values(), *GGUF_QUANTIZED})
 FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", *QUANTIZED_DTYPES})
 
 
