@@ -31,8 +31,9 @@ import numpy as np
 import numpy.typing as npt
 
 # How far off the segment a merge may lie, relative to its distance to the nearer parent. Measured on
-# tiny BERTs (tests/test_merge_relations.py): linear merges 0.000, SLERP 0.008; the middle of a chain 0.71, a fan's
-# root between two grandchildren 0.74, and a TIES merge 0.73, which is therefore not told from them.
+# tiny BERTs (tests/test_merge_relations.py): linear merges 0.000, SLERP 0.008; the middle of a chain
+# 0.71, a fan's root between two grandchildren 0.74, and a TIES merge 0.73, which is therefore not told
+# from them here (features/sparse_merges.py reads it from the weights).
 MAX_RESIDUAL = 0.35
 # The smallest share of a parent in a merge; below it the model is its other parent's near copy.
 MIN_WEIGHT = 0.1
