@@ -79,3 +79,29 @@ def test_fine_tunes_and_a_chain_hold_no_merge(bert_family: Path, pretraining_cha
     for folder in (bert_family, pretraining_chain):
         result = recover([folder])
         assert not any(e.relation == "merge" for e in result.edges), folder
+
+
+@pytest.mark.slow
+def test_the_cli_can_leave_relations_out(bert_family: Path, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mothertree.cli import main
+    from mothertree.zoo.merges import merge_models
+
+    folder = linked(bert_family, tmp_path / "with", FAMILY)
+    f = bert_family
+    merge_models(
+        "linear", [f / "ft-colour-person", f / "ft-number-water"], folder / "m-linear", weights=[0.6, 0.4]
+    )
+    relations = {}
+    for option in ("duplicate,quantized,merge", "none"):
+        done = CliRunner().invoke(
+            main, ["recover", str(folder), "--relations", option, "--format", "json", "-q"]
+        )
+        assert done.exit_code == 0, done.output
+        relations[option] = {
+            e["relation"] for e in json.loads(done.stdout)["edges"] if e["child"] == "m-linear"
+        }
+    assert relations == {"duplicate,quantized,merge": {"merge"}, "none": {"finetune"}}
+    refused = CliRunner().invoke(main, ["recover", str(folder), "--relations", "merges"])
+    assert refused.exit_code == 2 and "choose among duplicate, quantized, merge" in refused.output

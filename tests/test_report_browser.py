@@ -278,3 +278,33 @@ def test_model_ids_are_drawn_as_text_never_as_markup(browser, tmp_path: Path) ->
     details = browser.find_element(By.ID, "details")
     assert details.find_element(By.TAG_NAME, "h2").text == "</script><b>x"
     assert browser.find_elements(By.CSS_SELECTOR, "#details dd b") == []
+
+
+def test_a_merge_is_drawn_once_with_an_edge_from_each_parent(browser, tmp_path: Path) -> None:
+    # Synthetic result (only its shape matters for the drawing): m merges a and b, both children of r.
+    from mothertree.result import Edge, RecoveredModel, RecoveredTree, RecoveryResult
+
+    edges = [
+        Edge("r", "a", 0.01, 0.99, relation="finetune"),
+        Edge("r", "b", 0.01, 0.99, relation="finetune"),
+        Edge("a", "m", 0.005, 0.95, relation="merge", weight=0.6),
+        Edge("b", "m", 0.007, 0.95, relation="merge", weight=0.4),
+    ]
+    result = RecoveryResult(
+        models=[RecoveredModel(i, f"/m/{i}", 0) for i in ("r", "a", "b", "m")],
+        edges=edges,
+        trees=[RecoveredTree("r", ["r", "a", "b", "m"])],
+    )
+    page = tmp_path / "merge.html"
+    page.write_text(to_html(result))
+    open_page(browser, page)
+    assert console_errors(browser) == []
+    assert sorted(drawn_models(browser)) == ["a", "b", "m", "r"]  # the merge once
+    drawn = {
+        (g.get_attribute("data-parent"), g.get_attribute("data-child"))
+        for g in browser.find_elements(By.CSS_SELECTOR, "g.edge")
+    }
+    assert drawn == {("r", "a"), ("r", "b"), ("a", "m"), ("b", "m")}
+    assert [
+        g.get_attribute("data-parent") for g in browser.find_elements(By.CSS_SELECTOR, "g.merge-edge")
+    ] == ["b"]

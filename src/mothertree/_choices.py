@@ -20,6 +20,9 @@ DEFAULT_LAM = 0.3
 # scale sit at sqrt(2) ~ 1.41, the fine-tunes measured so far moved 0.006-0.17 (docs/RESULTS.md).
 UNRELATED_ABOVE = 0.5
 
+# The relations found besides fine-tuning, in Hugging Face's words (an adapter is known from its files).
+RELATIONS = ("duplicate", "quantized", "merge")
+
 # `render.RENDERERS` (text) and `render.BINARY_RENDERERS` (bytes) draw these.
 TEXT_FORMATS = ("text", "json", "html", "dot", "svg", "graphml", "newick")
 BINARY_FORMATS = ("png",)

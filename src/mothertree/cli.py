@@ -27,6 +27,7 @@ from ._choices import (
     DEFAULT_LAM,
     DIRECTIONS,
     DISTANCES,
+    RELATIONS,
     TEXT_FORMATS,
     UNRELATED_ABOVE,
     Direction,
@@ -254,6 +255,15 @@ store_option = click.option(
     help="Recover every model of this fingerprint store, from fingerprints alone (PATHS, if given, are "
     "indexed into it first).",
 )
+@click.option(
+    "--relations",
+    default=",".join(RELATIONS),
+    show_default=True,
+    callback=lambda _ctx, _param, value: _relations(value),
+    help="The relations to find besides fine-tuning, comma-separated, or `none`: duplicate (copies are one "
+    "model with aliases), quantized (a leaf under the model it rounds), merge (an edge from each parent). "
+    "Left out, such models are recovered as fine-tunes, as in the paper's method.",
+)
 @quiet_option
 @_report_errors
 def recover(
@@ -269,6 +279,7 @@ def recover(
     save_features: Path | None,
     follow_links: bool,
     store: Path | None,
+    relations: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Recover the Model Trees of the models under PATHS, or of a fingerprint --store.
@@ -311,9 +322,20 @@ def recover(
         base=base,
         save_features=save_features,
         follow_links=follow_links,
+        relations=relations,
     )
     _emit(_render(result, fmt), output, fmt)
     _report_skipped(result.broken)
+
+
+def _relations(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    if names == ("none",):
+        return ()
+    unknown = [name for name in names if name not in RELATIONS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: choose among {', '.join(RELATIONS)}, or none")
+    return names
 
 
 def _open_store(store: Path | None, *, create: bool) -> Any:

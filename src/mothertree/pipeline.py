@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from ._choices import RELATIONS
 from .errors import InvalidParameterError, MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import align_names
 from .features.duplicates import confirmed_by_reading, copy_groups
@@ -40,10 +41,6 @@ LOG = logging.getLogger(__name__)
 
 FEATURES_SUFFIX = ".npz"
 RankRequest = bool | Literal["auto"]
-
-
-# The relations found besides fine-tuning (Hugging Face's words; an adapter is known from its files).
-RELATIONS = ("duplicate", "quantized", "merge")
 
 
 def recover(

@@ -129,6 +129,7 @@
 
   function edgeTitle(e) {
     let t = `${e.parent} → ${e.child}\ndistance ${fmt(e.distance)}, confidence ${fmt(e.confidence)}`;
+    if (e.relation === "merge") t += `\nmerge, weight ${fmt(e.weight)}`;
     if (e.direction === "undetermined") t += `\ndirection undetermined (${fmt(e.direction_probability)})`;
     if (e.truth) t += `\n${e.truth}`;
     return t;
@@ -156,6 +157,13 @@
         g += `<text class="qmark" x="${(a.x + b.x) / 2}" y="${(a.y + NODE_H + b.y) / 2 + 4}" fill="${colour}">?</text>`;
       }
       parts.push(g + "</g>");
+    }
+    // A merge's other parents: the tree hangs it from its heaviest; the rest are drawn straight to it.
+    for (const e of data.edges) {
+      if (edgeTo.get(e.child) === e || !pos.has(e.parent) || !pos.has(e.child)) continue;
+      const a = pos.get(e.parent), b = pos.get(e.child);
+      parts.push(`<g class="edge merge-edge" data-parent="${esc(e.parent)}" data-child="${esc(e.child)}"><title>${esc(edgeTitle(e))}</title>` +
+        `<path class="line" d="M ${a.x} ${a.y + NODE_H} L ${b.x} ${b.y}" stroke="${edgeColour(e)}" marker-end="url(#arrow)"></path></g>`);
     }
     if (data.truth) {
       for (const [p, c] of data.truth.missing) {
