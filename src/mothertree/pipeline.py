@@ -103,7 +103,8 @@ class Comparison:
 
     ``relative_distance`` is the mean over compared tensors of RMS(A - B) over the two weights' RMS (about
     1.41 for unrelated weights, a few hundredths for fine-tunes; related below ``UNRELATED_ABOVE``), None
-    when the two share no tensor of one name and shape (other architectures). ``edge`` is the recovered
+    when the two share no tensor of one name and shape (other architectures), or when one is the other
+    quantised or pruned (found by reading, ``why`` says so; 0 for a copy). ``edge`` is the recovered
     edge between them when related: its ``confidence``, ``direction_probability`` and ``relation``, as in
     ``recover``; with two models alone there are no forks to learn cue signs from, so a direction is often
     undetermined, and said so. ``why`` says in words what the numbers mean.
@@ -141,7 +142,11 @@ def compare(
     """
     try:
         feature_sets, broken = read_features(
-            [a, b], base=base, ranks=ranks_for("auto"), follow_links=follow_links
+            [a, b],
+            base=base,
+            ranks=ranks_for("auto"),
+            follow_links=follow_links,
+            relations=("duplicate", "quantized", "pruned"),  # no merge of two models alone
         )
     except NoComparableTensorsError:
         return Comparison(
@@ -159,6 +164,26 @@ def compare(
         for features in feature_sets
         for model_id, path in zip(features.model_ids, features.model_paths, strict=True)
     }
+    copies = {
+        Path(record["path"]).resolve(): child
+        for features in feature_sets
+        for child, record in features.metadata.get(LEAF_COPIES, {}).items()
+    }
+    aliases = {
+        copy: original
+        for f in feature_sets
+        for original, same in f.metadata.get(ALIASES, {}).items()
+        for copy in same
+    }
+    if len(by_path) == 1 and len(aliases) == 1:  # one model stored twice
+        ((copy, original),) = aliases.items()
+        edge = Edge(original, copy, 0.0, 1.0, direction_probability=1.0, relation="duplicate")
+        why = (
+            f"`{copy}` is a copy of `{original}`: every tensor equal, or equal to `{original}`'s rounded to "
+            "the dtype it is stored in (checked on every tensor)"
+        )
+        return Comparison(original, copy, True, 0.0, edge, None, why)
+    by_path.update(copies)
     if len(by_path) != 2:
         found = ", ".join(f"`{m}`" for m in by_path.values())
         raise TooFewModelsError(
@@ -168,8 +193,8 @@ def compare(
     # Named in the order given, whichever the recovery makes the parent.
     first = by_path.get(Path(a).resolve(), next(iter(by_path.values())))
     second = next(model_id for model_id in by_path.values() if model_id != first)
-    paired = next(features for features in feature_sets if features.n_models == 2)
-    relative = float(paired.relative_distances()[0, 1])
+    paired = next((features for features in feature_sets if features.n_models == 2), None)
+    relative = float(paired.relative_distances()[0, 1]) if paired is not None else None
     result = recover_trees(feature_sets, broken=broken)
     if not result.edges:
         return Comparison(
@@ -179,13 +204,18 @@ def compare(
             relative,
             None,
             None,
-            f"their weights are as far apart as unrelated weights (relative distance {relative:.3g}, "
+            f"their weights are as far apart as unrelated weights (relative distance {relative or 0:.3g}, "
             f"related below {UNRELATED_ABOVE})",
         )
     edge = result.edges[0]
     cue = result.trees[0].cue
     if edge.known:
         why = f"`{edge.child}` is a PEFT adapter read on its base `{edge.parent}`"
+    elif edge.relation in ("quantized", "pruned"):
+        made = "quantised (rounded to an integer grid)" if edge.relation == "quantized" else "pruned"
+        why = (
+            f"`{edge.child}` is `{edge.parent}` {made}: checked on every tensor, the copy is always the child"
+        )
     elif edge.direction_determined:
         why = (
             f"`{edge.child}` was fine-tuned from `{edge.parent}` (relative distance {relative:.3g}; "
@@ -197,6 +227,13 @@ def compare(
             f"probability {edge.direction_probability:.2f} for `{edge.parent}` before `{edge.child}`"
         )
     return Comparison(first, second, True, relative, edge, cue, why)
+
+
+def _models_compared(features: FeatureSet) -> int:
+    """The models a FeatureSet stands for: its own, and the copies, quantised and pruned copies it holds
+    as aliases and leaves."""
+    aliases = sum(len(same) for same in features.metadata.get(ALIASES, {}).values())
+    return features.n_models + aliases + len(features.metadata.get(LEAF_COPIES, {}))
 
 
 def load_features(
@@ -311,7 +348,7 @@ def read_features(
             if features.n_models:
                 feature_sets.append(features)
     # A quantised or pruned copy left out is a model compared (with its source) all the same.
-    if not any(f.n_models + len(f.metadata.get(LEAF_COPIES, {})) > 1 for f in feature_sets):
+    if not any(_models_compared(f) > 1 for f in feature_sets):
         raise NoComparableTensorsError(
             "no two models share their weight tensors (name and shape): there is nothing to compare",
             hint="put fine-tunes of one architecture in the folder; models of different architectures "

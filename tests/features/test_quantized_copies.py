@@ -110,3 +110,27 @@ def test_a_pruned_copy_is_a_leaf_under_its_source(bert_family: Path, tmp_path: P
     assert [(e.parent, e.child) for e in finetunes] == [(e.parent, e.child) for e in without.edges]
     # Equal up to float64 rounding: with a pruned model in the group, distances go over common supports.
     assert [e.confidence for e in finetunes] == pytest.approx([e.confidence for e in without.edges], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_compare_tells_a_copy_and_a_quantised_copy_from_a_fine_tune(
+    bert_family: Path, tmp_path: Path
+) -> None:
+    from mothertree.pipeline import compare
+
+    folder = linked(bert_family, tmp_path / "models", ["ft-colour"])
+    shutil.copytree(bert_family / "ft-colour", folder / "ft-colour-copy")
+    formats.quantize_onnx(
+        formats.export_onnx(bert_family / "ft-colour", tmp_path / "ft-colour.onnx"),
+        folder / "ft-colour-int8.onnx",
+    )
+    copy = compare(folder / "ft-colour", folder / "ft-colour-copy")
+    assert copy.related and copy.edge is not None and copy.edge.relation == "duplicate"
+    assert "is a copy of" in copy.why
+    quantized = compare(folder / "ft-colour-int8.onnx", folder / "ft-colour")  # the copy named first
+    assert quantized.related and quantized.edge is not None
+    assert (quantized.edge.parent, quantized.edge.child, quantized.edge.relation) == (
+        "ft-colour",
+        "ft-colour-int8",
+        "quantized",
+    )
