@@ -523,21 +523,22 @@ def _attach_leaf_copies(
     aliases = features.metadata.get(ALIASES, {})
     for child, record in features.metadata.get(LEAF_COPIES, {}).items():
         tree = next((k for k, t in enumerate(trees) if record["parent"] in t.models), None)
-        summary = summaries.get(child, {})
         if tree is None:  # its source could not be read to the end: the copy is a model of its own
-            trees.append(RecoveredTree(root=child, models=[child]))
-            models.append(
-                RecoveredModel(
+            trees.append(RecoveredTree(root=child, models=[]))
+            tree = len(trees) - 1
+        else:
+            edges.append(
+                Edge(
+                    record["parent"],
                     child,
-                    record["path"],
-                    len(trees) - 1,
-                    summary.get("dtype"),
-                    summary.get("parameters"),
-                    tuple(aliases.get(child, ())),
+                    record["distance"],
+                    LEAF_COPY_CONFIDENCE,
+                    direction_probability=1.0,
+                    relation=record["relation"],
                 )
             )
-            continue
         trees[tree].models.append(child)
+        summary = summaries.get(child, {})
         models.append(
             RecoveredModel(
                 child,
@@ -546,16 +547,6 @@ def _attach_leaf_copies(
                 summary.get("dtype"),
                 summary.get("parameters"),
                 tuple(aliases.get(child, ())),
-            )
-        )
-        edges.append(
-            Edge(
-                record["parent"],
-                child,
-                record["distance"],
-                LEAF_COPY_CONFIDENCE,
-                direction_probability=1.0,
-                relation=record["relation"],
             )
         )
 
