@@ -41,13 +41,19 @@ EQUAL_RELATIVE = 3e-8
 _FP16_ABSOLUTE = 2.0**-25
 
 
+def equal_bound(features: FeatureSet) -> npt.NDArray[np.float64]:
+    """``(tensors, 1, 1)``: the RMS distance at or below which a pair is equal on a tensor, the rounding
+    of the distance's own arithmetic (over a common support a difference of sums, not exactly 0 for
+    identical tensors), far below any fine-tune's move (``EQUAL_RELATIVE`` of the weights' RMS)."""
+    scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))
+    return np.asarray(EQUAL_RELATIVE * scale.max(axis=1)[:, None, None], dtype=np.float64)
+
+
 def candidate_pairs(features: FeatureSet) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j``, whose every compared tensor is as near as a copy's would be."""
     rms = features.rms_distances
     scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))  # (t, n)
-    # "Equal": the rounding of the distance's own arithmetic (over a common support it is a difference of
-    # sums, not exactly 0 for identical tensors), far below any fine-tune's move.
-    exact = EQUAL_RELATIVE * scale.max(axis=1)[:, None, None]
+    exact = equal_bound(features)
     if features.precisions is None:  # every tensor stored alike in every model: only identical copies
         near = np.all(np.nan_to_num(rms, nan=np.inf) <= exact, axis=0)
         return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(near, k=1)), strict=True)]

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import MotherTreeError
 from ..io.types import Checkpoint
-from .duplicates import EQUAL_RELATIVE
+from .duplicates import equal_bound
 from .featureset import FeatureSet
 from .quantized import is_parameter_like
 
@@ -32,10 +32,9 @@ def pruned_sources(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> d
     """Pruned copy -> its source (indices into ``features`` and ``checkpoints``, in the same order)."""
     if not features.metadata.get("masked_tensors") or features.n_models < 2:
         return {}
-    rms = features.rms_distances
-    scale = np.sqrt(np.maximum(features.moments[..., 1] + features.moments[..., 0] ** 2, 0.0))
-    exact = EQUAL_RELATIVE * scale.max(axis=1)[:, None, None]
-    equal_on_support = np.all(np.nan_to_num(rms, nan=np.inf) <= exact, axis=0)
+    equal_on_support = np.all(
+        np.nan_to_num(features.rms_distances, nan=np.inf) <= equal_bound(features), axis=0
+    )
     sources: dict[int, int] = {}
     for child in range(features.n_models):
         found = []

@@ -103,7 +103,9 @@ def _merge_onto(
         return None
     # Which weights each candidate explains alone, tensor by tensor: DARE rescales each tensor's survivors
     # by its own factor (mergekit keeps their L1 norm), TIES by 1.
-    alone = [np.stack([_alone(delta, tau[k]) for k in range(len(candidates))]) for delta, tau in chunks]
+    # The scale is NaN where a candidate's ratio has no mode: it then explains nothing there.
+    scales = [np.array([_mode_ratio(delta, part) or np.nan for part in tau]) for delta, tau in chunks]
+    alone = [_close(delta[None, :], s[:, None] * tau) for (delta, tau), s in zip(chunks, scales, strict=True)]
     changed = sum(delta.size for delta, _ in chunks)
     shares = sum(a.sum(axis=1) for a in alone) / changed
     order = [int(k) for k in np.argsort(-shares, kind="stable") if shares[k] >= MIN_SHARE]
@@ -112,7 +114,7 @@ def _merge_onto(
     a, b = order[0], order[1]
     explained = 0
     weights = []
-    for (delta, tau), found in zip(chunks, alone, strict=True):
+    for (delta, tau), found, scale in zip(chunks, alone, scales, strict=True):
         single = found[a] | found[b]
         blend = ~single
         explained += int(single.sum())
@@ -126,12 +128,7 @@ def _merge_onto(
             continue
         # DARE blends its survivors at the scales they have alone; TIES at the weights' shares, which
         # least squares finds to a fraction of a percent (hence the looser tolerance of a fit).
-        scales = (_mode_ratio(delta, tau[a]), _mode_ratio(delta, tau[b]))
-        at_scales = (
-            _close(delta[blend], pair @ np.array(scales))
-            if scales[0] is not None and scales[1] is not None
-            else np.zeros(int(blend.sum()), dtype=bool)
-        )
+        at_scales = _close(delta[blend], pair @ scale[[a, b]])
         fitted = _close(delta[blend], pair @ coefficients, BLEND_TOLERANCE)
         explained += int((at_scales | fitted).sum())
         weights.append(coefficients[0] / coefficients.sum())
@@ -141,12 +138,6 @@ def _merge_onto(
     return SparseMerge(
         child, base, ((candidates[a], weight), (candidates[b], 1.0 - weight)), unchanged, explained / changed
     )
-
-
-def _alone(delta: np.ndarray, tau: np.ndarray) -> np.ndarray:
-    """Where ``delta`` is ``tau`` times the most common ratio of the two (False everywhere if none)."""
-    scale = _mode_ratio(delta, tau)
-    return _close(delta, scale * tau) if scale is not None else np.zeros(delta.shape, dtype=bool)
 
 
 def _changed_weights(

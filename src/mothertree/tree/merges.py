@@ -61,14 +61,23 @@ def segment_fit(squared: npt.NDArray[np.float64], c: int, a: int, b: int) -> tup
     """(t*, relative residual) of model ``c`` against the segment from ``a`` to ``b`` (module docstring);
     ``squared`` holds the squared distances. The residual is relative to ``c``'s distance to the nearer
     of ``a`` and ``b``; ``inf`` when ``a`` and ``b`` coincide."""
+    t, residual = segment_fits(squared, c, a, np.array([b]))
+    return float(t[0]), float(residual[0])
+
+
+def segment_fits(
+    squared: npt.NDArray[np.float64], c: int, a: int, b: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``segment_fit`` of ``c`` against the segments from ``a`` to each model of ``b`` at once."""
     s_ca, s_cb, s_ab = squared[c, a], squared[c, b], squared[a, b]
-    if s_ab <= 0:
-        return 0.0, float("inf")
-    inner = (s_ca + s_ab - s_cb) / 2.0
-    t = inner / s_ab
-    residual = max(s_ca - t * inner, 0.0)
-    nearer = min(s_ca, s_cb)
-    return float(t), float(np.sqrt(residual / nearer)) if nearer > 0 else float("inf")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = (s_ca + s_ab - s_cb) / 2.0
+        t = np.where(s_ab > 0, inner / s_ab, 0.0)
+        nearer = np.minimum(s_ca, s_cb)
+        residual = np.where(
+            (s_ab > 0) & (nearer > 0), np.sqrt(np.maximum(s_ca - t * inner, 0.0) / nearer), np.inf
+        )
+    return t, residual
 
 
 def find_merges(
@@ -92,11 +101,7 @@ def find_merges(
         others = np.array([j for j in range(n) if j != c])
         for a in [int(j) for j in np.argsort(squared[c], kind="stable") if j != c][:nearest]:
             b = others[others != a]
-            s_ca, s_cb, s_ab = squared[c, a], squared[c, b], squared[a, b]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                inner = (s_ca + s_ab - s_cb) / 2.0
-                t = np.where(s_ab > 0, inner / s_ab, np.nan)
-                residual = np.sqrt(np.maximum(s_ca - t * inner, 0.0) / np.minimum(s_ca, s_cb))
+            t, residual = segment_fits(squared, c, a, b)
             ok = (t >= min_weight) & (t <= 1 - min_weight) & (residual <= max_residual)
             if ok.any():
                 k = int(np.flatnonzero(ok)[np.argmin(residual[ok])])
