@@ -30,14 +30,10 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mothertree.zoo.text import minilm_path
 
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522,  # MiniLM's tokenizer, which the GGUF converter needs beside the weights
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
+    from tiny_bert import TINY_BERT
+
+    # MiniLM's vocabulary: the GGUF converter needs its tokenizer beside the weights.
+    config = transformers.BertConfig(**{**TINY_BERT, "vocab_size": 30522})
     folder = tmp_path_factory.mktemp("formats") / "tiny-bert"
     transformers.BertModel(config).save_pretrained(folder)
     transformers.AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(folder)
