@@ -197,6 +197,29 @@ def test_gguf_requantised_by_the_gguf_package(tiny_bert: Path, tmp_path: Path) -
                 assert within_one_step(checkpoint.read(name), source.read(name), "Q4_0"), name
 
 
+def test_exports_in_a_folder_of_their_own_are_read_through_the_folder(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    # A model's path is its folder, as the user gave it; the reads must still go to the file in it.
+    _converter()
+    formats.convert_gguf(tiny_bert, tmp_path / "gguf" / "model.gguf", outtype="f16")
+    exported = formats.export_onnx(tiny_bert, tmp_path / "src" / "model.onnx")
+    (tmp_path / "onnx").mkdir()
+    onnx.save_model(
+        onnx.load(str(exported)),
+        str(tmp_path / "onnx" / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx_data",  # what optimum names it
+        size_threshold=0,
+    )
+    source = open_checkpoint(tiny_bert)
+    for folder in ("gguf", "onnx"):
+        with open_checkpoint(tmp_path / folder) as checkpoint:
+            assert checkpoint.path == tmp_path / folder
+            name = "encoder.layer.0.attention.self.query.weight"
+            assert np.allclose(checkpoint.read(name), source.read(name), atol=1e-3), folder
+
+
 def test_gguf_llama_q_and_k_are_permuted_back(tmp_path: Path) -> None:
     _converter()
     spm = pytest.importorskip("sentencepiece")

@@ -127,8 +127,10 @@ def keeps_unquantized(child: Checkpoint, source: Checkpoint) -> bool:
         if info.is_quantized:
             continue
         precision = precision_of(info.dtype)
-        if precision_of(source.tensors[name].dtype) not in (0, precision):
-            return False  # the source is coarser (fp16 against bf16): the child cannot be it rounded
+        # A source in another half precision (fp16 against bf16) cannot be the child rounded; a child
+        # stored in float32 holds a half-precision source's values as they are (GGUF of a bf16 model).
+        if precision != 0 and precision_of(source.tensors[name].dtype) not in (0, precision):
+            return False
         if not np.array_equal(rounded(source.read(name), precision), child.read(name)):
             return False
     return True

@@ -69,6 +69,8 @@ class GgufCheckpoint(Checkpoint):
 
     def __init__(self, path: str | os.PathLike[str], *, boundary: Path | None = None) -> None:
         self.path = Path(path)
+        # Reads go to the file; ``path`` becomes the model's path as the user gave it (its folder).
+        self._file = self.path
         self._boundary = boundary if boundary is not None else boundary_of(self.path)
         self._gguf = import_optional("gguf", "`.gguf` files", "formats")
         size = check_regular(self.path, self._boundary)
@@ -91,12 +93,12 @@ class GgufCheckpoint(Checkpoint):
 
     def read(self, name: str) -> np.ndarray:
         stored = self._stored[name]
-        with open_regular(self.path, self._boundary) as file:
+        with open_regular(self._file, self._boundary) as file:
             try:
                 file.seek(stored.offset)
                 raw = file.read(stored.n_bytes)
             except OSError as exc:
-                raise os_error(self.path, exc) from None
+                raise os_error(self._file, exc) from None
         if len(raw) != stored.n_bytes:
             raise InvalidCheckpointError(
                 f"{shown(self.path)} ends inside the tensor `{name}`",

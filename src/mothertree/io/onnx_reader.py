@@ -77,6 +77,8 @@ class OnnxCheckpoint(Checkpoint):
 
     def __init__(self, path: str | os.PathLike[str], *, boundary: Path | None = None) -> None:
         self.path = Path(path)
+        # External data lies beside the file; ``path`` becomes the model's path as the user gave it.
+        self._file = self.path
         self._boundary = boundary if boundary is not None else boundary_of(self.path)
         onnx = import_optional("onnx", "`.onnx` models", "formats")
         self._onnx = onnx
@@ -267,7 +269,7 @@ class OnnxCheckpoint(Checkpoint):
     def _external(self, tensor: Any) -> np.ndarray:
         fields = {entry.key: entry.value for entry in tensor.external_data}
         location = fields.get("location", "")
-        data = self.path.parent / location
+        data = self._file.parent / location
         if not location or os.path.isabs(location):
             raise InvalidCheckpointError(
                 f"{shown(self.path)}: the initializer `{tensor.name}` names external data "

@@ -1,6 +1,7 @@
 """Build the Model Graph a ``GraphSpec`` describes: real roots, real fine-tunes, files as users write them.
 
-Every model is a folder under ``out`` named by its id; ``truth.json`` holds the edges and, per model, its
+Every model is a folder under ``out`` named by its id; ``truth.json`` holds the edges (each with its
+relation: ``finetune``, ``adapter``, or that of a derived model, see ``zoo.derive``) and, per model, its
 settings, the held-out accuracy it reached, its weight change relative to its parent and a digest of its
 weights. The build is resumable: ``.build-state.json`` records every finished model, and a rerun makes only
 what is missing. A folder holding a build of another spec is refused, unless ``force``: then every model is
@@ -117,10 +118,10 @@ def relative_change(child: Mapping[str, torch.Tensor], parent: Mapping[str, torc
 def build_graph(spec: GraphSpec, out: Path, *, force: bool = False, quiet: bool = False) -> GraphBuild:
     """Build ``spec`` under ``out`` (resuming an interrupted build) and return what was done.
 
-    ``out/truth.json`` is written last: ``{"edges": [{"parent", "child"}], "models": {id: settings and
-    outcome, ``weights_sha256`` included}, "spec": ...}``. ``quiet``: no log lines (progress bars show on a
-    terminal only, see ``mothertree._progress``). Torch's thread count stays as the caller set it;
-    bit-identical rebuilds need the same thread count.
+    ``out/truth.json`` is written last: ``{"edges": [{"parent", "child", "relation"}], "models": {id:
+    settings and outcome, ``weights_sha256`` included}, "spec": ...}``. ``quiet``: no log lines (progress
+    bars show on a terminal only, see ``mothertree._progress``). Torch's thread count stays as the caller
+    set it; bit-identical rebuilds need the same thread count.
 
     Raises:
         InvalidParameterError: ``out`` holds a build of another spec, and ``force`` is not set.
@@ -170,13 +171,33 @@ def _build_locked(
                 _log(plan, record)
         weights.made(plan)
     truth = {
-        "edges": [{"parent": p.parent, "child": p.id} for p in plans if p.parent is not None],
+        "edges": truth_edges(spec, plans),
         # Run times stay in the state file: the truth of a spec is the same on every machine.
         "models": {pid: {k: v for k, v in rec.items() if k != "seconds"} for pid, rec in records.items()},
         "spec": spec.to_json(),
     }
     write_json(out / TRUTH_FILE, truth)
     return trained, reused
+
+
+def truth_edges(spec: GraphSpec, plans: list[NodePlan]) -> list[dict[str, Any]]:
+    """Every parent -> child edge with its relation (``finetune``, ``adapter``, or a derivation's); a
+    merge has an edge from each of its models, with that model's share of the merge as ``weight``."""
+    from .derive import derivation
+
+    edges: list[dict[str, Any]] = []
+    for plan in plans:
+        if plan.derive is not None:
+            relation: str = derivation(plan.derive, spec.family).relation
+        else:
+            relation = "adapter" if plan.save == "adapter" else "finetune"
+        weights = list(plan.merge_weights) or [1.0] * len(plan.parents)
+        for source, weight in zip(plan.parents, weights, strict=True):
+            edge: dict[str, Any] = {"parent": source, "child": plan.id, "relation": relation}
+            if relation == "merge":
+                edge["weight"] = weight / sum(weights)
+            edges.append(edge)
+    return edges
 
 
 def _finished_models(out: Path, fingerprint: str, ids: set[str], *, force: bool) -> dict[str, Any]:
@@ -218,6 +239,15 @@ def _positions(plans: list[NodePlan]) -> dict[str, tuple[int, int]]:
 
 
 def _settings(spec: GraphSpec, plan: NodePlan, position: tuple[int, int]) -> dict[str, Any]:
+    if plan.derive is not None:
+        merge = {"merge_with": list(plan.merge_with), "merge_weights": list(plan.merge_weights)}
+        return {
+            "parent": plan.parent,
+            "tree": position[0],
+            "depth": position[1],
+            "derive": plan.derive,
+            **(merge if plan.merge_with else {}),
+        }
     tuned = plan.parent is not None
     return {
         "parent": plan.parent,
@@ -267,6 +297,8 @@ def _make(spec: GraphSpec, plan: NodePlan, out: Path, weights: _ParentWeights) -
     folder = out / plan.id
     if plan.parent is None:
         return _make_root(spec, plan, folder)
+    if plan.derive is not None:
+        return _derive(spec, plan, out)
     if spec.family == "text":
         return _text_fine_tune(spec, plan, out / plan.parent, folder)
     parent = weights.of(plan.parent)
@@ -278,6 +310,37 @@ def _make(spec: GraphSpec, plan: NodePlan, out: Path, weights: _ParentWeights) -
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     weights.keep(plan.id, state)
     return {**outcome, "relative_change_from_parent": relative_change(state, parent)}
+
+
+def _derive(spec: GraphSpec, plan: NodePlan, out: Path) -> dict[str, Any]:
+    from .derive import derive_model
+
+    folder = out / plan.id
+    folder.rmdir()  # made here from its sources, as a new folder
+    by_id = {p.id: p for p in plan_graph(spec)}
+    base = _common_ancestor(by_id, plan.parents) if len(plan.parents) > 1 else None
+    return derive_model(
+        plan.derive or "",
+        spec.family,
+        [out / source for source in plan.parents],
+        folder,
+        weights=plan.merge_weights,
+        base=out / base if base is not None else None,
+        seed=plan.seed,
+    )
+
+
+def _common_ancestor(by_id: Mapping[str, NodePlan], models: tuple[str, ...]) -> str | None:
+    """The nearest model that every one of ``models`` descends from (or is)."""
+
+    def lineage(model_id: str) -> list[str]:
+        chain = [model_id]
+        while by_id[chain[-1]].parent is not None:
+            chain.append(by_id[chain[-1]].parent or "")
+        return chain
+
+    shared = set.intersection(*(set(lineage(m)) for m in models))
+    return next((m for m in lineage(models[0]) if m in shared), None)
 
 
 @contextlib.contextmanager
@@ -319,6 +382,11 @@ def _log_to_stderr(enabled: bool) -> Iterator[None]:
 def _log(plan: NodePlan, record: Mapping[str, Any]) -> None:
     if plan.parent is None:
         LOG.info("root %s: %s", plan.id, record.get("task"))
+        return
+    if plan.derive is not None:
+        LOG.info(
+            "%s <- %s  %s (%s)", plan.id, ", ".join(plan.parents), record.get("how"), record.get("relation")
+        )
         return
     LOG.info(
         "%s <- %s  %-12s lr=%-7g %s%s accuracy %.3f  change from parent %.4f  %.0f s",

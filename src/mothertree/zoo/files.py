@@ -104,4 +104,10 @@ def weights_digest(folder: Path) -> str:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         # Bytes through a uint8 view: numpy has no bfloat16, and 0-d tensors cannot be viewed directly.
         digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    # Exports (ONNX, GGUF) are one file each, digested as they are.
+    for path in sorted([*folder.glob("*.onnx"), *folder.glob("*.gguf")]):
+        digest.update(f"{path.name}|".encode())
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()

@@ -17,7 +17,8 @@ tensor at a time (safetensors), merges each tensor as mergekit's method does and
 Why not ``mergekit-yaml``: mergekit 0.1.5's planner fails on every BERT (its optional weight
 ``embeddings.position_ids`` has aliases, which it concatenates as a tuple to a list), and 0.1.4 does not
 import beside pydantic 2.14; the functions called here are the ones its planner calls per tensor. Tensors
-that are not floating point (``position_ids``) are the first model's.
+that are not floating point (``position_ids``), and task heads whose shapes differ between the models
+(a classifier of another class count, which no merge method can combine), are the first model's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
@@ -35,6 +36,7 @@ from ..errors import InvalidParameterError
 
 MergeMethod = Literal["linear", "ties", "dare_ties", "slerp"]
 WEIGHTS_FILE = "model.safetensors"
+PICKLE_FILE = "pytorch_model.bin"
 
 
 def merge_models(
@@ -48,7 +50,8 @@ def merge_models(
     t: float = 0.5,
     seed: int = 0,
 ) -> Path:
-    """Merge transformers folders ``models`` (safetensors) into the new folder ``out`` (see the module)."""
+    """Merge model folders ``models`` (``model.safetensors``, or a ``pytorch_model.bin`` state dict) into
+    the new folder ``out`` (see the module)."""
     from mergekit.merge_methods.generalized_task_arithmetic import get_mask
     from mergekit.merge_methods.slerp import slerp
     from mergekit.sparsify import RescaleNorm, SparsificationMethod, sparsify
@@ -67,13 +70,15 @@ def merge_models(
             "slerp: 2 models and t",
         )
     torch.manual_seed(seed)  # DARE's random drops
-    handles = [safe_open(str(folder / WEIGHTS_FILE), "pt") for folder in models]
-    base_handle = safe_open(str(base / WEIGHTS_FILE), "pt") if base is not None else None
+    handles = [_open_weights(folder) for folder in models]
+    base_handle = _open_weights(base) if base is not None else None
     merged: dict[str, torch.Tensor] = {}
     for name in handles[0].keys():
         tensors = [handle.get_tensor(name) for handle in handles]
         first = tensors[0]
-        if not first.is_floating_point():
+        origin = base_handle.get_tensor(name).float() if base_handle is not None else None
+        together = tensors if origin is None else [*tensors, origin]
+        if not first.is_floating_point() or any(t.shape != first.shape for t in together):
             merged[name] = first
             continue
         if method == "linear":
@@ -84,8 +89,7 @@ def merge_models(
         elif method == "slerp":
             merged[name] = slerp(torch.tensor(t), tensors[0], tensors[1]).to(first.dtype)
         else:
-            assert base_handle is not None
-            origin = base_handle.get_tensor(name).float()
+            assert origin is not None
             dare = method == "dare_ties"
             deltas = torch.stack(
                 [
@@ -111,5 +115,30 @@ def merge_models(
     save_file(
         {k: v.contiguous() for k, v in merged.items()}, str(out / WEIGHTS_FILE), metadata={"format": "pt"}
     )
-    shutil.copy2(models[0] / "config.json", out / "config.json")
+    if (models[0] / "config.json").is_file():
+        shutil.copy2(models[0] / "config.json", out / "config.json")
     return out
+
+
+class _StateDict:
+    """A pickled state dict read as tensors only, with safetensors' ``keys`` / ``get_tensor``."""
+
+    def __init__(self, path: Path) -> None:
+        self._state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+    def keys(self) -> list[str]:
+        return list(self._state)
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        return self._state[name]
+
+
+def _open_weights(folder: Path) -> Any:
+    """A model folder's weights, one tensor at a time: ``model.safetensors``, else ``pytorch_model.bin``."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return safe_open(str(folder / WEIGHTS_FILE), "pt")
+    if (folder / PICKLE_FILE).is_file():
+        return _StateDict(folder / PICKLE_FILE)
+    raise InvalidParameterError(
+        f"`{folder}` holds neither {WEIGHTS_FILE} nor {PICKLE_FILE}", hint="merge unsharded model folders"
+    )

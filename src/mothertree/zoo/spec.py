@@ -67,6 +67,12 @@ class NodePlan:
         steps: a fine-tune's optimiser steps; None: the spec's ``steps``.
         weight_decay: a fine-tune's AdamW weight decay; None: the family's default (0.01). Its sign of
             effect on the weight norm is what makes recipes differ (``docs/RESULTS.md``, shapes).
+        derive: a model made from its parent without training, by the tool users make it with: a copy,
+            a re-save, a quantised export, a pruned copy or a merge (``zoo.derive.DERIVATIONS`` names them
+            and the relation each makes). A derived model is a leaf.
+        merge_with: a merge's other models (its parent is the first).
+        merge_weights: a merge's weights, the parent's first (linear, TIES, DARE-TIES); SLERP's ``t`` is
+            the second model's weight.
     """
 
     id: str
@@ -79,10 +85,18 @@ class NodePlan:
     save: str = ""
     steps: int | None = None
     weight_decay: float | None = None
+    derive: str | None = None
+    merge_with: tuple[str, ...] = ()
+    merge_weights: tuple[float, ...] = ()
 
     @property
     def method(self) -> Method:
         return "full" if self.lora_rank is None else "lora"
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        """Every model this one is made from: its parent, and a merge's other models."""
+        return () if self.parent is None else (self.parent, *self.merge_with)
 
 
 @dataclass(frozen=True)
@@ -183,8 +197,8 @@ class GraphSpec:
             if data[name] == _FIELD_DEFAULTS[name]:
                 del data[name]
         for node in data.get("nodes", ()):
-            for name in ("steps", "weight_decay"):
-                if node[name] is None:
+            for name in ("steps", "weight_decay", "derive", "merge_with", "merge_weights"):
+                if node[name] in (None, ()):
                     del node[name]
         return data
 
@@ -225,7 +239,8 @@ def _node(data: Any) -> NodePlan:
             f"graph spec node {data!r}: a node is a mapping with an id",
             hint=f"node fields: {', '.join(names)}",
         )
-    return NodePlan(**data)
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return NodePlan(**fields)
 
 
 def _invalid(spec: GraphSpec, message: str, hint: str | None = None) -> InvalidParameterError:
@@ -246,7 +261,8 @@ def _validate(spec: GraphSpec) -> None:
             raise _invalid(spec, "gives both roots and nodes", hint="list the roots among the nodes")
         _check_nodes(spec)
         roots = [n.root or "" for n in spec.nodes if n.parent is None]
-        tasks = [n.task or "" for n in spec.nodes if n.parent is not None]
+        tasks = [n.task or "" for n in spec.nodes if n.parent is not None and n.derive is None]
+        _check_derivations(spec)
         saves = {n.save for n in spec.nodes if n.save}
         lora = any(n.lora_rank is not None for n in spec.nodes)
     else:
@@ -294,14 +310,23 @@ def _node_problem(node: NodePlan, seen: dict[str, NodePlan]) -> str | None:
             return "a root is its source as it is: no task, lr, lora_rank or save"
         if node.steps is not None or node.weight_decay is not None:
             return "a root is its source as it is: no steps or weight_decay (see pretrain_steps)"
+        if node.derive is not None or node.merge_with:
+            return "a derived model needs the parent it is made from"
         return None
-    parent = seen.get(node.parent)
-    if parent is None:
-        return f"its parent {node.parent!r} is missing or comes after it"
-    if parent.save == "adapter":
-        return "an adapter cannot be a parent in the zoo"
+    for source in node.parents:
+        parent = seen.get(source)
+        if parent is None:
+            return f"its parent {source!r} is missing or comes after it"
+        if parent.save == "adapter":
+            return "an adapter cannot be a parent in the zoo"
+        if parent.derive is not None:
+            return f"{source!r} is derived ({parent.derive}), and derived models are leaves in the zoo"
     if node.root is not None:
         return "only a root has a source"
+    if node.derive is not None:
+        return _derived_problem(node)
+    if node.merge_with or node.merge_weights:
+        return "only a merge (derive: linear, slerp, ties, dare_ties) has merge_with and merge_weights"
     if not node.task or not isinstance(node.lr, (int, float)) or node.lr <= 0:
         return "a fine-tune needs a task and a positive lr"
     if node.lora_rank is not None and node.lora_rank < 1:
@@ -313,6 +338,34 @@ def _node_problem(node: NodePlan, seen: dict[str, NodePlan]) -> str | None:
     if node.weight_decay is not None and node.weight_decay < 0:
         return "weight_decay must be >= 0"
     return None
+
+
+def _derived_problem(node: NodePlan) -> str | None:
+    from .derive import MERGES
+
+    if node.task or node.lr is not None or node.lora_rank is not None or node.save:
+        return "a derived model is made from its parent as it is: no task, lr, lora_rank or save"
+    if node.steps is not None or node.weight_decay is not None:
+        return "a derived model is not trained: no steps or weight_decay"
+    if node.derive in MERGES:
+        if len(set(node.parents)) < 2 or len(node.merge_weights) not in (0, len(node.parents)):
+            return "a merge needs merge_with (its other models) and, if given, one weight per model"
+        if node.derive == "slerp" and len(node.parents) != 2:
+            return "a SLERP merge is of two models"
+    elif node.merge_with or node.merge_weights:
+        return f"only a merge has merge_with and merge_weights, not {node.derive!r}"
+    return None
+
+
+def _check_derivations(spec: GraphSpec) -> None:
+    from .derive import derivation
+
+    for node in spec.nodes:
+        if node.derive is not None:
+            try:
+                derivation(node.derive, spec.family)
+            except InvalidParameterError as exc:
+                raise _invalid(spec, f"model {node.id!r}: {exc}", hint=exc.hint) from None
 
 
 def _check_roots(spec: GraphSpec, roots: list[str]) -> None:
@@ -347,7 +400,9 @@ def plan_graph(spec: GraphSpec) -> list[NodePlan]:
     """Every model of ``spec``, each after its parent, its save format filled in."""
     if spec.nodes:
         plain = _PLAIN_SAVE[spec.family]
-        return [dataclasses.replace(node, save=node.save or plain) for node in spec.nodes]
+        return [
+            node if node.derive else dataclasses.replace(node, save=node.save or plain) for node in spec.nodes
+        ]
     return _generate(spec)
 
 

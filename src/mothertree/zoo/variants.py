@@ -65,7 +65,7 @@ from ..errors import (
 from ..io._files import ADAPTER_CONFIG, SAFETENSORS_FILE, SAFETENSORS_SUFFIX, is_weight_file_name
 from .files import TRUTH_FILE
 
-__all__ = ["VARIANT_KEY", "Variant", "build_variant", "parse_variant", "quantize_linears"]
+__all__ = ["VARIANT_KEY", "Variant", "build_variant", "derive_copy", "parse_variant", "quantize_linears"]
 
 LOG = logging.getLogger(__name__)
 
@@ -180,6 +180,13 @@ def build_variant(graph: Path, out: Path, variant: str, *, quiet: bool = False) 
         out.rmdir()  # checked empty by _already_built; rename cannot replace a folder on every platform
     os.replace(partial, out)
     return out
+
+
+def derive_copy(source: Path, target: Path, variant: str) -> dict[str, Any]:
+    """``variant`` of the one model folder ``source``, written into the new folder ``target`` (the zoo's
+    derived models); what was done."""
+    with torch.random.fork_rng(devices=[]):
+        return _make_model(Path(source), Path(target), parse_variant(variant), quiet=True)
 
 
 def _build(
