@@ -49,4 +49,5 @@ STARTUP = Section("<!-- startup: benchmarks/startup.py -->", "<!-- /startup -->"
 SCALE = Section("<!-- scale: benchmarks/scale_bench.py -->", "<!-- /scale -->")
 FINGERPRINTS = Section("<!-- fingerprints: benchmarks/fingerprint_bench.py -->", "<!-- /fingerprints -->")
 RELATIONS_SECTION = Section("<!-- relations: benchmarks/relations_bench.py -->", "<!-- /relations -->")
-KEPT = (SHAPES, FUZZ, REPORT, STARTUP, SCALE, FINGERPRINTS, RELATIONS_SECTION)
+HUB_SECTION = Section("<!-- hub: benchmarks/hub_bench.py -->", "<!-- /hub -->")
+KEPT = (SHAPES, FUZZ, REPORT, STARTUP, SCALE, FINGERPRINTS, RELATIONS_SECTION, HUB_SECTION)

@@ -46,6 +46,7 @@ from .pipeline import (
     MODEL_SUMMARIES,
     _distinct,
     _open_model,
+    lone_features,
     merge_copies,
     ranks_for,
     recover_trees,
@@ -168,7 +169,7 @@ def index(
             report.broken.append(outcome)
             LOG.warning("skipping `%s`: %s", outcome.path, outcome.error)
         else:
-            report.bytes_read += sum(int(f[1]) for f in model_files(job.ref))
+            report.bytes_read += sum(int(f[1]) for f in job.files if f[0] != "base")
             parent = by_id.get(outcome.known_parent) if outcome.known_parent is not None else None
             new = store.put(
                 outcome.fingerprint,
@@ -433,15 +434,7 @@ def _digests_agree(prints: Sequence[Fingerprint]) -> Callable[[int, int], bool]:
 
 
 def _lone(node: _Node) -> FeatureSet:
-    return FeatureSet(
-        model_ids=[node.id],
-        model_paths=[node.path],
-        tensor_names=[],
-        numel=np.zeros(0, dtype=np.int64),
-        rms_distances=np.zeros((0, 1, 1)),
-        moments=np.zeros((0, 1, 4)),
-        metadata={ALIASES: {node.id: list(node.aliases)}} if node.aliases else {},
-    )
+    return lone_features(node.id, node.path, node.aliases)
 
 
 def recover_store(

@@ -788,15 +788,21 @@ def _tree_counts(
     return list(split_counts(linkages, scales, n_trees - lone))
 
 
-def _lone_model(model: _OpenModel) -> FeatureSet:
+def lone_features(model_id: str, path: str, aliases: Sequence[str] = ()) -> FeatureSet:
+    """The features of a model compared with no other (alone in its architecture group): a tree of one."""
     return FeatureSet(
-        model_ids=[model.ref.id],
-        model_paths=[str(model.checkpoint.path)],
+        model_ids=[model_id],
+        model_paths=[path],
         tensor_names=[],
         numel=np.zeros(0, dtype=np.int64),
         rms_distances=np.zeros((0, 1, 1)),
         moments=np.zeros((0, 1, 4)),
+        metadata={ALIASES: {model_id: list(aliases)}} if aliases else {},
     )
+
+
+def _lone_model(model: _OpenModel) -> FeatureSet:
+    return lone_features(model.ref.id, str(model.checkpoint.path))
 
 
 def _too_few_message(paths: Sequence[str | Path], n_readable: int, broken: list[BrokenModel]) -> str:
