@@ -68,13 +68,15 @@ def test_reversed_misplaced_and_wrong_relation_are_told_apart() -> None:
         edge("a1", "m", "merge"),
         edge("b", "m", "merge"),
         edge("root", "copy", "finetune", confidence=0.995),  # a copy made a child
+        edge("b", "copy", "finetune", confidence=0.995),  # and a child of another: wrong
     ]
     score = score_relations(result(edges, {}, "a"), TRUTH)
     assert score.confusion[("finetune", "reversed")] == 1
     assert score.confusion[("finetune", "misplaced")] == 1
     assert score.confusion[("quantized", "finetune")] == 1
     assert score.confusion[("duplicate", "finetune")] == 1
-    # Wrong edges: the reversed one, the misplaced one, and root -> copy (a copy is one model, no edge).
+    # Wrong edges: the reversed one, the misplaced one and b -> copy; the copy under its original is
+    # placed right (its relation is wrong).
     assert score.n_directed_correct == 5 and score.n_relation_correct == 3
     assert score.wrong_edges == 3 and score.confident_wrong == 1
 

@@ -67,7 +67,8 @@ class RelationScore:
         confusion: ``(true relation, found)`` -> count, ``found`` one of ``FOUND``.
         copies_as_roots: roots of the result that are a quantised, pruned or duplicate copy (a duplicate
             named in place of its original is not one: the two are one model).
-        wrong_edges: recovered edges that no true edge explains.
+        wrong_edges: recovered edges that no true edge explains (a copy under its original, as a
+            fine-tune, is placed right: its relation is what is wrong).
         confident_wrong: of them, those with confidence above 0.99.
         expected_wrong: the sum of 1 - confidence over the recovered edges.
     """
@@ -118,8 +119,14 @@ def score_relations(result: RecoveredGraph, truth: Mapping[str, Any]) -> Relatio
         else:
             said = _said(found, identity(parent), identity(child))
         confusion[(relation, said)] += 1
+    # A copy hung under its original as a fine-tune is placed right, its relation wrong: not a wrong edge.
     true_pairs = {(identity(p), identity(c)) for p, c, r in true_edges if r != "duplicate"}
-    wrong = [e for e in result.edges if (identity(e.parent), identity(e.child)) not in true_pairs]
+    copies = {(p, c) for p, c, r in true_edges if r == "duplicate"}
+    wrong = [
+        e
+        for e in result.edges
+        if (identity(e.parent), identity(e.child)) not in true_pairs and (e.parent, e.child) not in copies
+    ]
     leaves = {c for _, c, r in true_edges if r in ("quantized", "pruned")}
     bad_roots = sum(
         1
