@@ -677,7 +677,7 @@ def zoo_specs() -> None:
     for name, path in sorted(zoo_package.builtin_specs().items()):
         spec = zoo_package.load_spec(path)
         sizes = ", ".join(f"{size} ({spec.sized(size).n_models} models)" for size in ["full", *spec.sizes])
-        click.echo(f"{name:<14} {spec.family:<7} {spec.method:<6} {sizes}")
+        click.echo(f"{name:<14} {spec.family:<7} {spec.fine_tuning:<6} {sizes}")
 
 
 @zoo.command("variant")

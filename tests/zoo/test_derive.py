@@ -91,6 +91,7 @@ def test_hub_splits_mix_every_relation(name: str) -> None:
         if name == "hub":
             expected |= {"adapter", "quantized"}
         assert relations == expected
+        assert spec.fine_tuning == ("mixed" if name == "hub" else "full")  # LoRA and full fine-tunes
 
 
 # --- real tiny builds -------------------------------------------------------------------------------------

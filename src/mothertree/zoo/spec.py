@@ -173,6 +173,14 @@ class GraphSpec:
             return len(self.nodes)
         return self.trees * (1 + self.children * (1 + self.grandchildren))
 
+    @property
+    def fine_tuning(self) -> str:
+        """``full``, ``lora`` or ``mixed``: how the models are fine-tuned (a listed graph: from its nodes)."""
+        if not self.nodes:
+            return self.method
+        kinds = {n.method for n in self.nodes if n.parent is not None and n.derive is None}
+        return "mixed" if len(kinds) > 1 else next(iter(kinds), "full")
+
     def sized(self, size: str | None) -> GraphSpec:
         """This spec at a named size (``None`` or ``full``: unchanged)."""
         if size in (None, "full"):
