@@ -317,8 +317,9 @@ def _derive(spec: GraphSpec, plan: NodePlan, out: Path) -> dict[str, Any]:
 
     folder = out / plan.id
     folder.rmdir()  # made here from its sources, as a new folder
-    by_id = {p.id: p for p in plan_graph(spec)}
-    base = _common_ancestor(by_id, plan.parents) if len(plan.parents) > 1 else None
+    # TIES and DARE-TIES merge task vectors: differences from the models' nearest common ancestor.
+    sparse = plan.derive in ("ties", "dare_ties")
+    base = _common_ancestor({p.id: p for p in plan_graph(spec)}, plan.parents) if sparse else None
     return derive_model(
         plan.derive or "",
         spec.family,
