@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import safetensors.torch
 import torch
 from torch_threads import one_thread
 
@@ -14,6 +13,7 @@ from mothertree.errors import InvalidParameterError
 from mothertree.evaluation.relations import score_relations
 from mothertree.pipeline import recover
 from mothertree.zoo.build import build_graph, truth_edges
+from mothertree.zoo.files import WEIGHT_FILES, load_state_dict
 from mothertree.zoo.spec import GraphSpec, NodePlan, load_spec, plan_graph
 
 TINY = {"steps": 6, "batch_size": 8, "image_size": 16, "eval_samples": 256}
@@ -125,9 +125,8 @@ def test_vision_copies_prunes_and_merges_are_built_and_recovered(tmp_path: Path)
 
 
 def _state(folder: Path) -> dict[str, torch.Tensor]:
-    if (folder / "model.safetensors").is_file():
-        return safetensors.torch.load_file(folder / "model.safetensors")
-    return torch.load(folder / "pytorch_model.bin", weights_only=True)
+    safetensors_file = folder / WEIGHT_FILES["safetensors"]
+    return load_state_dict(safetensors_file if safetensors_file.is_file() else folder / WEIGHT_FILES["bin"])
 
 
 @pytest.mark.slow
