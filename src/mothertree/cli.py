@@ -307,6 +307,7 @@ def recover(
             direction=direction,
             distance=distance,
             layers=layers,
+            relations=relations,
         )
         _emit(_render(result, fmt), output, fmt)
         _report_skipped(result.broken)

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -38,18 +38,25 @@ from .features.estimate import RankRequest, features_from_fingerprints
 from .features.featureset import FeatureSet
 from .features.fingerprint import Fingerprint, FingerprintParams, fingerprint, is_copy, is_weight
 from .features.pairs import GroupFingerprints, nearest_pairs
+from .features.pruned import newly_zeroed_in_prints
+from .features.quantized import quantized_sources_of_prints
 from .features.select import group_by_architecture, select_tensors, weight_signature
+from .features.sparse_merges import SampledModel
 from .io import discover, os_error, with_unique_ids
 from .io.types import BrokenModel, ModelRef, TensorInfo
 from .pipeline import (
     ALIASES,
     MODEL_SUMMARIES,
+    RELATIONS,
     _distinct,
     _open_model,
     lone_features,
     merge_copies,
     ranks_for,
+    record_quantized,
+    record_sparse_merges,
     recover_trees,
+    split_pruned,
     tensors_summary,
 )
 from .result import RecoveredModel, RecoveredTree, RecoveryResult
@@ -210,7 +217,7 @@ def _fingerprint_job(
         model = _open_model(job.ref, [job.ref] + ([job.base_ref] if job.base_ref else []), base, follow_links)
         with model.checkpoint as checkpoint:
             print_ = fingerprint(checkpoint, params)
-            print_.summary = tensors_summary(checkpoint.tensors.values())
+            print_.summary = {**tensors_summary(checkpoint.tensors.values()), "format": checkpoint.format}
     except (MotherTreeError, OSError) as exc:
         error = exc if isinstance(exc, MotherTreeError) else os_error(job.ref.path, exc)
         return job, BrokenModel(path=job.ref.path, error=error)
@@ -399,6 +406,7 @@ def _group_features(
     layers: str | None,
     ranks: RankRequest,
     loaded: dict[str, Fingerprint],
+    relations: Collection[str] = RELATIONS,
 ) -> FeatureSet:
     if len(group.nodes) == 1:
         return _lone(group.nodes[0])
@@ -418,7 +426,10 @@ def _group_features(
             ALIASES: {node.id: list(node.aliases) for node in group.nodes if node.aliases},
         },
     )
-    features, alias_of = merge_copies(features, _digests_agree(prints))
+    features, alias_of = (
+        merge_copies(features, _digests_agree(prints)) if "duplicate" in relations else (features, {})
+    )
+    features = _split_leaf_copies(features, group, prints, alias_of, relations)
     id_of_content = {node.content_id: node.id for node in group.nodes}
     known = {
         alias_of.get(node.id, node.id): alias_of.get(id_of_content[p], id_of_content[p])
@@ -426,6 +437,35 @@ def _group_features(
         if (p := node.known_parent) is not None and p in id_of_content
     }
     features.known_parents = {c: p for c, p in known.items() if c != p and c in features.model_ids}
+    return features
+
+
+def _split_leaf_copies(
+    features: FeatureSet,
+    group: _Group,
+    prints: Sequence[Fingerprint],
+    alias_of: dict[str, str],
+    relations: Collection[str],
+) -> FeatureSet:
+    """``features`` without the group's quantised and pruned copies, found from fingerprints and recorded
+    to come back as leaves (``pipeline.record_quantized``, ``pipeline.split_pruned``); its TIES and DARE
+    merges recorded for the tree step to take out (``pipeline.record_sparse_merges``, on the samples)."""
+    ids, paths = [node.id for node in group.nodes], [node.path for node in group.nodes]
+    print_of = dict(zip(ids, prints, strict=True))
+    if "quantized" in relations:
+        roundings = quantized_sources_of_prints(prints)
+        kept = {ids[r.child] for r in roundings.values()}
+        features = features.subset([i for i, m in enumerate(features.model_ids) if m not in kept])
+        record_quantized(features, ids, paths, roundings, alias_of)
+    if "pruned" in relations:
+        ordered = [print_of[model_id] for model_id in features.model_ids]
+        features = split_pruned(
+            features, lambda child, source: newly_zeroed_in_prints(ordered[child], ordered[source])
+        )
+    if "merge" in relations:
+        names_of = dict(zip(ids, group.stored_names, strict=True))
+        views = [SampledModel(print_of[m], names_of[m]) for m in features.model_ids]
+        record_sparse_merges(features, views)
     return features
 
 
@@ -446,8 +486,12 @@ def recover_store(
     distance: Distance = "auto",
     layers: str | None = None,
     sparse_above: int = SPARSE_ABOVE,
+    relations: Collection[str] = RELATIONS,
 ) -> RecoveryResult:
     """The Model Trees of every model in ``store``, from fingerprints alone (no weights read).
+
+    ``relations`` as ``pipeline.recover``'s: copies, quantised and pruned copies and merges on a segment are
+    found from fingerprints; TIES and DARE merges only from the weights (``recover`` on folders).
 
     A group of more than ``sparse_above`` models (or too large for dense arrays: ``DENSE_ENTRIES``) is
     recovered on a sparse candidate graph
@@ -472,13 +516,19 @@ def recover_store(
             "splits trees where models are unrelated and orients them by the cues' posterior",
             hint="use `--trees auto` and `--direction auto` (or `norm`) for collections this large",
         )
-    dense = [_group_features(store, g, layers, ranks_for(distance), {}) for g in groups if g not in large]
+    dense = [
+        _group_features(store, group, layers, ranks_for(distance), {}, relations)
+        for group in groups
+        if group not in large
+    ]
     if not any(f.n_models > 1 for f in dense) and not large:
         raise NoComparableTensorsError(
             "no two models of the store share their weight tensors (name and shape): nothing to compare"
         )
     result = (
-        recover_trees(dense, n_trees=n_trees, lam=lam, direction=direction, distance=distance)
+        recover_trees(
+            dense, n_trees=n_trees, lam=lam, direction=direction, distance=distance, relations=relations
+        )
         if dense
         else RecoveryResult(models=[], edges=[], trees=[], params={})
     )
@@ -696,7 +746,7 @@ def _read_one(
     opened = _open_model(ref, refs, base, follow_links)
     with opened.checkpoint as checkpoint:
         print_ = fingerprint(checkpoint, store.params)
-        print_.summary = tensors_summary(checkpoint.tensors.values())
+        print_.summary = {**tensors_summary(checkpoint.tensors.values()), "format": checkpoint.format}
     where = str(ref.path.resolve())
     if commit:
         store.put(print_, path=where, name=ref.id, files=model_files(ref), known_parent=None)

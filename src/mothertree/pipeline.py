@@ -26,10 +26,10 @@ from .features.duplicates import confirmed_by_reading, copy_groups
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
 from .features.low_rank import LowRankRule
-from .features.pruned import pruned_sources
+from .features.pruned import newly_zeroed, pruned_sources
 from .features.quantized import Rounding, quantized_sources
 from .features.select import group_by_architecture, select_tensors, weight_signature
-from .features.sparse_merges import sparse_merges
+from .features.sparse_merges import Readable, sparse_merges
 from .io import discover, match_base, open_checkpoint, os_error, with_unique_ids
 from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
 from .result import RecoveredModel, RecoveredTree, RecoveryResult, edge_json
@@ -420,11 +420,13 @@ def _group_features(
             [ckpt for _, ckpt in rest], [model.ref.id for model, _ in rest], tensors, ranks, metadata
         )
     features, alias_of = _merge_copies(features, checkpoints) if "duplicate" in relations else (features, {})
-    _record_quantized(features, group, roundings, alias_of)
+    members = [model.ref.id for model, _ in group]
+    record_quantized(features, members, [str(ckpt.path) for _, ckpt in group], roundings, alias_of)
     if "pruned" in relations:
-        features = _split_pruned(features, checkpoints)
+        ordered = [checkpoints[model_id] for model_id in features.model_ids]
+        features = split_pruned(features, lambda child, source: newly_zeroed(ordered[child], ordered[source]))
     if "merge" in relations:
-        _record_sparse_merges(features, [checkpoints[model_id] for model_id in features.model_ids])
+        record_sparse_merges(features, [checkpoints[model_id] for model_id in features.model_ids])
     known_parents = {alias_of.get(c, c): alias_of.get(p, p) for c, p in known_parents.items()}
     read = set(features.model_ids)
     features.known_parents = {c: p for c, p in known_parents.items() if c in read and p in read and c != p}
@@ -469,21 +471,23 @@ LEAF_COPIES = "leaf_copies"
 LEAF_COPY_CONFIDENCE = 0.99
 
 
-def _record_quantized(
+def record_quantized(
     features: FeatureSet,
-    group: Sequence[tuple[_OpenModel, Checkpoint]],
+    ids: Sequence[str],
+    paths: Sequence[str],
     roundings: dict[int, Rounding],
     alias_of: dict[str, str],
 ) -> None:
-    """Record under ``LEAF_COPIES`` the quantised copies left out of ``features``, to come back as leaves."""
+    """Record under ``LEAF_COPIES`` the quantised copies left out of ``features``, to come back as leaves
+    (``roundings`` index ``ids`` and ``paths``: every model of the group)."""
     if not roundings:
         return
     found = {}
     for rounding in roundings.values():
-        child, source = group[rounding.child][0].ref.id, group[rounding.source][0].ref.id
+        child, source = ids[rounding.child], ids[rounding.source]
         found[child] = {
             "parent": alias_of.get(source, source),
-            "path": str(group[rounding.child][1].path),
+            "path": paths[rounding.child],
             "relation": "quantized",
             "distance": rounding.distance,
         }
@@ -493,9 +497,10 @@ def _record_quantized(
     features.metadata[LEAF_COPIES] = {**features.metadata.get(LEAF_COPIES, {}), **found}
 
 
-def _split_pruned(features: FeatureSet, checkpoints: dict[str, Checkpoint]) -> FeatureSet:
-    """``features`` without its pruned copies (``features.pruned``), recorded under ``LEAF_COPIES``."""
-    sources = pruned_sources(features, [checkpoints[model_id] for model_id in features.model_ids])
+def split_pruned(features: FeatureSet, zeroed_by: Callable[[int, int], int | None]) -> FeatureSet:
+    """``features`` without its pruned copies (``features.pruned``, confirmed by ``zeroed_by``, indices into
+    ``features``), recorded under ``LEAF_COPIES``."""
+    sources = pruned_sources(features, zeroed_by)
     if not sources:
         return features
     distances = features.distances()
@@ -564,8 +569,9 @@ class _FoundMerge:
 SPARSE_MERGES = "sparse_merges"
 
 
-def _record_sparse_merges(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> None:
-    """Record under ``SPARSE_MERGES`` the TIES/DARE merges among ``features``' models (read from them)."""
+def record_sparse_merges(features: FeatureSet, checkpoints: Sequence[Readable]) -> None:
+    """Record under ``SPARSE_MERGES`` the TIES/DARE merges among ``features``' models, read from
+    ``checkpoints`` (in ``features``' order: Checkpoints, or ``SampledModel`` views of fingerprints)."""
     if features.n_models < 4:
         return
     ids = features.model_ids

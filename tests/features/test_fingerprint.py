@@ -17,6 +17,8 @@ from safetensors.torch import save_file
 from mothertree.errors import InvalidFeatureSetError
 from mothertree.features.fingerprint import (
     DEFAULT_PARAMS,
+    MAGIC,
+    MAGIC_V1,
     Fingerprint,
     FingerprintParams,
     block_positions,
@@ -96,8 +98,23 @@ def test_a_fingerprint_survives_its_bytes(tmp_path: Path):
     assert all(np.array_equal(x, y) for x, y in zip(again.samples, original.samples, strict=True))
     assert all(np.array_equal(x, y) for x, y in zip(again.sketches, original.sketches, strict=True))
     assert again.params == original.params
+    assert again.maxima is not None and original.maxima is not None
+    assert np.array_equal(again.maxima, original.maxima)
+    weights = _weights(1)
+    assert again.maxima.tolist() == [float(weights[n].abs().max()) for n in again.weights]
     with pytest.raises(InvalidFeatureSetError):
         Fingerprint.from_bytes(original.to_bytes()[:200])
+
+
+def test_a_fingerprint_of_blob_version_1_still_reads(tmp_path: Path):
+    # Version 1 blobs (stores written before the maxima) are the same bytes without the trailing maxima.
+    original = _fingerprint_of(_weights(2), tmp_path / "m.safetensors")
+    blob = original.to_bytes()
+    old = MAGIC_V1 + blob[len(MAGIC) : len(blob) - 8 * len(original.weights)]
+    again = Fingerprint.from_bytes(old)
+    assert again.maxima is None and again.content_id == original.content_id
+    assert all(np.array_equal(x, y) for x, y in zip(again.samples, original.samples, strict=True))
+    assert Fingerprint.from_bytes(again.to_bytes()).maxima is not None  # NaN maxima: "not known"
 
 
 def test_copies_are_told_by_digests_even_across_dtypes(tmp_path: Path):

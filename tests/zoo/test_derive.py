@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch_threads import one_thread
 
 from mothertree.errors import InvalidParameterError
-from mothertree.evaluation.relations import score_relations
+from mothertree.evaluation.relations import RelationScore, score_relations
 from mothertree.pipeline import recover
 from mothertree.zoo.build import build_graph, truth_edges
 from mothertree.zoo.files import WEIGHT_FILES, load_state_dict
@@ -122,6 +123,19 @@ def test_vision_copies_prunes_and_merges_are_built_and_recovered(tmp_path: Path)
     score = score_relations(recover([graph]), truth)
     assert score.of("duplicate") == (2, 2) and score.of("pruned") == (1, 1)
     assert score.of("merge")[0] >= 2  # the linear merge at least: TIES is found by reading
+    # From fingerprints alone (the store), the same relations.
+    from_store = _from_store(graph, tmp_path / "store.db", truth)
+    assert from_store.of("duplicate") == (2, 2) and from_store.of("pruned") == (1, 1)
+    assert from_store.of("merge") == score.of("merge")
+
+
+def _from_store(graph: Path, store_path: Path, truth: dict[str, Any]) -> RelationScore:
+    from mothertree.indexing import index, recover_store
+    from mothertree.store import FingerprintStore
+
+    with FingerprintStore(store_path, create=True) as store:
+        index([graph], store)
+        return score_relations(recover_store(store), truth)
 
 
 def _state(folder: Path) -> dict[str, torch.Tensor]:
@@ -155,3 +169,6 @@ def test_text_exports_are_written_by_the_real_tools(tmp_path: Path) -> None:
     score = score_relations(recover([graph]), truth)
     assert score.of("quantized") == (2, 2) and score.of("duplicate") == (1, 1)
     assert score.copies_as_roots == 0
+    from_store = _from_store(graph, tmp_path / "store.db", truth)
+    assert from_store.of("quantized") == (2, 2) and from_store.of("duplicate") == (1, 1)
+    assert from_store.copies_as_roots == 0

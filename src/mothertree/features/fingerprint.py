@@ -43,7 +43,7 @@ import numpy.typing as npt
 import xxhash
 
 from ..errors import InvalidFeatureSetError, NonFiniteWeightsError
-from ..io.types import Checkpoint, TensorInfo
+from ..io.types import EXPORT_FORMATS, Checkpoint, TensorInfo
 from .reductions import PRECISIONS, central_moments, precision_of, rounded
 
 FORMAT_VERSION = 1
@@ -91,6 +91,8 @@ class Fingerprint:
             in F32, rounded to F16 and to BF16.
         summary: the dtype of most parameters and their count (``pipeline.checkpoint_summary``).
         params: the parameters it was made with.
+        maxima: ``(len(weights),)`` each weight tensor's largest absolute value: what bounds the step of a
+            quantisation grid (``features.quantized``); None in fingerprints of blob version 1.
     """
 
     content_id: str
@@ -103,6 +105,7 @@ class Fingerprint:
     digests: dict[str, list[str]]
     summary: dict[str, Any] = field(default_factory=dict)
     params: FingerprintParams = DEFAULT_PARAMS
+    maxima: npt.NDArray[np.float64] | None = None
 
     @property
     def tensor_map(self) -> dict[str, TensorInfo]:
@@ -124,11 +127,15 @@ class Fingerprint:
     def nbytes(self) -> int:
         """Bytes of its arrays (what it costs to keep, before the store's own overhead)."""
         arrays: list[npt.NDArray[Any]] = [self.moments, self.rounded_moments, *self.samples, *self.sketches]
+        if self.maxima is not None:
+            arrays.append(self.maxima)
         return int(sum(a.nbytes for a in arrays))
 
     def to_bytes(self) -> bytes:
         """The fingerprint as one blob: ``MAGIC``, the length of a JSON header, the header, then the arrays'
-        raw little-endian bytes in a fixed order (nothing that ``from_bytes`` would execute)."""
+        raw little-endian bytes in a fixed order, the maxima last (nothing that ``from_bytes`` would
+        execute)."""
+        maxima = self.maxima if self.maxima is not None else np.full(len(self.weights), np.nan)
         header = json.dumps(
             {
                 "content_id": self.content_id,
@@ -147,6 +154,7 @@ class Fingerprint:
             self.rounded_moments.astype("<f8").tobytes(),
             _concatenated(self.samples).astype("<f4").tobytes(),
             _concatenated(self.sketches).astype("<f4").tobytes(),
+            maxima.astype("<f8").tobytes(),
         ]
         return b"".join(parts)
 
@@ -158,8 +166,9 @@ class Fingerprint:
             InvalidFeatureSetError: the blob is not a fingerprint (the store names its file).
         """
         try:
-            if not blob.startswith(MAGIC):
+            if not blob.startswith((MAGIC, MAGIC_V1)):
                 raise ValueError("it does not start as one")
+            with_maxima = blob.startswith(MAGIC)
             start = len(MAGIC) + 8
             size = int.from_bytes(blob[len(MAGIC) : start], "little")
             header = json.loads(blob[start : start + size])
@@ -174,8 +183,11 @@ class Fingerprint:
                 2 * 4 * len(weights),
                 sum(sample_sizes),
                 sum(a * b for a, b in block_shapes),
+                len(weights) if with_maxima else 0,
             ]
-            offsets = np.cumsum([start + size, 8 * counts[0], 8 * counts[1], 4 * counts[2], 4 * counts[3]])
+            offsets = np.cumsum(
+                [start + size, 8 * counts[0], 8 * counts[1], 4 * counts[2], 4 * counts[3], 8 * counts[4]]
+            )
             if offsets[-1] != len(blob):
                 raise ValueError(f"it holds {len(blob)} bytes where its header describes {offsets[-1]}")
             moments = np.frombuffer(blob, "<f8", counts[0], offsets[0]).reshape(len(weights), 4)
@@ -195,13 +207,18 @@ class Fingerprint:
                 digests={str(k): [str(d) for d in v] for k, v in header["digests"].items()},
                 summary=dict(header.get("summary", {})),
                 params=params,
+                maxima=np.frombuffer(blob, "<f8", counts[4], offsets[4]).astype(np.float64)
+                if with_maxima
+                else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidFeatureSetError(f"not a mothertree fingerprint: {exc}") from None
 
 
-# The first bytes of every fingerprint blob, with the blob format's version.
-MAGIC = b"MTFP\x01"
+# The first bytes of every fingerprint blob, with the blob format's version: 2 adds the maxima. Blobs of
+# version 1 read as they are (maxima None): their samples and positions are the same.
+MAGIC = b"MTFP\x02"
+MAGIC_V1 = b"MTFP\x01"
 
 
 def is_weight(info: TensorInfo) -> bool:
@@ -220,6 +237,7 @@ def fingerprint(checkpoint: Checkpoint, params: FingerprintParams = DEFAULT_PARA
     infos = list(checkpoint.tensors.values())
     weights = [info for info in infos if is_weight(info)]
     moments = np.zeros((len(weights), 4))
+    maxima = np.zeros(len(weights))
     rounded_moments = np.zeros((len(PRECISIONS) - 1, len(weights), 4))
     samples: list[npt.NDArray[np.float32]] = []
     sketches: list[npt.NDArray[np.float32]] = []
@@ -235,6 +253,7 @@ def fingerprint(checkpoint: Checkpoint, params: FingerprintParams = DEFAULT_PARA
         digests[info.name] = [_digest(values)]
         k = position.get(info.name)
         if k is not None:
+            maxima[k] = float(np.max(np.abs(values))) if values.size else 0.0
             samples.append(values[sample_positions(info.shape, params.samples)])
             sketches.append(sampled_block(values, info.shape, params.sketch))
             # A weight's moments at each coarser precision feed the direction cues of mixed-precision
@@ -262,6 +281,7 @@ def fingerprint(checkpoint: Checkpoint, params: FingerprintParams = DEFAULT_PARA
         sketches=sketches,
         digests=digests,
         params=params,
+        maxima=maxima,
     )
 
 
@@ -340,20 +360,40 @@ def _content_id(infos: Sequence[TensorInfo], digests: Mapping[str, list[str]]) -
     return content.hexdigest()
 
 
+def shared_names(a: Fingerprint, b: Fingerprint) -> list[str] | None:
+    """``features.duplicates.shared_tensors`` from fingerprints: the tensors to compare to tell whether
+    ``a`` and ``b`` are one model stored twice, or None when their lists alone show they are not. An export
+    (``summary["format"]`` in ``EXPORT_FORMATS``) may leave some of its source's tensors out."""
+    ta, tb = a.tensor_map, b.tensor_map
+    names = set(ta)
+    if names != set(tb):
+        fewer, more = (a, set(tb)) if len(ta) < len(tb) else (b, set(ta))
+        kept = {info.name for info in fewer.tensors if info.is_float and info.numel >= 2}
+        if fewer.summary.get("format") not in EXPORT_FORMATS or not kept <= more:
+            return None
+        names = kept
+    if not names or any(ta[name].shape != tb[name].shape for name in names):
+        return None
+    return sorted(names)
+
+
 def is_copy(a: Fingerprint, b: Fingerprint) -> bool:
-    """``features.duplicates.is_copy`` from fingerprints: the same tensors, equal up to a coarser re-save.
+    """``features.duplicates.is_copy`` from fingerprints: the same tensors (``shared_names``), equal up to
+    a coarser re-save.
 
     Tensors stored alike must have equal digests. A tensor stored in F32 in one and coarser in the other
     must equal the F32 one rounded: for a small tensor its rounded digest says so; for a weight, its moments
     at that precision (bit for bit: the same values summed in the same order) and its rounded samples and
     block must equal the other's.
     """
-    ta, tb = a.tensor_map, b.tensor_map
-    if set(ta) != set(tb) or any(ta[name].shape != tb[name].shape for name in ta):
+    names = shared_names(a, b)
+    if names is None:
         return False
+    ta, tb = a.tensor_map, b.tensor_map
     weights_a = {name: k for k, name in enumerate(a.weights)}
     weights_b = {name: k for k, name in enumerate(b.weights)}
-    for name, info_a in ta.items():
+    for name in names:
+        info_a = ta[name]
         pa, pb = precision_of(info_a.dtype), precision_of(tb[name].dtype)
         if pa == pb:
             if a.digests[name][0] != b.digests[name][0]:

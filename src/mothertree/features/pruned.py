@@ -17,7 +17,7 @@ child ``pruned``; like a quantised copy it is a leaf, found before the tree step
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,11 +25,14 @@ from ..errors import MotherTreeError
 from ..io.types import Checkpoint
 from .duplicates import equal_bound
 from .featureset import FeatureSet
+from .fingerprint import Fingerprint
 from .quantized import is_parameter_like
 
 
-def pruned_sources(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> dict[int, int]:
-    """Pruned copy -> its source (indices into ``features`` and ``checkpoints``, in the same order)."""
+def pruned_sources(features: FeatureSet, zeroed_by: Callable[[int, int], int | None]) -> dict[int, int]:
+    """Pruned copy -> its source (indices into ``features``); ``zeroed_by(child, source)`` confirms a
+    candidate pair: ``newly_zeroed`` of their checkpoints, or ``newly_zeroed_in_prints`` of their
+    fingerprints."""
     if not features.metadata.get("masked_tensors") or features.n_models < 2:
         return {}
     equal_on_support = np.all(
@@ -42,7 +45,7 @@ def pruned_sources(features: FeatureSet, checkpoints: Sequence[Checkpoint]) -> d
             if source == child:
                 continue
             try:
-                zeroed = newly_zeroed(checkpoints[int(child)], checkpoints[int(source)])
+                zeroed = zeroed_by(int(child), int(source))
             except MotherTreeError:  # a tensor that cannot be read is no proof
                 zeroed = None
             if zeroed:
@@ -67,4 +70,25 @@ def newly_zeroed(child: Checkpoint, source: Checkpoint) -> int | None:
         if not np.array_equal(ours[kept], theirs[kept]):
             return None
         zeroed += int(np.count_nonzero(~kept & (theirs != 0)))
+    return zeroed or None
+
+
+def newly_zeroed_in_prints(child: Fingerprint, source: Fingerprint) -> int | None:
+    """``newly_zeroed`` on two fingerprints: the weights over their samples, the other tensors by digest."""
+    theirs_info = source.tensor_map
+    compared = [info for info in child.tensors if is_parameter_like(info)]
+    if any(theirs_info.get(i.name) is None or theirs_info[i.name].shape != i.shape for i in compared):
+        return None
+    ours_at = {name: k for k, name in enumerate(child.weights)}
+    theirs_at = {name: k for k, name in enumerate(source.weights)}
+    zeroed = 0
+    for info in compared:
+        if info.name in ours_at and info.name in theirs_at:
+            ours, theirs = child.samples[ours_at[info.name]], source.samples[theirs_at[info.name]]
+            kept = ours != 0
+            if not np.array_equal(ours[kept], theirs[kept]):
+                return None
+            zeroed += int(np.count_nonzero(~kept & (theirs != 0)))
+        elif child.digests[info.name][0] != source.digests[info.name][0]:
+            return None
     return zeroed or None

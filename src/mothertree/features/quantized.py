@@ -24,13 +24,14 @@ copies). ``child`` is ``source`` quantised when, read one tensor at a time:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import MotherTreeError
 from ..io.types import INT8_ROWWISE, LINEAR_INT8, QUANTIZED_DTYPES, Checkpoint, TensorInfo
+from .fingerprint import Fingerprint
 from .reductions import precision_of, rounded
 
 # Bits per weight of each quantised dtype: a weight rounds to a grid whose step is at most the tensor's
@@ -89,20 +90,39 @@ def quantized_sources(checkpoints: Sequence[Checkpoint]) -> dict[int, Rounding]:
     that pass (LoRA fine-tunes leave those tensors alone too), the nearest is the source. A quantised model
     none explains is left to the tree step.
     """
-    marked = [i for i, checkpoint in enumerate(checkpoints) if is_quantized_model(checkpoint)]
-    plain = [i for i in range(len(checkpoints)) if i not in set(marked)]
+
+    def rounding(child: Checkpoint, source: Checkpoint) -> tuple[float, float] | None:
+        return rounding_of(child, source) if keeps_unquantized(child, source) else None
+
+    marked = [is_quantized_model(checkpoint) for checkpoint in checkpoints]
+    return _nearest_roundings(marked, lambda c, s: rounding(checkpoints[c], checkpoints[s]))
+
+
+def quantized_sources_of_prints(prints: Sequence[Fingerprint]) -> dict[int, Rounding]:
+    """``quantized_sources`` from fingerprints (the store's path): the same tests on what a fingerprint
+    keeps of each tensor. The tensors left alone are compared by their digests (small ones) or samples
+    (weights), the quantised ones on their samples, each step bounded by the source tensor's absolute
+    maximum (``Fingerprint.maxima``; a fingerprint of blob version 1 has none, and its samples' maximum,
+    smaller, makes the test stricter)."""
+    marked = [any(info.is_quantized and len(info.shape) >= 2 for info in p.tensors) for p in prints]
+    return _nearest_roundings(marked, lambda c, s: print_rounding(prints[c], prints[s]))
+
+
+def _nearest_roundings(
+    marked: Sequence[bool], rounding: Callable[[int, int], tuple[float, float] | None]
+) -> dict[int, Rounding]:
+    """Each marked model -> the nearest unmarked one that ``rounding`` says it rounds."""
+    plain = [i for i, quantized in enumerate(marked) if not quantized]
     sources: dict[int, Rounding] = {}
-    for child in marked:
+    for child in (i for i, quantized in enumerate(marked) if quantized):
         found = []
         for source in plain:
             try:
-                if not keeps_unquantized(checkpoints[child], checkpoints[source]):
-                    continue
-                rounding = rounding_of(checkpoints[child], checkpoints[source])
+                measured = rounding(child, source)
             except MotherTreeError:  # a tensor that cannot be read is no proof of a rounding
                 continue
-            if rounding is not None:
-                found.append(Rounding(child, source, *rounding))
+            if measured is not None:
+                found.append(Rounding(child, source, *measured))
         if found:
             sources[child] = min(found, key=lambda r: (r.distance, r.source))
     return sources
@@ -139,22 +159,76 @@ def keeps_unquantized(child: Checkpoint, source: Checkpoint) -> bool:
 def rounding_of(child: Checkpoint, source: Checkpoint) -> tuple[float, float] | None:
     """(largest relative RMS error, distance) when every quantised tensor of ``child`` is within a step of
     its grid of ``source``'s (``within_one_step``); None otherwise, or when ``child`` quantises nothing."""
-    worst, weighted, weights = 0.0, 0.0, 0.0
+    errors = []
     for name, info in child.tensors.items():
         if not info.is_quantized:
             continue
         theirs, ours = source.read(name), child.read(name)
         if not within_one_step(ours, theirs, info.dtype):
             return None
-        scale = float(np.sqrt(np.mean(np.square(theirs, dtype=np.float64))))
-        error = float(np.sqrt(np.mean(np.square(ours - theirs, dtype=np.float64))))
-        worst = max(worst, error / scale if scale > 0 else (0.0 if error == 0 else math.inf))
-        weighted += math.sqrt(info.numel) * error
-        weights += math.sqrt(info.numel)
-    return (worst, weighted / weights) if weights else None
+        errors.append(_tensor_error(ours, theirs, info.numel))
+    return _rounding_summary(errors)
 
 
-def within_one_step(quantized: np.ndarray, source: np.ndarray, dtype: str) -> bool:
-    """Whether every weight of ``quantized`` is within a step of its format's grid of ``source``'s."""
-    step = float(np.max(np.abs(source))) / (2 ** (BITS[dtype] - 1) - 1)
+def print_rounding(child: Fingerprint, source: Fingerprint) -> tuple[float, float] | None:
+    """``keeps_unquantized`` and ``rounding_of`` in one, on two fingerprints."""
+    theirs_info = source.tensor_map
+    compared = [info for info in child.tensors if is_parameter_like(info)]
+    if any(theirs_info.get(i.name) is None or theirs_info[i.name].shape != i.shape for i in compared):
+        return None
+    ours_at = {name: k for k, name in enumerate(child.weights)}
+    theirs_at = {name: k for k, name in enumerate(source.weights)}
+    errors: list[tuple[float, float, int]] = []  # (error, scale, numel) per quantised tensor
+    for info in compared:
+        name = info.name
+        sampled = name in ours_at and name in theirs_at
+        if info.is_quantized:
+            if not sampled:
+                return None
+            ours, theirs = child.samples[ours_at[name]], source.samples[theirs_at[name]]
+            largest = source.maxima[theirs_at[name]] if source.maxima is not None else None
+            if not within_one_step(ours, theirs, info.dtype, largest=largest):
+                return None
+            errors.append(_tensor_error(ours, theirs, info.numel))
+            continue
+        precision, theirs_precision = precision_of(info.dtype), precision_of(theirs_info[name].dtype)
+        if precision != 0 and theirs_precision not in (0, precision):
+            return None
+        if sampled:
+            expected = rounded(source.samples[theirs_at[name]], precision)
+            if not np.array_equal(expected, child.samples[ours_at[name]]):
+                return None
+        else:
+            # Digests are of the values as float32; an F32 source keeps them rounded to each precision.
+            level = precision if theirs_precision == 0 else 0
+            if child.digests[name][0] != source.digests[name][level]:
+                return None
+    return _rounding_summary(errors)
+
+
+def _tensor_error(ours: np.ndarray, theirs: np.ndarray, numel: int) -> tuple[float, float, int]:
+    """(RMS error, RMS of the source, numel) of one quantised tensor."""
+    rms_error = float(np.sqrt(np.mean(np.square(ours - theirs, dtype=np.float64))))
+    return rms_error, float(np.sqrt(np.mean(np.square(theirs, dtype=np.float64)))), numel
+
+
+def _rounding_summary(errors: Sequence[tuple[float, float, int]]) -> tuple[float, float] | None:
+    """(largest relative RMS error, RMS distance averaged with weights ``sqrt(numel)``) of the quantised
+    tensors' (error, scale, numel); None when there are none."""
+    if not errors:
+        return None
+    worst = max(e / s if s > 0 else (0.0 if e == 0 else math.inf) for e, s, _ in errors)
+    weights = [math.sqrt(n) for _, _, n in errors]
+    return worst, sum(w * e for w, (e, _, _) in zip(weights, errors, strict=True)) / sum(weights)
+
+
+def within_one_step(
+    quantized: np.ndarray, source: np.ndarray, dtype: str, *, largest: float | None = None
+) -> bool:
+    """Whether every weight of ``quantized`` is within a step of its format's grid of ``source``'s.
+
+    ``largest``: the source tensor's absolute maximum, when ``source`` holds only some of its values (a
+    fingerprint's samples); by default the maximum of ``source``."""
+    top = float(np.max(np.abs(source))) if largest is None or not np.isfinite(largest) else float(largest)
+    step = top / (2 ** (BITS[dtype] - 1) - 1)
     return bool(np.max(np.abs(quantized - source)) <= _STEP_MARGIN * step)

@@ -25,13 +25,34 @@ that pass in full, one tensor at a time, against its other near models.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from ..errors import MotherTreeError
-from ..io.types import Checkpoint
+from .fingerprint import Fingerprint
+
+
+class Readable(Protocol):
+    """What the test reads of a model: a tensor's values (a ``Checkpoint``, or a ``SampledModel``)."""
+
+    def read(self, name: str) -> np.ndarray: ...
+
+
+class SampledModel:
+    """A fingerprint read as a model of its samples: each compared tensor's values at the positions every
+    fingerprint of that shape samples (``fingerprint.sample_positions``), so the weight-by-weight test runs
+    on the same weights of every model, from the store (a statistical test on fewer weights)."""
+
+    def __init__(self, print_: Fingerprint, stored_names: Mapping[str, str]) -> None:
+        self._slot = {name: k for k, name in enumerate(print_.weights)}
+        self._print, self._stored = print_, stored_names
+
+    def read(self, name: str) -> np.ndarray:
+        return self._print.samples[self._slot[self._stored.get(name, name)]]
+
 
 # A TIES merge at density d of k parents keeps the base where all k were trimmed: (1 - d)^k of the
 # weights (25 % for two at 0.5); a fine-tune keeps none it trains.
@@ -63,9 +84,10 @@ class SparseMerge:
 
 
 def sparse_merges(
-    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], rms_distances: np.ndarray
+    checkpoints: Sequence[Readable], tensors: Sequence[str], rms_distances: np.ndarray
 ) -> list[SparseMerge]:
-    """The sparse merges among ``checkpoints`` (see the module docstring); ``tensors`` are the compared
+    """The sparse merges among ``checkpoints`` (see the module docstring: Checkpoints, or ``SampledModel``
+    views of fingerprints); ``tensors`` are the compared
     weight tensors and ``rms_distances`` their ``(tensors, models, models)`` RMS distances (a FeatureSet's),
     which say which models are near and which tensor a pair differs most in."""
     distances = np.nansum(rms_distances, axis=0)
@@ -93,7 +115,7 @@ def sparse_merges(
 
 
 def _merge_onto(
-    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], child: int, base: int, near: list[int]
+    checkpoints: Sequence[Readable], tensors: Sequence[str], child: int, base: int, near: list[int]
 ) -> SparseMerge | None:
     candidates = [j for j in near if j not in (child, base)]
     if len(candidates) < 2:
@@ -141,7 +163,7 @@ def _merge_onto(
 
 
 def _changed_weights(
-    checkpoints: Sequence[Checkpoint], tensors: Sequence[str], child: int, base: int, candidates: list[int]
+    checkpoints: Sequence[Readable], tensors: Sequence[str], child: int, base: int, candidates: list[int]
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
     """Per tensor the child changed, ``W_child - W_base`` on (a sample of) its changed weights with each
     candidate's ``W - W_base`` there (``(candidates, weights)``); and the share of those tensors' weights
