@@ -16,6 +16,8 @@ uses can be estimated for that pair without the weights (``features.estimate``, 
 - **a sampled block**, the ``sketch x sketch`` sub-matrix at rows and columns drawn from the same kind of
   seed (``sampled_block``): a LoRA difference keeps its rank ``r`` there while ``r < sketch``, a dense one
   is full rank, so the rank of a pair's block difference is the LoRA distance (``features.rank``);
+- **the absolute maximum** of every weight tensor: what bounds a quantisation grid's step, so that a
+  quantised copy is told from its samples (``features.quantized``);
 - **digests** (xxh3-128) of every tensor as stored, and of every small non-weight tensor stored in F32
   rounded to each coarser precision: with the moments and samples, two models are copies
   (``features.duplicates``, ``is_copy``) exactly when these say so, without reading either again; the
@@ -23,8 +25,8 @@ uses can be estimated for that pair without the weights (``features.estimate``, 
 
 Positions are seeded by shape, not name: a fine-tune saved by a task class (``bert.`` prefix) must draw
 the same positions as its base saved without it, and names are aligned only once models meet. Cost per
-weight tensor: ``4 x (samples + sketch^2)`` bytes plus 96 bytes of moments (at most 13.4 kB at the
-defaults), and its digest: a 2-layer MiniLM (62 MB) has a 210 kB fingerprint, MobileNetV2 (14 MB, 52
+weight tensor: ``4 x (samples + sketch^2)`` bytes plus 104 bytes of moments and maximum (at most 13.4 kB
+at the defaults), and its digest: a 2-layer MiniLM (62 MB) has a 210 kB fingerprint, MobileNetV2 (14 MB, 52
 small weight tensors) 570 kB.
 """
 
