@@ -26,7 +26,7 @@ from ..io.types import Checkpoint
 from .duplicates import equal_bound
 from .featureset import FeatureSet
 from .fingerprint import Fingerprint
-from .quantized import is_parameter_like
+from .quantized import compared_in_prints, is_parameter_like
 
 
 def pruned_sources(features: FeatureSet, zeroed_by: Callable[[int, int], int | None]) -> dict[int, int]:
@@ -75,16 +75,13 @@ def newly_zeroed(child: Checkpoint, source: Checkpoint) -> int | None:
 
 def newly_zeroed_in_prints(child: Fingerprint, source: Fingerprint) -> int | None:
     """``newly_zeroed`` on two fingerprints: the weights over their samples, the other tensors by digest."""
-    theirs_info = source.tensor_map
-    compared = [info for info in child.tensors if is_parameter_like(info)]
-    if any(theirs_info.get(i.name) is None or theirs_info[i.name].shape != i.shape for i in compared):
+    compared = compared_in_prints(child, source)
+    if compared is None:
         return None
-    ours_at = {name: k for k, name in enumerate(child.weights)}
-    theirs_at = {name: k for k, name in enumerate(source.weights)}
     zeroed = 0
-    for info in compared:
-        if info.name in ours_at and info.name in theirs_at:
-            ours, theirs = child.samples[ours_at[info.name]], source.samples[theirs_at[info.name]]
+    for info, slots in compared:
+        if slots is not None:
+            ours, theirs = child.samples[slots[0]], source.samples[slots[1]]
             kept = ours != 0
             if not np.array_equal(ours[kept], theirs[kept]):
                 return None

@@ -170,23 +170,43 @@ def rounding_of(child: Checkpoint, source: Checkpoint) -> tuple[float, float] | 
     return _rounding_summary(errors)
 
 
-def print_rounding(child: Fingerprint, source: Fingerprint) -> tuple[float, float] | None:
-    """``keeps_unquantized`` and ``rounding_of`` in one, on two fingerprints."""
+def compared_in_prints(
+    child: Fingerprint, source: Fingerprint
+) -> list[tuple[TensorInfo, tuple[int, int] | None]] | None:
+    """The parameters of ``child`` (``is_parameter_like``), each with its (child, source) slot among the
+    fingerprints' sampled weights (None: a small tensor, compared by digest); None when one of them is
+    not ``source``'s with its shape."""
     theirs_info = source.tensor_map
     compared = [info for info in child.tensors if is_parameter_like(info)]
     if any(theirs_info.get(i.name) is None or theirs_info[i.name].shape != i.shape for i in compared):
         return None
     ours_at = {name: k for k, name in enumerate(child.weights)}
     theirs_at = {name: k for k, name in enumerate(source.weights)}
+    return [
+        (
+            info,
+            (ours_at[info.name], theirs_at[info.name])
+            if info.name in ours_at and info.name in theirs_at
+            else None,
+        )
+        for info in compared
+    ]
+
+
+def print_rounding(child: Fingerprint, source: Fingerprint) -> tuple[float, float] | None:
+    """``keeps_unquantized`` and ``rounding_of`` in one, on two fingerprints."""
+    compared = compared_in_prints(child, source)
+    if compared is None:
+        return None
+    theirs_info = source.tensor_map
     errors: list[tuple[float, float, int]] = []  # (error, scale, numel) per quantised tensor
-    for info in compared:
+    for info, slots in compared:
         name = info.name
-        sampled = name in ours_at and name in theirs_at
         if info.is_quantized:
-            if not sampled:
+            if slots is None:
                 return None
-            ours, theirs = child.samples[ours_at[name]], source.samples[theirs_at[name]]
-            largest = source.maxima[theirs_at[name]] if source.maxima is not None else None
+            ours, theirs = child.samples[slots[0]], source.samples[slots[1]]
+            largest = source.maxima[slots[1]] if source.maxima is not None else None
             if not within_one_step(ours, theirs, info.dtype, largest=largest):
                 return None
             errors.append(_tensor_error(ours, theirs, info.numel))
@@ -194,9 +214,8 @@ def print_rounding(child: Fingerprint, source: Fingerprint) -> tuple[float, floa
         precision, theirs_precision = precision_of(info.dtype), precision_of(theirs_info[name].dtype)
         if precision != 0 and theirs_precision not in (0, precision):
             return None
-        if sampled:
-            expected = rounded(source.samples[theirs_at[name]], precision)
-            if not np.array_equal(expected, child.samples[ours_at[name]]):
+        if slots is not None:
+            if not np.array_equal(rounded(source.samples[slots[1]], precision), child.samples[slots[0]]):
                 return None
         else:
             # Digests are of the values as float32; an F32 source keeps them rounded to each precision.
