@@ -273,3 +273,27 @@ def test_dense_real_weights_take_the_plain_path_with_the_same_numbers(bert_famil
         assert not is_sparse(stack)
         before = np.sqrt(pairwise_squared_distances(stack) / info.numel)  # the formula of the dense path
         np.testing.assert_array_equal(features.rms_distances[t], before)
+
+
+def test_sampled_norms_of_unpruned_pairs_are_the_exact_ones():
+    # Synthetic weights (a pure function test): a fingerprint's 1,024 samples estimate a pruned pair's
+    # common-support norms; a pair whose partner zeroes nothing shares the whole tensor, and its norm is
+    # the exact one from the moments, not the samples' estimate (1 % off: more than a fine-tune moves it).
+    from mothertree.features.extract import GroupArrays
+    from mothertree.features.fingerprint import sample_positions
+    from mothertree.io.types import TensorInfo
+
+    rng = np.random.default_rng(0)
+    parent = rng.normal(0, 0.05, 200 * 200).astype(np.float32)
+    child = parent + rng.normal(0, 0.001, parent.size).astype(np.float32)
+    full = np.stack([parent, child, magnitude_prune(child, 0.3)])
+    info = TensorInfo("w", (200, 200), "F32")
+    arrays = GroupArrays(1, 3, with_ranks=False)
+    arrays.moments[0] = reductions.central_moments(full)
+    arrays.add_distances(0, info, [0, 1, 2], full[:, sample_positions(info.shape, 1024)])
+    exact = reductions.mean_squares(arrays.moments[0]) * full.shape[1]
+    norms = arrays.common_support_norms[0]
+    assert norms[0, 1] == exact[0] and norms[1, 0] == exact[1] and norms[2, 1] == exact[2]
+    # Over what the pruned model kept: estimated from the samples.
+    kept = float(np.sum(parent.astype(np.float64)[full[2] != 0] ** 2))
+    assert norms[0, 2] != exact[0] and abs(norms[0, 2] / kept - 1) < 0.05

@@ -169,7 +169,15 @@ class GroupArrays:
         if is_sparse(values):
             squared, norms = common_support_distances(values)
             self.rms_distances[t][pairs] = np.sqrt(squared)
-            self.common_support_norms[t][pairs] = norms * (info.numel / counted)
+            norms = norms * (info.numel / counted)
+            if counted < info.numel:
+                # Sampled coordinates (fingerprints): paired with a model that zeroes none of them, model
+                # i's norm over what the two share is its whole norm, which its exact moments give; the
+                # samples' estimate of it (1 % off) would drown the norm cue of every unpruned pair.
+                whole = mean_squares(self.moments[t, index]) * info.numel
+                dense = ~np.any(values == 0, axis=1)
+                norms[:, dense] = whole[:, None]
+            self.common_support_norms[t][pairs] = norms
             self.masked.append(info.name)
         else:
             self.rms_distances[t][pairs] = np.sqrt(pairwise_squared_distances(values) / counted)
