@@ -43,7 +43,7 @@ from .features.quantized import quantized_sources_of_prints
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .features.sparse_merges import SampledModel
 from .io import discover, os_error, with_unique_ids
-from .io.types import BrokenModel, ModelRef, TensorInfo
+from .io.types import BrokenModel, Checkpoint, ModelRef, TensorInfo
 from .pipeline import (
     ALIASES,
     MODEL_SUMMARIES,
@@ -217,7 +217,7 @@ def _fingerprint_job(
         model = _open_model(job.ref, [job.ref] + ([job.base_ref] if job.base_ref else []), base, follow_links)
         with model.checkpoint as checkpoint:
             print_ = fingerprint(checkpoint, params)
-            print_.summary = {**tensors_summary(checkpoint.tensors.values()), "format": checkpoint.format}
+            print_.summary = _summary(checkpoint)
     except (MotherTreeError, OSError) as exc:
         error = exc if isinstance(exc, MotherTreeError) else os_error(job.ref.path, exc)
         return job, BrokenModel(path=job.ref.path, error=error)
@@ -282,6 +282,12 @@ def _fingerprint_on_dask(
                     path=job.ref.path,
                 )
                 yield job, BrokenModel(path=job.ref.path, error=error)
+
+
+def _summary(checkpoint: Checkpoint) -> dict[str, object]:
+    """What a fingerprint records of its model beside the weights: ``tensors_summary`` and its format
+    (an export may leave tensors out and still be a copy: ``fingerprint.shared_names``)."""
+    return {**tensors_summary(checkpoint.tensors.values()), "format": checkpoint.format}
 
 
 def _declared_base(ref: ModelRef, refs: Sequence[ModelRef]) -> ModelRef | None:
@@ -490,8 +496,8 @@ def recover_store(
 ) -> RecoveryResult:
     """The Model Trees of every model in ``store``, from fingerprints alone (no weights read).
 
-    ``relations`` as ``pipeline.recover``'s: copies, quantised and pruned copies and merges on a segment are
-    found from fingerprints; TIES and DARE merges only from the weights (``recover`` on folders).
+    ``relations`` as ``pipeline.recover``'s, each found from fingerprints (``_split_leaf_copies``; TIES
+    and DARE merges by the weight-by-weight test on the samples), in groups recovered densely.
 
     A group of more than ``sparse_above`` models (or too large for dense arrays: ``DENSE_ENTRIES``) is
     recovered on a sparse candidate graph
@@ -746,7 +752,7 @@ def _read_one(
     opened = _open_model(ref, refs, base, follow_links)
     with opened.checkpoint as checkpoint:
         print_ = fingerprint(checkpoint, store.params)
-        print_.summary = {**tensors_summary(checkpoint.tensors.values()), "format": checkpoint.format}
+        print_.summary = _summary(checkpoint)
     where = str(ref.path.resolve())
     if commit:
         store.put(print_, path=where, name=ref.id, files=model_files(ref), known_parent=None)

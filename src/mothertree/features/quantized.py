@@ -24,7 +24,7 @@ copies). ``child`` is ``source`` quantised when, read one tensor at a time:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +63,12 @@ _STEP_MARGIN = 1.5
 
 def is_quantized_model(checkpoint: Checkpoint) -> bool:
     """Whether a model stores any weight matrix quantised (its headers only)."""
-    return any(info.is_quantized and len(info.shape) >= 2 for info in checkpoint.tensors.values())
+    return quantizes_a_matrix(checkpoint.tensors.values())
+
+
+def quantizes_a_matrix(tensors: Iterable[TensorInfo]) -> bool:
+    """Whether any of a model's tensors (a checkpoint's or a fingerprint's list) is a quantised matrix."""
+    return any(info.is_quantized and len(info.shape) >= 2 for info in tensors)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,7 @@ def quantized_sources_of_prints(prints: Sequence[Fingerprint]) -> dict[int, Roun
     (weights), the quantised ones on their samples, each step bounded by the source tensor's absolute
     maximum (``Fingerprint.maxima``; a fingerprint of blob version 1 has none, and its samples' maximum,
     smaller, makes the test stricter)."""
-    marked = [any(info.is_quantized and len(info.shape) >= 2 for info in p.tensors) for p in prints]
+    marked = [quantizes_a_matrix(p.tensors) for p in prints]
     return _nearest_roundings(marked, lambda c, s: print_rounding(prints[c], prints[s]))
 
 
@@ -147,13 +152,18 @@ def keeps_unquantized(child: Checkpoint, source: Checkpoint) -> bool:
         if info.is_quantized:
             continue
         precision = precision_of(info.dtype)
-        # A source in another half precision (fp16 against bf16) cannot be the child rounded; a child
-        # stored in float32 holds a half-precision source's values as they are (GGUF of a bf16 model).
-        if precision != 0 and precision_of(source.tensors[name].dtype) not in (0, precision):
+        if not _may_hold_rounded(precision, precision_of(source.tensors[name].dtype)):
             return False
         if not np.array_equal(rounded(source.read(name), precision), child.read(name)):
             return False
     return True
+
+
+def _may_hold_rounded(precision: int, source_precision: int) -> bool:
+    """Whether a tensor stored at ``precision`` can hold a ``source_precision`` tensor's values rounded:
+    not from the other half precision (fp16 against bf16); a float32 tensor holds a half-precision
+    source's values as they are (GGUF of a bf16 model)."""
+    return precision == 0 or source_precision in (0, precision)
 
 
 def rounding_of(child: Checkpoint, source: Checkpoint) -> tuple[float, float] | None:
@@ -212,7 +222,7 @@ def print_rounding(child: Fingerprint, source: Fingerprint) -> tuple[float, floa
             errors.append(_tensor_error(ours, theirs, info.numel))
             continue
         precision, theirs_precision = precision_of(info.dtype), precision_of(theirs_info[name].dtype)
-        if precision != 0 and theirs_precision not in (0, precision):
+        if not _may_hold_rounded(precision, theirs_precision):
             return None
         if slots is not None:
             if not np.array_equal(rounded(source.samples[slots[1]], precision), child.samples[slots[0]]):

@@ -33,10 +33,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..errors import InvalidParameterError
+from .files import WEIGHT_FILES
 
 MergeMethod = Literal["linear", "ties", "dare_ties", "slerp"]
-WEIGHTS_FILE = "model.safetensors"
-PICKLE_FILE = "pytorch_model.bin"
+WEIGHTS_FILE = WEIGHT_FILES["safetensors"]
+PICKLE_FILE = WEIGHT_FILES["bin"]
 
 
 def merge_models(
