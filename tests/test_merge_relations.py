@@ -1,4 +1,4 @@
-"""Merges are models with two parents (issue 13): found, weighted, and the tree left as it was.
+"""Merges are models with two or three parents (issue 13): found, weighted, and the tree left as it was.
 
 ``bert_family``'s tiny BERTs (really fine-tuned, tests/family.py) merged with mergekit's arithmetic
 (``zoo.merges``): linear and SLERP (found from distances, tree/merges.py), TIES and DARE-TIES (read from
@@ -72,6 +72,49 @@ def test_merges_have_an_edge_from_each_parent_and_leave_the_tree_as_it_was(
     data = json.loads(json.dumps(result.to_json()))
     assert data["format"] == 2
     assert sum(e["child"] == "m-ties" for e in data["edges"]) == 2
+
+
+@pytest.mark.slow
+def test_merges_of_three_models_have_three_parents(bert_family: Path, tmp_path: Path) -> None:
+    from mothertree.zoo.merges import merge_models
+
+    without = recover([linked(bert_family, tmp_path / "without", FAMILY)])
+    folder = linked(bert_family, tmp_path / "with", FAMILY)
+    f = bert_family
+    merge_models(
+        "linear",
+        [f / "ft-colour-person", f / "ft-number-water", f / "ft-number"],
+        folder / "m-soup",
+        weights=[0.5, 0.3, 0.2],
+    )
+    # Task arithmetic onto the root, root + 0.4 (tau_colour + tau_number), written as the linear merge it is.
+    merge_models(
+        "linear",
+        [f / "root", f / "ft-colour", f / "ft-number"],
+        folder / "m-arithmetic",
+        weights=[0.2, 0.4, 0.4],
+    )
+    result = recover([folder])
+
+    merged: dict[str, dict[str, float]] = {}
+    for edge in result.edges:
+        if edge.relation == "merge":
+            assert edge.weight is not None
+            merged.setdefault(edge.child, {})[edge.parent] = edge.weight
+    expected = {
+        "m-soup": {"ft-colour-person": 0.5, "ft-number-water": 0.3, "ft-number": 0.2},
+        "m-arithmetic": {"root": 0.2, "ft-colour": 0.4, "ft-number": 0.4},
+    }
+    assert set(merged) == set(expected)
+    for child, parents in expected.items():
+        assert set(merged[child]) == set(parents), child
+        assert all(abs(merged[child][p] - w) < 0.02 for p, w in parents.items()), (child, merged[child])
+    assert [(e.parent, e.child) for e in result.edges if e.relation == "finetune"] == [
+        (e.parent, e.child) for e in without.edges
+    ]
+    assert "m-soup  (merge of ft-colour-person 0.50 + ft-number-water 0.30 + ft-number 0.20" in to_text(
+        result
+    )
 
 
 @pytest.mark.slow

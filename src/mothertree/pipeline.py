@@ -601,7 +601,7 @@ def split_merges(features: FeatureSet) -> tuple[FeatureSet, list[_FoundMerge]]:
     if len(rest) >= 3:
         squared = features.squared_distances()[np.ix_(rest, rest)]
         found += [
-            (rest[m.child], [(rest[p], w) for p, w in m.parents], f"{m.residual:.3f} off their segment")
+            (rest[m.child], [(rest[p], w) for p, w in m.parents], f"{m.residual:.3f} off their span")
             for m in find_merges(squared)
         ]
     if not found:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mothertree.tree.merges import MAX_RESIDUAL, find_merges, segment_fit
+from mothertree.tree.merges import MAX_RESIDUAL, find_merges, segment_fit, span_fit
 
 
 def _squared(points: np.ndarray) -> np.ndarray:
@@ -63,3 +63,40 @@ def test_a_parent_of_a_merge_is_not_taken_for_one() -> None:
     # fan[1] = 2 * merge - fan[2]: affine, but outside the segment; only the merge lies between the others.
     found = find_merges(_squared(np.vstack([fan, merge])))
     assert [m.child for m in found] == [3]
+
+
+def test_a_merge_of_three_fine_tunes_is_found_with_its_three_weights() -> None:
+    rng = np.random.default_rng(3)
+    fan = _fan(rng, 4)
+    soup = 0.5 * fan[1] + 0.3 * fan[2] + 0.2 * fan[4]
+    # Off every segment between two of its parents: no pair explains it.
+    squared = _squared(np.vstack([fan, soup]))
+    assert min(segment_fit(squared, 5, a, b)[1] for a, b in ((1, 2), (1, 4), (2, 4))) > MAX_RESIDUAL
+    (found,) = find_merges(squared)
+    assert found.child == 5 and found.residual < 1e-6
+    weights = dict(found.parents)
+    assert set(weights) == {1, 2, 4}
+    assert np.allclose([weights[1], weights[2], weights[4]], [0.5, 0.3, 0.2])
+
+
+def test_task_arithmetic_onto_the_root_is_a_merge_with_the_root_as_a_parent() -> None:
+    rng = np.random.default_rng(4)
+    fan = _fan(rng, 3)
+    # root + 0.4 * (tau_1 + tau_2) = 0.2 root + 0.4 ft_1 + 0.4 ft_2: a combination of three models.
+    arithmetic = fan[0] + 0.4 * ((fan[1] - fan[0]) + (fan[2] - fan[0]))
+    (found,) = find_merges(_squared(np.vstack([fan, arithmetic])))
+    weights = dict(found.parents)
+    assert set(weights) == {0, 1, 2} and np.allclose([weights[0], weights[1], weights[2]], [0.2, 0.4, 0.4])
+
+
+def test_a_merge_of_two_stays_a_merge_of_two_and_a_root_is_no_merge_of_its_children() -> None:
+    rng = np.random.default_rng(5)
+    fan = _fan(rng, 5)
+    merge = 0.6 * fan[2] + 0.4 * fan[3]
+    (found,) = find_merges(_squared(np.vstack([fan, merge])))
+    assert dict(found.parents).keys() == {2, 3}
+    # The root lies 1/sqrt(3) of its distance to them off its children's triangle, never inside it.
+    squared = _squared(fan)
+    weights, residual = span_fit(squared, 0, [1, 2, 3])
+    assert np.allclose(weights, 1 / 3, atol=0.05) and abs(residual - 3**-0.5) < 0.05
+    assert find_merges(squared) == []
