@@ -165,6 +165,28 @@ def test_onnx_external_data_outside_the_model_is_refused(tiny_bert: Path, tmp_pa
             checkpoint.read(name)
 
 
+def test_external_data_named_like_a_checkpoint_is_part_of_its_onnx_model(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    from mothertree.io import discover
+
+    exported = formats.export_onnx(tiny_bert, tmp_path / "src" / "model.onnx")
+    folder = tmp_path / "collection" / "exported"
+    folder.mkdir(parents=True)
+    onnx.save_model(
+        onnx.load(str(exported)),
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        location="weights.bin",  # a `.bin`, yet no PyTorch checkpoint: the ONNX model's data
+        size_threshold=0,
+    )
+    models, broken = discover(tmp_path / "collection")
+    assert [m.id for m in models] == ["exported"] and broken == []
+    with open_checkpoint(folder) as checkpoint:  # the folder given alone is the one model too
+        assert isinstance(checkpoint, OnnxCheckpoint)
+        assert _tensors_equal(checkpoint, open_checkpoint(tiny_bert)) == []
+
+
 @pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0"])
 def test_gguf_from_llama_cpp_converter_reads_back_under_hf_names(
     tiny_bert: Path, tmp_path: Path, outtype: str

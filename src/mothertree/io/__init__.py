@@ -243,7 +243,7 @@ def _weights_file_of_folder(folder: Path) -> Path:
     found = weights_file(folder)
     if found is not None:
         return found
-    loose = loose_weight_files(file_names(folder))
+    loose = loose_weight_files(file_names(folder), folder)
     if not loose:
         raise NoModelsFoundError(f"{shown(folder)} holds no weights file", path=folder)
     raise NoModelsFoundError(

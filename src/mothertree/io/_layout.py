@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from ..errors import CheckpointNotFoundError, InvalidCheckpointError
 from ._files import (
+    ONNX_SUFFIX,
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX,
     TORCH_FILE,
@@ -61,9 +62,18 @@ def named_weights_file(names: list[str]) -> str | None:
     return None
 
 
-def loose_weight_files(names: list[str]) -> list[str]:
-    """Files that may each hold a whole model (``.safetensors``, ``.bin``, ``.pt``, ``.pth``)."""
-    return [name for name in names if is_weight_file_name(name)]
+def loose_weight_files(names: list[str], folder: Path | None = None) -> list[str]:
+    """Files of ``folder`` that may each hold a whole model (``.safetensors``, ``.bin``, ``.pt``, ``.pth``,
+    ``.onnx``, ``.gguf``), less the files an ONNX model beside them keeps its external data in (an export
+    may name it ``weights.bin``): those are part of that model, not models of their own."""
+    loose = [name for name in names if is_weight_file_name(name)]
+    onnx_files = [name for name in loose if name.endswith(ONNX_SUFFIX)]
+    if folder is None or not onnx_files or len(loose) < 2:
+        return loose
+    from .onnx_reader import external_data_files
+
+    held = {name for onnx_file in onnx_files for name in external_data_files(folder / onnx_file)}
+    return [name for name in loose if name not in held]
 
 
 def weights_file(folder: Path) -> Path | None:
@@ -72,7 +82,7 @@ def weights_file(folder: Path) -> Path | None:
     named = named_weights_file(names)
     if named is not None:
         return folder / named
-    loose = loose_weight_files(names)
+    loose = loose_weight_files(names, folder)
     return folder / loose[0] if len(loose) == 1 else None
 
 

@@ -223,7 +223,7 @@ class _Search:
             )
             return
 
-        loose = loose_weight_files(names)
+        loose = loose_weight_files(names, folder)
         shards = [name for name in loose if is_shard_name(name)]
         singles = [name for name in loose if not is_shard_name(name)]
         before = self.found()
@@ -271,7 +271,7 @@ class _Search:
             self.adapter(repo_id(entry), path=entry, folder=snapshot)
             return
         named = named_weights_file(names)
-        loose = loose_weight_files(names)
+        loose = loose_weight_files(names, snapshot)
         other = [name for name in names if other_model_format(name) is not None]
         if named is None and not loose and other:
             for name in other:

@@ -319,6 +319,26 @@ class OnnxCheckpoint(Checkpoint):
         return out
 
 
+def external_data_files(path: Path) -> set[str]:
+    """The names of the files beside the ONNX file ``path`` that its initializers keep their data in.
+
+    Empty when ``path`` cannot be parsed (opening it as a model says why) or leads out of its folder.
+    """
+    onnx = import_optional("onnx", "`.onnx` models", "formats")
+    try:
+        with open_regular(path, path.parent) as file:
+            model = onnx.load_model_from_string(file.read())
+    except Exception:  # noqa: BLE001 - any failure here is reported when the model itself is opened
+        return set()
+    return {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location" and entry.value and os.path.basename(entry.value) == entry.value
+    }
+
+
 def _consumers(graph: Any) -> dict[str, list[tuple[Any, int]]]:
     """Tensor name -> the (node, input index) pairs that read it."""
     found: dict[str, list[tuple[Any, int]]] = {}
