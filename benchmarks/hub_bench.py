@@ -117,6 +117,10 @@ def _ratio(score: RelationScore) -> str:
     return f"{score.wrong_edges / score.expected_wrong:.1f}×" if score.expected_wrong > 0 else "∞"
 
 
+def _chance(score: RelationScore) -> str:
+    return "-" if score.wrong_edges == 0 else f"{score.chance_of_as_many_wrong:.2f}"
+
+
 def section(runs: list[Run]) -> list[str]:
     import mothertree
 
@@ -135,7 +139,8 @@ def section(runs: list[Run]) -> list[str]:
         "(`zoo/derive.py`): byte copies, bf16 re-saves, ONNX (`torch.onnx.export`) and GGUF F16 (llama.cpp's "
         "`convert_hf_to_gguf.py`) exports as duplicates; onnxruntime int8 (per tensor, per channel), GGUF "
         "Q8_0 (the converter) and Q4_0 (the `gguf` package), bitsandbytes LLM.int8 and NF4 as quantised "
-        "copies; pruned copies (30 %, 50 %); mergekit linear, SLERP, TIES and DARE-TIES merges. Vision: "
+        "copies; pruned copies (30 %, 50 %); mergekit linear (of two and of three models), SLERP, TIES and "
+        "DARE-TIES merges. Vision: "
         "fine-tunes of the ImageNet MobileNetV2 (`small`) and of one pre-trained here (`heldout`), with "
         "copies, safetensors re-saves, fp16 casts, pruned copies and merges (no quantised copy: its ONNX "
         "export folds BatchNorm away, and LLM.int8 changes only its classifier).",
@@ -145,19 +150,22 @@ def section(runs: list[Run]) -> list[str]:
         "*Copies as roots*: a quantised, pruned or duplicate copy standing as a root. *Wrong*: recovered "
         "edges no true edge explains (a copy hung under its original as a fine-tune is placed right, its "
         "relation wrong); *expected*: the sum of 1 - confidence over the recovered edges; *ratio*: wrong / "
-        "expected (the bar: at most 1.5×). *From the store*: `mothertree index` into a new store, then "
+        "expected (the bar: at most 1.5×); *P(≥ wrong)*: the probability of that many wrong edges or more if "
+        "each edge is wrong with probability 1 - confidence (`evaluation.metrics.chance_of_at_least`): where "
+        "about one wrong edge is expected, the ratio swings with every edge, and this says whether the count "
+        "is a surprise (below 0.05) or luck. *From the store*: `mothertree index` into a new store, then "
         "`recover --store` (seconds: both).",
         "",
         "| split | relations found | edges | directed | relations | copies as roots | wrong | of them "
-        "> 0.99 | expected wrong | ratio | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "> 0.99 | expected wrong | ratio | P(≥ wrong) | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         s = run.score
         lines.append(
             f"| `{run.split}` | {run.name} | {s.n_edges} | **{s.directed:.0%}** ({s.n_directed_correct}) | "
             f"**{s.relations:.0%}** ({s.n_relation_correct}) | {s.copies_as_roots} | {s.wrong_edges} | "
-            f"{s.confident_wrong} | {s.expected_wrong:.2f} | {_ratio(s)} | {run.seconds:.1f} |"
+            f"{s.confident_wrong} | {s.expected_wrong:.2f} | {_ratio(s)} | {_chance(s)} | {run.seconds:.1f} |"
         )
     full = [run for run in runs if run.name == "all"]
     confusion: Counter[tuple[str, str]] = Counter()

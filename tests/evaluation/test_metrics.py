@@ -3,7 +3,7 @@ import json
 import pytest
 
 from mothertree.errors import InvalidTruthError
-from mothertree.evaluation.metrics import clustering_accuracy, score_edges, true_trees
+from mothertree.evaluation.metrics import chance_of_at_least, clustering_accuracy, score_edges, true_trees
 from mothertree.evaluation.truth import edges_from_model_cards, load_edges
 
 TRUTH = {("r", "a"), ("r", "b"), ("a", "a1"), ("s", "c")}
@@ -78,3 +78,16 @@ def test_clustering_accuracy_of_a_merge_and_a_split() -> None:
     split = {"a": 0, "b": 0, "c": 1, "x": 2, "y": 2, "z": 2}
     assert clustering_accuracy(split, TWO_TREES) == pytest.approx(5 / 6)
     assert clustering_accuracy({"a": 0, "q": 1}, TWO_TREES) == 1.0  # "q" is in no true edge
+
+
+def test_chance_of_at_least_so_many_wrong_edges_is_the_poisson_binomial_tail() -> None:
+    # Two edges at 0.9 and 0.5: none wrong 0.45, one 0.5 (0.9 * 0.5 + 0.1 * 0.5), both 0.05.
+    assert chance_of_at_least([0.9, 0.5], 0) == 1.0
+    assert chance_of_at_least([0.9, 0.5], 1) == pytest.approx(0.55)
+    assert chance_of_at_least([0.9, 0.5], 2) == pytest.approx(0.05)
+    assert chance_of_at_least([0.9, 0.5], 3) == 0.0
+    # 26 edges whose confidences predict 0.6 wrong: two wrong (a ratio of 3.3) is about one time in eight.
+    confidences = [0.99] * 20 + [0.95] * 4 + [0.9] * 2
+    assert sum(1 - c for c in confidences) == pytest.approx(0.6)
+    assert 0.1 < chance_of_at_least(confidences, 2) < 0.15
+    assert chance_of_at_least([1.0] * 10, 1) == 0.0

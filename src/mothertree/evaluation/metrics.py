@@ -6,7 +6,7 @@ parent -> child edge, placement and direction right. Undirected accuracy counts 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,3 +117,27 @@ def clustering_accuracy(assigned: Mapping[str, int], truth: EdgeSet) -> float:
         agreement[tree_of[model], column[assigned[model]]] += 1
     rows, cols = linear_sum_assignment(agreement, maximize=True)
     return float(agreement[rows, cols].sum() / len(models))
+
+
+def chance_of_at_least(confidences: Sequence[float], wrong: int) -> float:
+    """The probability of ``wrong`` or more wrong edges if each edge is wrong with probability
+    ``1 - confidence``, independently: how surprising the observed count is under the confidences.
+
+    The ratio of observed to expected wrong edges says little where the expected number is below one or
+    two: with 0.8 expected, two wrong edges (a ratio of 2.5) happen one time in five. This tail (of the
+    Poisson-binomial distribution, by dynamic programming over the edges) says it in the units it is
+    read in; a small value (say below 0.05) is miscalibration, not bad luck.
+    """
+    if wrong <= 0:
+        return 1.0
+    # counts[k]: the probability of exactly k wrong edges among those seen so far (k < wrong), and
+    # counts[wrong] of `wrong` or more.
+    counts = np.zeros(wrong + 1)
+    counts[0] = 1.0
+    for confidence in confidences:
+        p = float(np.clip(1.0 - confidence, 0.0, 1.0))
+        at_least = counts[wrong] + p * counts[wrong - 1]
+        counts[1:wrong] = counts[1:wrong] * (1.0 - p) + counts[: wrong - 1] * p
+        counts[0] *= 1.0 - p
+        counts[wrong] = at_least
+    return float(counts[wrong])

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import InvalidTruthError
+from .metrics import chance_of_at_least
 
 __all__ = ["FOUND", "RELATIONS", "RecoveredGraph", "RelationScore", "score_relations"]
 
@@ -71,6 +72,8 @@ class RelationScore:
             fine-tune, is placed right: its relation is what is wrong).
         confident_wrong: of them, those with confidence above 0.99.
         expected_wrong: the sum of 1 - confidence over the recovered edges.
+        chance_of_as_many_wrong: the probability, under the confidences, of ``wrong_edges`` or more wrong
+            edges (``metrics.chance_of_at_least``): 1.0 when none is wrong.
     """
 
     n_edges: int
@@ -81,6 +84,7 @@ class RelationScore:
     wrong_edges: int = 0
     confident_wrong: int = 0
     expected_wrong: float = 0.0
+    chance_of_as_many_wrong: float = 1.0
 
     @property
     def directed(self) -> float:
@@ -143,6 +147,7 @@ def score_relations(result: RecoveredGraph, truth: Mapping[str, Any]) -> Relatio
         wrong_edges=len(wrong),
         confident_wrong=sum(e.confidence > 0.99 for e in wrong),
         expected_wrong=float(sum(1.0 - e.confidence for e in result.edges)),
+        chance_of_as_many_wrong=chance_of_at_least([e.confidence for e in result.edges], len(wrong)),
     )
 
 
