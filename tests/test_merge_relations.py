@@ -15,10 +15,27 @@ from family import linked
 
 from mothertree.pipeline import recover
 from mothertree.render import to_newick, to_text
+from mothertree.result import RecoveryResult
 
 pytest.importorskip("mergekit")
 
 FAMILY = ["root", "ft-colour", "ft-number", "ft-colour-person", "ft-number-water"]
+
+
+def _merge_weights(result: RecoveryResult) -> dict[str, dict[str, float]]:
+    """Each merge's parents with their weights, from the result's merge edges."""
+    merged: dict[str, dict[str, float]] = {}
+    for edge in result.edges:
+        if edge.relation == "merge":
+            assert edge.weight is not None
+            merged.setdefault(edge.child, {})[edge.parent] = edge.weight
+    return merged
+
+
+def _assert_weights(merged: dict[str, dict[str, float]], expected: dict[str, dict[str, float]]) -> None:
+    for child, parents in expected.items():
+        assert set(merged[child]) == set(parents), child
+        assert all(abs(merged[child][p] - w) < 0.02 for p, w in parents.items()), (child, merged[child])
 
 
 @pytest.mark.slow
@@ -46,11 +63,7 @@ def test_merges_have_an_edge_from_each_parent_and_leave_the_tree_as_it_was(
     )
     result = recover([folder])
 
-    merged: dict[str, dict[str, float]] = {}
-    for edge in result.edges:
-        if edge.relation == "merge":
-            assert edge.weight is not None
-            merged.setdefault(edge.child, {})[edge.parent] = edge.weight
+    merged = _merge_weights(result)
     assert set(merged) == {"m-linear", "m-slerp", "m-ties", "m-dare"}
     expected = {
         "m-linear": {"ft-colour-person": 0.6, "ft-number-water": 0.4},
@@ -58,9 +71,7 @@ def test_merges_have_an_edge_from_each_parent_and_leave_the_tree_as_it_was(
         "m-ties": {"ft-colour": 0.5, "ft-number": 0.5},
         "m-dare": {"ft-colour-person": 0.7, "ft-number": 0.3},
     }
-    for child, parents in expected.items():
-        assert set(merged[child]) == set(parents), child
-        assert all(abs(merged[child][p] - w) < 0.02 for p, w in parents.items()), (child, merged[child])
+    _assert_weights(merged, expected)
     # The fine-tunes' tree is the one recovered without the merges, edge for edge.
     assert [(e.parent, e.child, e.confidence) for e in result.edges if e.relation == "finetune"] == [
         (e.parent, e.child, e.confidence) for e in without.edges
@@ -96,19 +107,13 @@ def test_merges_of_three_models_have_three_parents(bert_family: Path, tmp_path: 
     )
     result = recover([folder])
 
-    merged: dict[str, dict[str, float]] = {}
-    for edge in result.edges:
-        if edge.relation == "merge":
-            assert edge.weight is not None
-            merged.setdefault(edge.child, {})[edge.parent] = edge.weight
+    merged = _merge_weights(result)
     expected = {
         "m-soup": {"ft-colour-person": 0.5, "ft-number-water": 0.3, "ft-number": 0.2},
         "m-arithmetic": {"root": 0.2, "ft-colour": 0.4, "ft-number": 0.4},
     }
     assert set(merged) == set(expected)
-    for child, parents in expected.items():
-        assert set(merged[child]) == set(parents), child
-        assert all(abs(merged[child][p] - w) < 0.02 for p, w in parents.items()), (child, merged[child])
+    _assert_weights(merged, expected)
     assert [(e.parent, e.child) for e in result.edges if e.relation == "finetune"] == [
         (e.parent, e.child) for e in without.edges
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mothertree.tree.merges import MAX_RESIDUAL, find_merges, segment_fit, span_fit
+from mothertree.tree.merges import MAX_RESIDUAL, find_merges, segment_fit, triangle_fit
 
 
 def _squared(points: np.ndarray) -> np.ndarray:
@@ -97,6 +97,6 @@ def test_a_merge_of_two_stays_a_merge_of_two_and_a_root_is_no_merge_of_its_child
     assert dict(found.parents).keys() == {2, 3}
     # The root lies 1/sqrt(3) of its distance to them off its children's triangle, never inside it.
     squared = _squared(fan)
-    weights, residual = span_fit(squared, 0, [1, 2, 3])
+    weights, residual = triangle_fit(squared, 0, 1, 2, 3)
     assert np.allclose(weights, 1 / 3, atol=0.05) and abs(residual - 3**-0.5) < 0.05
     assert find_merges(squared) == []

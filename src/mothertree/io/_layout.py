@@ -68,7 +68,8 @@ def loose_weight_files(names: list[str], folder: Path | None = None) -> list[str
     may name it ``weights.bin``): those are part of that model, not models of their own."""
     loose = [name for name in names if is_weight_file_name(name)]
     onnx_files = [name for name in loose if name.endswith(ONNX_SUFFIX)]
-    if folder is None or not onnx_files or len(loose) < 2:
+    # Parsing an ONNX file costs a read of it: only where some other file could be its external data.
+    if folder is None or not onnx_files or len(onnx_files) == len(loose):
         return loose
     from .onnx_reader import external_data_files
 

@@ -328,7 +328,7 @@ def external_data_files(path: Path) -> set[str]:
     try:
         with open_regular(path, path.parent) as file:
             model = onnx.load_model_from_string(file.read())
-    except Exception:  # noqa: BLE001 - any failure here is reported when the model itself is opened
+    except Exception:  # any failure here is reported when the model itself is opened
         return set()
     return {
         entry.value

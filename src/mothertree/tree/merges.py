@@ -20,7 +20,7 @@ their triangle, off every segment between two of them (the mean of three orthogo
 its distance to the nearest off each side). The same reasoning on the plane of ``a``, ``b``, ``e``: with
 ``G`` the Gram matrix of ``b - a`` and ``e - a`` and ``g`` their inner products with ``c - a`` (all from
 squared distances), the weights of ``b`` and ``e`` solve ``G w = g``, ``a`` has ``1 - sum(w)``, and
-``residual^2 = S_ca - w . g`` (``span_fit``). Three parents are tried among ``c``'s nearest models and
+``residual^2 = S_ca - w . g`` (``triangle_fit``). Three parents are tried among ``c``'s nearest models and
 replace the best pair only when every weight is at least ``MIN_WEIGHT`` and the residual is smaller: a
 merge of two gives a third model no weight, so it stays a merge of two.
 
@@ -35,7 +35,6 @@ segment ``p``-``g``; ``MAX_RESIDUAL`` stays well below that.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,20 +84,20 @@ def segment_fits(
     return t, residual
 
 
-def span_fit(
-    squared: npt.NDArray[np.float64], c: int, parents: Sequence[int]
+def triangle_fit(
+    squared: npt.NDArray[np.float64], c: int, a: int, b: int, e: int
 ) -> tuple[npt.NDArray[np.float64], float]:
-    """(weights, relative residual) of model ``c`` against the affine span of ``parents`` (module
-    docstring): the weights sum to 1, in the order of ``parents``; the residual is relative to ``c``'s
-    distance to the nearest of them, ``inf`` when the parents do not span a plane."""
-    weights, residual = _triangle_fits(squared, c, np.array([list(parents)]))
+    """(weights of ``a``, ``b``, ``e``, relative residual) of model ``c`` against the plane of the three
+    (module docstring): the weights sum to 1; the residual is relative to ``c``'s distance to the nearest
+    of them, ``inf`` when the three do not span a plane."""
+    weights, residual = _triangle_fits(squared, c, np.array([[a, b, e]]))
     return weights[0], float(residual[0])
 
 
 def _triangle_fits(
     squared: npt.NDArray[np.float64], c: int, triples: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """``span_fit`` of ``c`` against each row ``(a, b, e)`` of ``triples``: ``(k, 3)`` weights, ``(k,)``."""
+    """``triangle_fit`` of ``c`` against each row ``(a, b, e)`` of ``triples``: (k, 3) weights, (k,)."""
     a, b, e = triples.T
     s_ab, s_ae, s_be = squared[a, b], squared[a, e], squared[b, e]
     s_ca, s_cb, s_ce = squared[c, a], squared[c, b], squared[c, e]
