@@ -308,3 +308,43 @@ def test_a_merge_is_drawn_once_with_an_edge_from_each_parent(browser, tmp_path: 
     assert [
         g.get_attribute("data-parent") for g in browser.find_elements(By.CSS_SELECTOR, "g.merge-edge")
     ] == ["b"]
+
+
+def test_a_merge_of_models_in_two_trees_leads_to_its_other_parent(browser, tmp_path: Path) -> None:
+    # Synthetic result (only its shape matters for the drawing): m, in r's tree, merges a (its heavier
+    # parent) and s of another tree.
+    from mothertree.result import Edge, RecoveredModel, RecoveredTree, RecoveryResult
+
+    edges = [
+        Edge("r", "a", 0.01, 0.99, relation="finetune"),
+        Edge("a", "m", 0.005, 0.95, relation="merge", weight=0.7),
+        Edge("s", "m", 0.007, 0.95, relation="merge", weight=0.3),
+    ]
+    result = RecoveryResult(
+        models=[
+            RecoveredModel("r", "/m/r", 0),
+            RecoveredModel("a", "/m/a", 0),
+            RecoveredModel("m", "/m/m", 0),
+        ]
+        + [RecoveredModel("s", "/m/s", 1)],
+        edges=edges,
+        trees=[RecoveredTree("r", ["r", "a", "m"]), RecoveredTree("s", ["s"])],
+    )
+    page = tmp_path / "cross-merge.html"
+    page.write_text(to_html(result))
+    open_page(browser, page)
+    assert console_errors(browser) == []
+    assert sorted(drawn_models(browser)) == ["a", "m", "r", "s"]
+    (cross,) = browser.find_elements(By.CSS_SELECTOR, "g.merge-edge.cross-tree")
+    assert (cross.get_attribute("data-parent"), cross.get_attribute("data-child")) == ("s", "m")
+    label = cross.find_element(By.CSS_SELECTOR, "text.cross-parent")
+    assert label.text == "from s (tree 1)"
+    assert browser.find_elements(By.CSS_SELECTOR, ".node.selected") == []
+    label.click()
+    selected = browser.find_elements(By.CSS_SELECTOR, ".node.selected")
+    assert [node.get_attribute("data-id") for node in selected] == ["s"]
+    # Pointing at the label shows its own edge, not the one the merge hangs from.
+    assert browser.find_element(By.CSS_SELECTOR, "#details h2").text == "s → m"
+    browser.find_element(By.CSS_SELECTOR, '.node[data-id="m"]').click()
+    merged = browser.find_element(By.XPATH, "//dt[text()='merge of']/following-sibling::dd[1]").text
+    assert merged == "a weight 0.7000, s weight 0.3000, tree 1"

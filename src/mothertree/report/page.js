@@ -158,12 +158,21 @@
       }
       parts.push(g + "</g>");
     }
-    // A merge's other parents: the tree hangs it from its heaviest; the rest are drawn straight to it.
+    // A merge's other parents: the tree hangs it from its heaviest; the rest are drawn straight to it, or,
+    // from a parent in another tree, as a short edge from a label that leads to that parent.
     for (const e of data.edges) {
-      if (edgeTo.get(e.child) === e || !pos.has(e.parent) || !pos.has(e.child)) continue;
-      const a = pos.get(e.parent), b = pos.get(e.child);
-      parts.push(`<g class="edge merge-edge" data-parent="${esc(e.parent)}" data-child="${esc(e.child)}"><title>${esc(edgeTitle(e))}</title>` +
-        `<path class="line" d="M ${a.x} ${a.y + NODE_H} L ${b.x} ${b.y}" stroke="${edgeColour(e)}" marker-end="url(#arrow)"></path></g>`);
+      if (edgeTo.get(e.child) === e || !pos.has(e.child)) continue;
+      const b = pos.get(e.child);
+      const head = `<g class="edge merge-edge${pos.has(e.parent) ? "" : " cross-tree"}" data-parent="${esc(e.parent)}" ` +
+        `data-child="${esc(e.child)}"><title>${esc(edgeTitle(e))}</title>`;
+      if (pos.has(e.parent)) {
+        const a = pos.get(e.parent);
+        parts.push(head + `<path class="line" d="M ${a.x} ${a.y + NODE_H} L ${b.x} ${b.y}" stroke="${edgeColour(e)}" marker-end="url(#arrow)"></path></g>`);
+      } else {
+        const x = b.x + 30, y = b.y - 20;
+        parts.push(head + `<path class="line" d="M ${x} ${y + 4} L ${b.x + 10} ${b.y}" stroke="${edgeColour(e)}" marker-end="url(#arrow)"></path>` +
+          `<text class="cross-parent" data-goto="${esc(e.parent)}" x="${x + 2}" y="${y}">from ${esc(e.parent)} (tree ${treeOf.get(e.parent)})</text></g>`);
+      }
     }
     if (data.truth) {
       for (const [p, c] of data.truth.missing) {
@@ -227,8 +236,9 @@
     return Array.isArray(used) && used.length && used.every((u) => u === used[0]) ? ` (${esc(used[0])})` : "";
   }
 
-  function showEdge(child) {
-    const e = edgeTo.get(child);
+  function showEdge(child, parent) {
+    // A merge has an edge from each parent: the one named, else the one the tree hangs it from.
+    const e = data.edges.find((d) => d.child === child && d.parent === parent) || edgeTo.get(child);
     const tree = data.trees[treeOf.get(child)];
     const pairs = [
       ["distance", esc(fmt(e.distance)) + distanceKind()],
@@ -265,6 +275,11 @@
     pairs.push(["parent", parentEdge
       ? `${modelLink(parentEdge.parent)} <span class="note">d ${esc(fmt(parentEdge.distance))}, confidence ${esc(fmt(parentEdge.confidence))}</span>`
       : "none: no parent in this collection (a root)"]);
+    const merged = data.edges.filter((e) => e.child === id && e.relation === "merge");
+    if (merged.length > 1) {
+      pairs.push(["merge of", merged.map((e) => `${modelLink(e.parent)} <span class="note">weight ${esc(fmt(e.weight))}` +
+        `${treeOf.get(e.parent) !== m.tree ? `, tree ${treeOf.get(e.parent)}` : ""}</span>`).join(", ")]);
+    }
     pairs.push(["children", children.length ? children.map(modelLink).join(", ") : "none"]);
     pairs.push(["siblings", siblings.length ? siblings.map(modelLink).join(", ") : "none"]);
     if (data.truth) {
@@ -278,7 +293,7 @@
     if (!state.selected) {
       $("details").innerHTML = '<p class="hint">Point at or click an edge or a model to see its evidence.</p>';
     } else if (state.selected.edge) {
-      showEdge(state.selected.edge);
+      showEdge(state.selected.edge, state.selected.parent);
     } else {
       showModel(state.selected.model);
     }
@@ -300,6 +315,7 @@
 
   const trees = $("trees");
   trees.addEventListener("click", (event) => {
+    if (event.target.closest("[data-goto]")) return;  // a link to a model: the document's handler follows it
     const toggle = event.target.closest(".toggle");
     const edge = event.target.closest(".edge");
     const node = event.target.closest(".node");
@@ -308,7 +324,7 @@
       if (state.collapsed.has(id)) state.collapsed.delete(id); else state.collapsed.add(id);
       render();
     } else if (edge) {
-      state.selected = { edge: edge.dataset.child };
+      state.selected = { edge: edge.dataset.child, parent: edge.dataset.parent };
       render();
       showSelected();
     } else if (node) {
@@ -320,7 +336,7 @@
   trees.addEventListener("mouseover", (event) => {
     const edge = event.target.closest(".edge");
     const node = event.target.closest(".node");
-    if (edge) showEdge(edge.dataset.child);
+    if (edge) showEdge(edge.dataset.child, edge.dataset.parent);
     else if (node && !event.target.closest(".toggle")) showModel(node.dataset.id);
   });
   trees.addEventListener("mouseleave", showSelected);
