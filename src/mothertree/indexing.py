@@ -34,6 +34,7 @@ from .errors import (
     UnreadableFileError,
 )
 from .features.align import prefixes_to_strip, stripped_names
+from .features.decay import clock_tensors
 from .features.estimate import RankRequest, features_from_fingerprints
 from .features.featureset import FeatureSet
 from .features.fingerprint import Fingerprint, FingerprintParams, fingerprint, is_copy, is_weight
@@ -352,6 +353,7 @@ class _Group:
     nodes: list[_Node]
     tensors: list[TensorInfo]
     stored_names: list[dict[str, str]]
+    clock: list[TensorInfo] = field(default_factory=list)  # features.decay.clock_tensors
 
 
 def _groups(
@@ -386,7 +388,8 @@ def _groups(
             if len(members) > 1
             else []
         )
-        groups.append(_Group([nodes[i] for i in members], selected, [renamed[i] for i in members]))
+        clock = clock_tensors([aligned[i] for i in members]) if len(members) > 1 else []
+        groups.append(_Group([nodes[i] for i in members], selected, [renamed[i] for i in members], clock))
     return groups
 
 
@@ -424,6 +427,7 @@ def _group_features(
         group.tensors,
         group.stored_names,
         ranks=ranks,
+        clock=group.clock,
         metadata={
             "layers": layers,
             "selection": "regex" if layers else "default",

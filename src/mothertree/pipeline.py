@@ -22,6 +22,7 @@ import numpy as np
 from ._choices import RELATIONS
 from .errors import InvalidParameterError, MotherTreeError, NoComparableTensorsError, TooFewModelsError
 from .features.align import align_names
+from .features.decay import clock_tensors
 from .features.duplicates import confirmed_by_reading, copy_groups
 from .features.extract import extract_features
 from .features.featureset import FeatureSet
@@ -680,10 +681,13 @@ def _extract(
     ranks: RankRequest,
     metadata: dict[str, object],
 ) -> tuple[FeatureSet, list[BrokenModel]]:
+    clock = clock_tensors([checkpoint.tensors for checkpoint in checkpoints])
     if ranks != "auto":
-        return extract_features(checkpoints, ids, tensors, ranks=ranks, metadata=metadata)
+        return extract_features(checkpoints, ids, tensors, ranks=ranks, clock=clock, metadata=metadata)
     rule = LowRankRule()
-    features, failed = extract_features(checkpoints, ids, tensors, ranks="nearest", metadata=metadata)
+    features, failed = extract_features(
+        checkpoints, ids, tensors, ranks="nearest", clock=clock, metadata=metadata
+    )
     if features.n_models < 2 or not rule.needs_pair_ranks(features):
         return features, failed
     pairs = rule.pairs_to_rank(features)
@@ -698,6 +702,8 @@ def _extract(
         rank_pairs=pairs,
         metadata=metadata,
     )
+    if not more:  # the same models, in the same order: their clock was read in the first pass
+        again.decay_log_factors = features.decay_log_factors
     return again, failed + more
 
 

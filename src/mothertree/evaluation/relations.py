@@ -12,7 +12,7 @@ from the original.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +28,7 @@ FOUND = (*RELATIONS, "reversed", "misplaced")
 _LEAF_RELATIONS = ("duplicate", "quantized", "pruned")
 
 
-class _Edge(Protocol):
+class RecoveredEdge(Protocol):
     @property
     def parent(self) -> str: ...
     @property
@@ -52,7 +52,7 @@ class RecoveredGraph(Protocol):
     @property
     def models(self) -> Sequence[_Model]: ...
     @property
-    def edges(self) -> Sequence[_Edge]: ...
+    def edges(self) -> Sequence[RecoveredEdge]: ...
     @property
     def roots(self) -> list[str]: ...
 
@@ -123,14 +123,7 @@ def score_relations(result: RecoveredGraph, truth: Mapping[str, Any]) -> Relatio
         else:
             said = _said(found, identity(parent), identity(child))
         confusion[(relation, said)] += 1
-    # A copy hung under its original as a fine-tune is placed right, its relation wrong: not a wrong edge.
-    true_pairs = {(identity(p), identity(c)) for p, c, r in true_edges if r != "duplicate"}
-    copies = {(p, c) for p, c, r in true_edges if r == "duplicate"}
-    wrong = [
-        e
-        for e in result.edges
-        if (identity(e.parent), identity(e.child)) not in true_pairs and (e.parent, e.child) not in copies
-    ]
+    wrong = _wrong_edges(result, true_edges, identity)
     leaves = {c for _, c, r in true_edges if r in ("quantized", "pruned")}
     bad_roots = sum(
         1
@@ -149,6 +142,26 @@ def score_relations(result: RecoveredGraph, truth: Mapping[str, Any]) -> Relatio
         expected_wrong=float(sum(1.0 - e.confidence for e in result.edges)),
         chance_of_as_many_wrong=chance_of_at_least([e.confidence for e in result.edges], len(wrong)),
     )
+
+
+def wrong_edges(result: RecoveredGraph, truth: Mapping[str, Any]) -> list[RecoveredEdge]:
+    """The recovered edges of ``result`` that no true edge explains (``RelationScore.wrong_edges``)."""
+    true_edges = _true_edges(truth)
+    original = _originals(true_edges)
+    return _wrong_edges(result, true_edges, lambda model_id: original.get(model_id, model_id))
+
+
+def _wrong_edges(
+    result: RecoveredGraph, true_edges: list[tuple[str, str, str]], identity: Callable[[str], str]
+) -> list[RecoveredEdge]:
+    # A copy hung under its original as a fine-tune is placed right, its relation wrong: not a wrong edge.
+    true_pairs = {(identity(p), identity(c)) for p, c, r in true_edges if r != "duplicate"}
+    copies = {(p, c) for p, c, r in true_edges if r == "duplicate"}
+    return [
+        e
+        for e in result.edges
+        if (identity(e.parent), identity(e.child)) not in true_pairs and (e.parent, e.child) not in copies
+    ]
 
 
 def _true_edges(truth: Mapping[str, Any]) -> list[tuple[str, str, str]]:

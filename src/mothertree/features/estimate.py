@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..io.types import TensorInfo
+from .decay import combined_log_factors, pair_log_factors
 from .extract import GroupArrays
 from .featureset import FeatureSet
 from .fingerprint import Fingerprint
@@ -31,6 +32,7 @@ def features_from_fingerprints(
     stored_names: Sequence[Mapping[str, str]],
     *,
     ranks: RankRequest = "auto",
+    clock: Sequence[TensorInfo] = (),
     metadata: dict[str, object] | None = None,
 ) -> FeatureSet:
     """The FeatureSet of these models over the compared ``tensors`` (aligned names).
@@ -38,6 +40,8 @@ def features_from_fingerprints(
     ``stored_names[i]`` maps each compared name to the name model ``i`` stores it under (``features.align``).
     ``ranks``: ``True`` every pair's, ``"auto"`` as ``--distance auto`` reads them (each model's nearest,
     then each model's nearest neighbours where some difference is clearly low-rank), ``False`` none.
+    ``clock``: the tensors (aligned names) whose sampled blocks give the weight-decay clock, as
+    ``extract_features`` reads it from the weights (``features/decay.py``).
     """
     n = len(fingerprints)
     arrays = GroupArrays(len(tensors), n, with_ranks=bool(ranks))
@@ -59,6 +63,14 @@ def features_from_fingerprints(
                 ]
     if ranks:
         _add_ranks(arrays, fingerprints, tensors, slots, stored_names, ranks)
+    if clock:
+        blocks = [
+            np.stack(
+                [fp.sketches[positions[i][stored_names[i][info.name]]] for i, fp in enumerate(fingerprints)]
+            )
+            for info in clock
+        ]
+        arrays.decay_log_factors = combined_log_factors([pair_log_factors(b) for b in blocks], n)
     kept = everyone
     return arrays.feature_set(
         kept,

@@ -22,7 +22,9 @@ import numpy.typing as npt
 from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
+from .decay import combined_log_factors, pair_log_factors
 from .featureset import FeatureSet
+from .fingerprint import DEFAULT_PARAMS, sampled_block
 from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, nearest_pairs, sketched_ranks
 from .reductions import (
     PRECISIONS,
@@ -46,6 +48,7 @@ def extract_features(
     ranks: bool | Literal["nearest"] = False,
     rank_pairs: Sequence[tuple[int, int]] | None = None,
     sketch_rows: int = DEFAULT_SKETCH_ROWS,
+    clock: Sequence[TensorInfo] = (),
     metadata: dict[str, object] | None = None,
 ) -> tuple[FeatureSet, list[BrokenModel]]:
     """Per-tensor distances and moments of ``checkpoints``, plus the models that failed on the way.
@@ -57,6 +60,8 @@ def extract_features(
     ``rank_pairs`` (with ``ranks=True``): only these pairs of models (indices into ``checkpoints``).
     The FeatureSet holds the models read completely and finite; ``metadata["masked_tensors"]`` names the
     tensors compared on the common support (``common_support_norms`` is set when there is any).
+    ``clock``: tensors whose sampled blocks give the weight-decay clock (``features/decay.py``), read one
+    model at a time after the compared ones.
     """
     arrays = GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}
@@ -85,6 +90,8 @@ def extract_features(
         del values
 
     kept = [i for i in range(len(checkpoints)) if i not in failed]
+    if clock:
+        arrays.decay_log_factors = _clock(checkpoints, clock, kept)
     features = arrays.feature_set(
         kept,
         model_ids=[model_ids[i] for i in kept],
@@ -99,6 +106,29 @@ def extract_features(
     )
     broken = [BrokenModel(path=checkpoints[i].path, error=failed[i]) for i in sorted(failed)]
     return features, broken
+
+
+def _clock(
+    checkpoints: Sequence[Checkpoint], clock: Sequence[TensorInfo], kept: list[int]
+) -> npt.NDArray[np.float64]:
+    """``features.decay.combined_log_factors`` of the ``kept`` models over the ``clock`` tensors' sampled
+    blocks, each tensor read, cut to its block and dropped. A tensor a model cannot read (it read its
+    compared ones) leaves that tensor out of the clock, with a warning; the model stays."""
+    per_tensor = []
+    for info in clock:
+        try:
+            blocks = [
+                sampled_block(checkpoints[i].read(info.name).reshape(-1), info.shape, DEFAULT_PARAMS.sketch)
+                for i in kept
+            ]
+        except (MotherTreeError, OSError, ValueError, KeyError) as exc:
+            LOG.warning("weight-decay clock: leaving out `%s`: %s", info.name, exc)
+            continue
+        per_tensor.append(pair_log_factors(np.stack(blocks)))
+    n = len(checkpoints)
+    full = np.full((n, n), np.nan)
+    full[np.ix_(kept, kept)] = combined_log_factors(per_tensor, len(kept))
+    return full
 
 
 def _read_stack(
@@ -149,6 +179,7 @@ class GroupArrays:
         self.precisions = np.zeros((n_tensors, n_models), dtype=np.int8)
         self.rounded_moments = np.full((len(PRECISIONS) - 1, n_tensors, n_models, 4), np.nan)
         self.mixed_precision = False  # some tensor stored at more than one precision across the models
+        self.decay_log_factors: npt.NDArray[np.float64] | None = None  # (n, n): features.decay
 
     def add_tensor(
         self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
@@ -235,6 +266,9 @@ class GroupArrays:
             common_support_norms=pairs(self.common_support_norms) if self.masked else None,
             precisions=self.precisions[:, kept] if self.mixed_precision else None,
             rounded_moments=self.rounded_moments[:, :, kept] if self.mixed_precision else None,
+            decay_log_factors=None
+            if self.decay_log_factors is None
+            else self.decay_log_factors[np.ix_(kept, kept)],
             metadata=metadata,
         )
 

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidFeatureSetError
+from .decay import decay_evidence
 from .reductions import excess_kurtosis, mean_squares
 
 # A file with ``common_support_norms`` is format 2, so that a mothertree that reads only format 1 refuses
@@ -34,6 +35,7 @@ _FILE_KEYS = {
     "common_support_norms": "support_norms",
     "precisions": "precisions",
     "rounded_moments": "rounded_moments",
+    "decay_log_factors": "decay_log_factors",
 }
 
 
@@ -64,6 +66,9 @@ class FeatureSet:
         rounded_moments: ``(2, n_tensors, n_models, 4)``, the moments of each model's tensor rounded to
             F16 and to BF16, where the tensor is stored at more than one precision (NaN elsewhere, and at
             precisions finer than the coarsest of the tensor); None with ``precisions``.
+        decay_log_factors: ``(n_models, n_models)``, ``[i, j]`` the log of the common factor by which model
+            j's embedding rows that neither run updated are model i's (``features/decay.py``: negative when
+            j's are smaller, j decayed from i); NaN where no such rows were found; None when not read.
         known_parents: child id -> parent id where the relation is known, not inferred (a PEFT adapter and
             the base of the collection it was read on).
         metadata: free-form provenance (selection rule, reading time, ...).
@@ -81,6 +86,7 @@ class FeatureSet:
     common_support_norms: npt.NDArray[np.float64] | None = None
     precisions: npt.NDArray[np.int8] | None = None
     rounded_moments: npt.NDArray[np.float64] | None = None
+    decay_log_factors: npt.NDArray[np.float64] | None = None
     known_parents: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -225,6 +231,14 @@ class FeatureSet:
         with np.errstate(divide="ignore"):
             return np.asarray(np.log(self._pair_squared_norms().sum(axis=0)), dtype=np.float64)
 
+    def clock_evidence(self) -> npt.NDArray[np.float64] | None:
+        """``(n_models, n_models)``: +1 where the weight-decay clock says ``i -> j`` (j's untouched rows
+        are i's shrunk), -1 for ``j -> i``, 0 where it says nothing; None when the clock was not read
+        (``features/decay.py``)."""
+        if self.decay_log_factors is None:
+            return None
+        return np.vectorize(decay_evidence, otypes=[np.float64])(self.decay_log_factors)
+
     def norm_change_skew(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)``: ``[i, j]`` the skewness, over tensors, of the log change of each
         tensor's squared norm from model i to model j (antisymmetric; 0 with fewer than 3 tensors).
@@ -269,6 +283,9 @@ class FeatureSet:
             common_support_norms=pairs(self.common_support_norms),
             precisions=None if self.precisions is None else self.precisions[:, idx],
             rounded_moments=None if self.rounded_moments is None else self.rounded_moments[:, :, idx],
+            decay_log_factors=None
+            if self.decay_log_factors is None
+            else self.decay_log_factors[np.ix_(idx, idx)],
             known_parents={c: p for c, p in self.known_parents.items() if c in ids and p in ids},
             metadata=dict(self.metadata),
         )
@@ -340,6 +357,7 @@ class FeatureSet:
                 common_support_norms=_as(optional["common_support_norms"], np.float64),
                 precisions=_as(optional["precisions"], np.int8),
                 rounded_moments=_as(optional["rounded_moments"], np.float64),
+                decay_log_factors=_as(optional["decay_log_factors"], np.float64),
                 known_parents=dict(header.get("metadata", {}).pop("known_parents", {})),
                 metadata=dict(header.get("metadata", {})),
             )
@@ -366,6 +384,7 @@ class FeatureSet:
             "common_support_norms": (t, n, n),
             "precisions": (t, n),
             "rounded_moments": (2, t, n, 4),
+            "decay_log_factors": (n, n),
         }
         errors = []
         for name, shape in expected.items():

@@ -15,7 +15,8 @@ probability ``sigmoid(2 * BETA)``. ``known(r)`` rules out roots that would rever
 What decides a sign is a fork: a parent with two children, which the wrong sign can only explain by hanging
 the tree from a child. A bare chain is explained equally by both signs (one root at each end), so its
 direction is a coin flip, reported undetermined (below ``DETERMINED_ABOVE``), unless the angles at its
-forks (``fork_scores``: a side branch off the chain) say which neighbour of a fork is its parent.
+forks (``fork_scores``: a side branch off the chain) say which neighbour of a fork is its parent, or the
+weight-decay clock (``clock_scores``, ``features/decay.py``) reads the edge: its sign is known.
 
 Each edge's *direction probability* is the posterior mass of the roots that keep it as it is (outside its
 child's subtree); ``tree.calibration`` turns it and the placement margin into the edge's confidence.
@@ -47,10 +48,17 @@ SIGN_PRIOR: dict[str, dict[float, float]] = {
 }
 # Prior probability that a cue tells nothing about a tree's directions (``_cue_log_likelihood``).
 CUE_UNINFORMATIVE = 0.5
+# Weight of each cue's log-likelihood in the joint (a composite likelihood): the cues are not independent
+# given the tree, the norm and the skew being two summaries of the same per-tensor norm changes.
+CUE_WEIGHTS: dict[str, float] = {"norm": 1.0, "kurtosis": 1.0, "skew": 1.0}
 # How many nats a cosine of 1 between a neighbour's difference and the others' counts at a fork
 # (``fork_scores``): on the shapes zoo's masked-token chains parent-child pairs sit near -0.1 and sibling
 # pairs near +0.03, so one fork gives the upstream side about 2 to 1.
 FORK_STRENGTH = 10.0
+# How many nats one edge's weight-decay clock (``clock_scores``) counts for its direction. Decay shrinks
+# the rows a run did not update and nothing else scales them all alike, so a clock is wrong only where a
+# model was rescaled by other means; 5 nats (0.993 on its own) leaves room for that.
+CLOCK_STRENGTH = 5.0
 # Above this direction probability an edge's direction is reported as determined.
 DETERMINED_ABOVE = 0.75
 
@@ -79,7 +87,9 @@ def root_log_posterior(
         evidence = evidence_from_changes(changes, edges, 1.0)
         agreements[name] = root_scores(n_nodes, edges, evidence)
         chances[name] = _chance(evidence.values(), beta)
-        joint += _cue_log_likelihood(agreements[name], chances[name], signs[name], beta)
+        joint += CUE_WEIGHTS.get(name, 1.0) * _cue_log_likelihood(
+            agreements[name], chances[name], signs[name], beta
+        )
     joint[_roots_reversing(n_nodes, edges, known_parents or {})] = -np.inf
     log_posterior = joint - logsumexp(joint)
     root = int(np.argmax(log_posterior))
@@ -171,6 +181,29 @@ def fork_scores(
             - parent_evidence.get((node, parent), 0.0)
         )
     return scores
+
+
+def clock_scores(
+    n_nodes: int, edges: Edges, clock: PairValues, strength: float = CLOCK_STRENGTH
+) -> npt.NDArray[np.float64]:
+    """``(n_nodes,)`` log-evidence from the weight-decay clock for each node being the root.
+
+    ``clock[i, j]`` is +1 where model j's untouched rows are model i's shrunk by weight decay (j came
+    later), -1 for the reverse, 0 where the pair shows no clock (``FeatureSet.clock_evidence``). Each edge
+    the clock reads counts ``strength`` nats for its direction; a tree without a clock gets zeros.
+    """
+    evidence = {(i, j): 0.5 * strength * _finite_or_zero(clock[i, j]) for i, j in edges}
+    return root_scores(n_nodes, edges, evidence)
+
+
+def clock_edges(edges: Edges, clock: PairValues) -> int:
+    """How many of ``edges`` the clock reads."""
+    return sum(_finite_or_zero(clock[i, j]) != 0 for i, j in edges)
+
+
+def _finite_or_zero(value: object) -> float:
+    number = float(value)  # type: ignore[arg-type]
+    return number if np.isfinite(number) else 0.0
 
 
 def _cosine_at(sq: PairValues, b: int, x: int, y: int) -> float:

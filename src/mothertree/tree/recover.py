@@ -38,6 +38,8 @@ from .cluster import UNRELATED_ABOVE, cluster_trees, split_unrelated
 from .costs import DEFAULT_LAM, KurtosisTrend, directed_costs
 from .direction import (
     DETERMINED_ABOVE,
+    clock_edges,
+    clock_scores,
     direction_probabilities,
     fork_scores,
     posterior_parents,
@@ -73,6 +75,9 @@ CUE_NAMES: dict[Cue, str] = {
     ("skew", 1.0): "norm changes skew right",
     ("skew", -1.0): "norm changes skew left",
 }
+# Key of the weight-decay clock among a tree's pair statistics (``FeatureSet.clock_evidence``): evidence of
+# a known sign, added to the root posterior beside the cues (``tree.direction.clock_scores``).
+CLOCK = "clock"
 CUES_OF: dict[Direction, tuple[Cue, ...]] = {
     "auto": AUTO_CUES,
     "norm": (("norm", 1.0),),
@@ -245,6 +250,7 @@ class TreeRecovery:
             log_norms=features.log_norm_pairs(),
             kurtosis_pairs=features.kurtosis_pairs(),
             norm_change_skew=features.norm_change_skew(),
+            clock_evidence=features.clock_evidence(),
             relative_distances=features.relative_distances(),
             squared_distances=features.squared_distances(),
             known_parents=features.known_parents,
@@ -263,6 +269,7 @@ class TreeRecovery:
         squared_distances: npt.ArrayLike | None = None,
         kurtosis_pairs: npt.ArrayLike | None = None,
         norm_change_skew: npt.ArrayLike | None = None,
+        clock_evidence: npt.ArrayLike | None = None,
         known_parents: Mapping[str, str] | None = None,
     ) -> TreeRecovery:
         """Recover from ``(n, n)`` distances and ``(n,)`` kurtosis (plus what ``norm``/``auto`` need).
@@ -273,7 +280,8 @@ class TreeRecovery:
         (``tree.direction.fork_scores``); without them only the cues do. ``kurtosis_pairs``
         (``FeatureSet.kurtosis_pairs``, pairs stored at two precisions compared at the coarser) replaces
         ``kurtosis`` as the direction cue. ``norm_change_skew`` (``FeatureSet.norm_change_skew``) adds the
-        skew cue.
+        skew cue; ``clock_evidence`` (``FeatureSet.clock_evidence``) the weight-decay clock
+        (``direction="auto"``).
         ``known_parents`` maps a child's id to its parent's where the relation is known; those edges are
         kept, in that direction.
         """
@@ -287,6 +295,7 @@ class TreeRecovery:
             squared_distances=squared_distances,
             kurtosis_pairs=kurtosis_pairs,
             norm_change_skew=norm_change_skew,
+            clock_evidence=clock_evidence,
             known_parents=known_parents or {},
             distance_used="given",
             low_rank_pairs=None,
@@ -315,6 +324,7 @@ class TreeRecovery:
         low_rank_pairs: int | None,
         kurtosis_pairs: npt.ArrayLike | None = None,
         norm_change_skew: npt.ArrayLike | None = None,
+        clock_evidence: npt.ArrayLike | None = None,
     ) -> TreeRecovery:
         d = np.asarray(distances, dtype=np.float64)
         k = np.asarray(kurtosis, dtype=np.float64)
@@ -331,6 +341,8 @@ class TreeRecovery:
             changes["norm"] = pairwise_changes(log_norms)
         if norm_change_skew is not None:
             changes["skew"] = np.asarray(norm_change_skew, dtype=np.float64)
+        if clock_evidence is not None:
+            changes[CLOCK] = np.asarray(clock_evidence, dtype=np.float64)
 
         squared = None if squared_distances is None else np.asarray(squared_distances, dtype=np.float64)
         parents, placement, direction = self._orient_trees(labels, d, k, changes, squared, known)
@@ -512,7 +524,10 @@ def orient_by_cues(
     edge_list = list(edges)
     used = {name: changes[name] for name in dict.fromkeys(name for name, _ in cues) if name in changes}
     priors = None if direction == "auto" else {"norm": {1.0: 1.0}}
-    fork = None if squared is None else fork_scores(n_nodes, edge_list, squared)
+    fork = np.zeros(n_nodes) if squared is None else fork_scores(n_nodes, edge_list, squared)
+    clocked = clock_edges(edge_list, changes[CLOCK]) if direction == "auto" and CLOCK in changes else 0
+    if clocked:
+        fork = fork + clock_scores(n_nodes, edge_list, changes[CLOCK])
     log_posterior, signs = root_log_posterior(
         n_nodes, edge_list, used, signs=priors, known_parents=known, fork=fork
     )
@@ -524,6 +539,8 @@ def orient_by_cues(
     ]
     consistency = {CUE_NAMES[c]: v for c, v in zip(measured, scores, strict=True)}
     telling = [CUE_NAMES[(name, sign)] for name, sign in signs.items() if sign is not None]
+    if clocked:
+        telling.append(f"weight-decay clock ({clocked} of {len(edge_list)} edges)")
     return parents, log_posterior, " + ".join(telling) or "no cue (the shape of the tree alone)", consistency
 
 
