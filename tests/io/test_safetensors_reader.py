@@ -275,3 +275,16 @@ def test_empty_checkpoint_has_no_tensors(tmp_path: Path) -> None:
     save_file({}, str(file))
     with SafetensorsCheckpoint(file) as checkpoint:
         assert dict(checkpoint.tensors) == {}
+
+
+@pytest.mark.slow
+def test_rows_read_by_seeking_equal_the_rows_of_the_whole_tensor(saved: Saved) -> None:
+    rows = np.array([0, 3, 17, 63])
+    for path in (saved.single, saved.sharded_bf16, saved.state_dict_bin):
+        with open_checkpoint(path) as checkpoint:
+            for name, info in checkpoint.tensors.items():
+                if len(info.shape) != 2 or info.shape[0] <= rows[-1]:
+                    continue
+                part = checkpoint.read_rows(name, rows)
+                assert part.dtype == np.float32 and part.flags.c_contiguous
+                np.testing.assert_array_equal(part, checkpoint.read(name)[rows])

@@ -90,6 +90,9 @@ class StrippedCheckpoint(Checkpoint):
     def read(self, name: str) -> np.ndarray:
         return self.inner.read(self._stored[name])
 
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        return self.inner.read_rows(self._stored[name], rows)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -24,7 +24,7 @@ from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .decay import combined_log_factors, pair_log_factors
 from .featureset import FeatureSet
-from .fingerprint import DEFAULT_PARAMS, sampled_block
+from .fingerprint import DEFAULT_PARAMS, block_positions
 from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, nearest_pairs, sketched_ranks
 from .reductions import (
     PRECISIONS,
@@ -112,15 +112,14 @@ def _clock(
     checkpoints: Sequence[Checkpoint], clock: Sequence[TensorInfo], kept: list[int]
 ) -> npt.NDArray[np.float64]:
     """``features.decay.combined_log_factors`` of the ``kept`` models over the ``clock`` tensors' sampled
-    blocks, each tensor read, cut to its block and dropped. A tensor a model cannot read (it read its
+    blocks (``fingerprint.sampled_block``). A tensor a model cannot read (it read its
     compared ones) leaves that tensor out of the clock, with a warning; the model stays."""
     per_tensor = []
     for info in clock:
         try:
-            blocks = [
-                sampled_block(checkpoints[i].read(info.name).reshape(-1), info.shape, DEFAULT_PARAMS.sketch)
-                for i in kept
-            ]
+            rows, cols = block_positions(info.shape, DEFAULT_PARAMS.sketch)
+            # The fingerprint's sampled block, read row by row where the format can seek.
+            blocks = [checkpoints[i].read_rows(info.name, rows)[:, cols] for i in kept]
         except (MotherTreeError, OSError, ValueError, KeyError) as exc:
             LOG.warning("weight-decay clock: leaving out `%s`: %s", info.name, exc)
             continue

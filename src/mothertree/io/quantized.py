@@ -277,6 +277,15 @@ class StoredTensorsCheckpoint(Checkpoint):
             return int8.read(self._read_stored, self.path)
         return self._read_stored(name)
 
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        if name in self._int8:
+            return super().read_rows(name, rows)
+        return self._read_stored_rows(name, rows)
+
     @abstractmethod
     def _read_stored(self, name: str) -> np.ndarray:
         """One tensor as stored in the files, as a float32 array."""
+
+    def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``read_rows`` of a tensor as stored; readers that can seek read only those rows."""
+        return super().read_rows(name, rows)

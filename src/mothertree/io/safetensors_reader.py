@@ -234,6 +234,30 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         array = raw.view(dtype).reshape(entry.shape)
         return array if dtype == np.float32 else array.astype(np.float32)
 
+    def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        located = self._entries.get(name)
+        if located is None:
+            raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
+        number, entry = located
+        dtype = numpy_dtype(entry.dtype)
+        if dtype is None or entry.dtype in _UNCONVERTIBLE or not entry.shape:
+            return super()._read_stored_rows(name, rows)
+        row_bytes = (entry.end - entry.start) // entry.shape[0]
+        shard = self.shards[number]
+        raw = np.empty((len(rows), row_bytes), dtype=np.uint8)
+        file = self._open_shard(number)
+        try:
+            for k, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+                file.seek(entry.start + row * row_bytes)
+                if file.readinto(raw[k].data) != row_bytes:
+                    raise InvalidCheckpointError(
+                        f"{shown(shard)} is truncated: `{name}` is cut short", path=shard
+                    )
+        except OSError as exc:
+            raise os_error(shard, exc) from None
+        array = raw.view(dtype).reshape(len(rows), -1)
+        return np.ascontiguousarray(array, dtype=np.float32)
+
     def close(self) -> None:
         if self._handle is not None:
             handle, self._handle, self._handle_shard = self._handle, None, None

@@ -108,6 +108,12 @@ class Checkpoint(ABC):
     def read(self, name: str) -> np.ndarray:
         """One tensor as a float32 array (bf16/fp16/fp64 converted), C-contiguous, not memory-mapped."""
 
+    def read_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Some rows of a tensor seen as a matrix (its first dimension by the rest), float32, ``rows``
+        sorted. Readers that can seek (safetensors) read only those rows' bytes; others read it all."""
+        info = self.tensors[name]
+        return np.ascontiguousarray(self.read(name).reshape(info.shape[0], -1)[rows])
+
     def close(self) -> None:  # noqa: B027 - readers without handles have nothing to close
         """Release any open file handle."""
 
