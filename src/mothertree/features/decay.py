@@ -35,9 +35,14 @@ from ..io.types import TensorInfo
 # Tensors whose rows a run may leave without gradient: token, position and type embeddings (BERT's
 # `word_embeddings`, LLaMA's `embed_tokens`, GPT-2's `wte`/`wpe`, T5's `shared`).
 CLOCK_TENSOR = re.compile(r"(embed|\bwte\b|\bwpe\b|^shared\.)", re.IGNORECASE)
-# A row is a scaled copy of the other model's when its entries' ratios agree to this (relative): float32
-# rounding of a decayed row leaves ~3e-7; a row the run updated differs by the update, ~1e-3 and more.
-SCALED_SPREAD = 1e-5
+# A row is a scaled copy of the other model's when the spread (max - min) of its entries' ratios is at
+# most this times its distance from 1, ``|1 - c|``. Rounding each step's product to float32 costs up to
+# half an ulp (3e-8) per step, against a decay of ``lr * wd`` per step: measured on the clock spec's
+# 384-wide rows, spreads of 0.05-0.22 |1 - c| at lr 1e-4 to 2e-4 and wd 0.01, so about 2 at lr 1e-5; rows
+# the run updated spread 100 to 30,000 times their |1 - c|.
+SCALED_SPREAD = 2.0
+# ... or at most this absolutely: equal rows (no decay) are scaled copies with c = 1.
+EQUAL_SPREAD = 1e-7
 # Entries of a row, nonzero in both models, needed to call it scaled.
 MIN_ENTRIES = 8
 # Scaled rows a pair needs in a tensor for its factor to count.
@@ -64,7 +69,8 @@ def clock_tensors(tensors: Sequence[Mapping[str, TensorInfo]]) -> list[TensorInf
 
 def row_factors(parent: npt.ArrayLike, child: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """``(rows,)`` the factor by which each row of ``child`` is ``parent``'s row scaled; NaN for a row that
-    is not a scaled copy (``SCALED_SPREAD``) or has too few nonzero entries (``MIN_ENTRIES``)."""
+    is not a scaled copy (``SCALED_SPREAD``, ``EQUAL_SPREAD``) or has too few nonzero entries
+    (``MIN_ENTRIES``)."""
     a = np.asarray(parent, dtype=np.float64)
     b = np.asarray(child, dtype=np.float64)
     usable = (a != 0) & (b != 0)
@@ -72,7 +78,9 @@ def row_factors(parent: npt.ArrayLike, child: npt.ArrayLike) -> npt.NDArray[np.f
         ratios = np.where(usable, b / np.where(usable, a, 1.0), np.nan)
         low, high = np.nanmin(_or_nan(ratios), axis=1), np.nanmax(_or_nan(ratios), axis=1)
         factor = (a * b * usable).sum(axis=1) / (a * a * usable).sum(axis=1)
-    scaled = (usable.sum(axis=1) >= MIN_ENTRIES) & (high - low <= SCALED_SPREAD * np.abs(factor))
+    scaled = (usable.sum(axis=1) >= MIN_ENTRIES) & (
+        high - low <= SCALED_SPREAD * np.abs(1.0 - factor) + EQUAL_SPREAD
+    )
     return np.where(scaled, factor, np.nan)
 
 
