@@ -78,7 +78,8 @@ def root_log_posterior(
 
     ``cues`` maps a cue's name to its ``(n, n)`` pairwise changes (``tree.orient.pairwise_changes``);
     ``signs`` gives each cue's sign prior (default ``SIGN_PRIOR``; a single sign with probability 1 fixes
-    it, as ``direction="norm"`` does). ``fork``: ``fork_scores`` of the tree, added to every hypothesis.
+    it, as ``direction="norm"`` does). ``fork``: per-root log-evidence beside the cues (the tree's
+    ``fork_scores``, and ``clock_scores`` where the clock reads an edge), added to every hypothesis.
     """
     signs = signs if signs is not None else {name: SIGN_PRIOR[name] for name in cues}
     joint = np.zeros(n_nodes) if fork is None else np.asarray(fork, dtype=np.float64).copy()

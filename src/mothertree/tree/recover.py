@@ -524,12 +524,13 @@ def orient_by_cues(
     edge_list = list(edges)
     used = {name: changes[name] for name in dict.fromkeys(name for name, _ in cues) if name in changes}
     priors = None if direction == "auto" else {"norm": {1.0: 1.0}}
-    fork = np.zeros(n_nodes) if squared is None else fork_scores(n_nodes, edge_list, squared)
+    # Per-root evidence beside the cues: the angles at forks, and the clock where it reads an edge.
+    beside = np.zeros(n_nodes) if squared is None else fork_scores(n_nodes, edge_list, squared)
     clocked = clock_edges(edge_list, changes[CLOCK]) if direction == "auto" and CLOCK in changes else 0
     if clocked:
-        fork = fork + clock_scores(n_nodes, edge_list, changes[CLOCK])
+        beside = beside + clock_scores(n_nodes, edge_list, changes[CLOCK])
     log_posterior, signs = root_log_posterior(
-        n_nodes, edge_list, used, signs=priors, known_parents=known, fork=fork
+        n_nodes, edge_list, used, signs=priors, known_parents=known, fork=beside
     )
     parents = posterior_parents(n_nodes, edge_list, log_posterior)
     measured = [cue for cue in cues if cue[0] in changes]
