@@ -2,10 +2,10 @@
 
 Each graph is recovered with the defaults twice from one reading of its weights: as it is, and with the
 clock taken out (``FeatureSet.decay_log_factors = None``, so that only the norm, kurtosis and skew cues
-and the angles at forks orient it). The ``clock`` spec's graphs train their embedding tables, as real
-fine-tunes do; the hub splits freeze them (as every zoo and shapes graph does, to save CPU time), so
-there the clock reads nothing and nothing moves. Graphs are built under ``.bench`` if missing (the clock
-spec: about 25 minutes of CPU training the first time).
+and the angles at forks orient it). The ``clock`` spec's graphs and the hub splits' text fine-tunes train
+their embedding tables, as real fine-tunes do (the other zoo and shapes specs freeze them to save CPU
+time: there the clock reads nothing and nothing moves). Graphs are built under ``.bench`` if missing
+(about 25 minutes of CPU training each spec the first time).
 
     python benchmarks/clock_bench.py [--write]
 """
@@ -116,9 +116,10 @@ def section(rows: list[Row]) -> list[str]:
         "the hub split's cue-reversing chain rebuilt so (a root pre-trained 400 steps, two masked-token "
         "stages, a fine-tune off each) and a MiniLM chain of continued pre-training; `heldout` other roots, "
         "seeds and rates, one chain without weight decay (the clock stands still there) and a bf16 save "
-        "(no clock across precisions). The hub splits freeze their embeddings: the clock reads none of "
-        "their edges. *Clock*: recovered fine-tuning edges the clock read. *Wrong*: recovered edges no "
-        "true edge explains; *sure*: of them, above 0.75; *expected*: the sum of 1 - confidence.",
+        "(no clock across precisions). The hub splits' text fine-tunes train their embeddings too (section "
+        "(k)); their LoRA and adapter edges leave them untouched, and so unread. *Clock*: recovered "
+        "fine-tuning edges the clock read. *Wrong*: recovered edges no true edge explains; *sure*: of them, "
+        "above 0.75; *expected*: the sum of 1 - confidence.",
         "",
         "| graph | setting | edges | directed | wrong | sure wrong | undetermined | expected wrong | clock |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -9,12 +9,13 @@ confidence (right or wrong: placed and pointing the right way, its relation asid
 graphs, the ones earlier sessions chose constants on:
 
 - the shapes zoo's ``TUNING`` and ``HELDOUT`` recipes (``.bench/shapes``, ``make bench-shapes``),
-- the hub splits' ``small`` size (``.bench/hub``, ``make bench-hub``),
+- the hub splits' and the clock spec's ``small`` size (``.bench/hub``, ``.bench/clock``; ``make bench-hub``,
+  ``make bench-clock``),
 - the zoo's ``small`` splits where ``make bench-small`` built them (``.bench/zoo``; skipped when absent).
 
 It then reports, for the fitted weights and for the weights before (all 1), on the *held-out* graphs
-(the shapes' ``FRESH`` recipes, the hub splits' ``heldout`` size, the zoo's ``heldout`` splits where
-built): edges right, wrong edges, wrong edges above 0.75, the wrong edges the confidences predict, and
+(the shapes' ``FRESH`` recipes, the hub and clock specs' ``heldout`` size, the zoo's ``heldout`` splits
+where built): edges right, wrong edges, wrong edges above 0.75, the wrong edges the confidences predict, and
 how likely that many wrong edges were under them. Features are read once per graph.
 
     python benchmarks/direction_calibration.py [--write]
@@ -36,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sections import Section  # noqa: E402
+from sections import CALIBRATION  # noqa: E402
 
 from mothertree.evaluation.metrics import chance_of_at_least  # noqa: E402
 from mothertree.evaluation.relations import wrong_edges  # noqa: E402
@@ -49,7 +50,6 @@ from mothertree.zoo.shapes import FRESH, HELDOUT, TUNING  # noqa: E402
 from mothertree.zoo.spec import load_spec  # noqa: E402
 
 BENCH = ROOT / ".bench"
-CALIBRATION = Section("<!-- calibration: benchmarks/direction_calibration.py -->", "<!-- /calibration -->")
 NORM_AND_SKEW_WEIGHTS = (0.25, 0.35, 0.5, 0.7, 1.0, 1.4)
 KURTOSIS_WEIGHTS = (0.5, 0.7, 1.0, 1.4)
 ZOO_SMALL = ("vision-ft", "text-ft", "text-lora-f", "text-lora-v", "text-mixed")
@@ -85,10 +85,11 @@ def graphs() -> list[Graph]:
             folders.append(
                 (spec.name, group, build_graph(spec, BENCH / "shapes" / spec.name, quiet=True).path)
             )
-    for name in ("hub", "hub-vision"):
+    for name, folder in (("hub", "hub"), ("hub-vision", "hub"), ("clock", "clock")):
         for size, group in (("small", "development"), ("heldout", "held-out")):
             spec = load_spec(name).sized(size)
-            folders.append((spec.name, group, build_graph(spec, BENCH / "hub" / spec.name, quiet=True).path))
+            built = build_graph(spec, BENCH / folder / spec.name, quiet=True).path
+            folders.append((spec.name, group, built))
     for names, size, group in ((ZOO_SMALL, "small", "development"), (ZOO_HELDOUT, "heldout", "held-out")):
         for name in names:
             folder = BENCH / "zoo" / f"{name}-{size}"
@@ -166,7 +167,7 @@ def section(
     today = dt.date.today().isoformat()
     lines = [
         CALIBRATION.start,
-        "## (l) Direction calibration: cue weights fitted on development graphs, checked on held-out ones",
+        "## (m) Direction calibration: cue weights fitted on development graphs, checked on held-out ones",
         "",
         f"`python benchmarks/direction_calibration.py` on {platform.machine()}, {today}. "
         "The root posterior (`tree/direction.py`) weighs each cue's log-likelihood (`CUE_WEIGHTS`); "
@@ -214,7 +215,12 @@ def section(
                 f"| {group} | {label} {weights} | {t.edges} | {t.right} | {t.wrong} | {t.sure_wrong} | "
                 f"{t.expected:.1f} | {t.chance:.2f} |"
             )
-    lines.append(CALIBRATION.end)
+    lines += [
+        "",
+        f"Shipped: `CUE_WEIGHTS` {shipped} (norm and skew, kurtosis); the fit is reported here, not applied "
+        "(`docs/DESIGN.md`, Direction, says why).",
+        CALIBRATION.end,
+    ]
     return lines
 
 

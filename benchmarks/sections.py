@@ -51,4 +51,16 @@ FINGERPRINTS = Section("<!-- fingerprints: benchmarks/fingerprint_bench.py -->",
 RELATIONS_SECTION = Section("<!-- relations: benchmarks/relations_bench.py -->", "<!-- /relations -->")
 HUB_SECTION = Section("<!-- hub: benchmarks/hub_bench.py -->", "<!-- /hub -->")
 CLOCK_SECTION = Section("<!-- clock: benchmarks/clock_bench.py -->", "<!-- /clock -->")
-KEPT = (SHAPES, FUZZ, REPORT, STARTUP, SCALE, FINGERPRINTS, RELATIONS_SECTION, HUB_SECTION, CLOCK_SECTION)
+CALIBRATION = Section("<!-- calibration: benchmarks/direction_calibration.py -->", "<!-- /calibration -->")
+KEPT = (
+    SHAPES,
+    FUZZ,
+    REPORT,
+    STARTUP,
+    SCALE,
+    FINGERPRINTS,
+    RELATIONS_SECTION,
+    HUB_SECTION,
+    CLOCK_SECTION,
+    CALIBRATION,
+)

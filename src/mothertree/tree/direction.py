@@ -49,7 +49,9 @@ SIGN_PRIOR: dict[str, dict[float, float]] = {
 # Prior probability that a cue tells nothing about a tree's directions (``_cue_log_likelihood``).
 CUE_UNINFORMATIVE = 0.5
 # Weight of each cue's log-likelihood in the joint (a composite likelihood): the cues are not independent
-# given the tree, the norm and the skew being two summaries of the same per-tensor norm changes.
+# given the tree, the norm and the skew being two summaries of the same per-tensor norm changes. Fitted on
+# a grid by `benchmarks/direction_calibration.py` (docs/RESULTS.md, section (m)); kept at 1, docs/DESIGN.md
+# says why.
 CUE_WEIGHTS: dict[str, float] = {"norm": 1.0, "kurtosis": 1.0, "skew": 1.0}
 # How many nats a cosine of 1 between a neighbour's difference and the others' counts at a fork
 # (``fork_scores``): on the shapes zoo's masked-token chains parent-child pairs sit near -0.1 and sibling
