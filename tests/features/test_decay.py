@@ -157,3 +157,20 @@ def test_fingerprints_read_the_same_clock_as_the_weights(clock_chain: Path, tmp_
         exact.decay_log_factors, estimated.decay_log_factors[np.ix_(order, order)], rtol=1e-9, atol=1e-15
     )
     assert np.array_equal(exact.clock_evidence(), estimated.clock_evidence()[np.ix_(order, order)])
+
+
+def test_large_groups_read_the_clock_on_each_models_nearest_pairs_only() -> None:
+    from mothertree.features.decay import ALL_PAIRS_UP_TO, CLOCK_NEIGHBOURS, clock_pairs
+
+    # Synthetic: models on a line, each at distance 1 from the next.
+    small = np.abs(np.subtract.outer(np.arange(10.0), np.arange(10.0)))
+    assert clock_pairs(small) is None  # every pair
+    n = ALL_PAIRS_UP_TO + 36
+    line = np.abs(np.subtract.outer(np.arange(float(n)), np.arange(float(n))))
+    pairs = clock_pairs(line)
+    assert pairs is not None and (0, 1) in pairs and (0, n - 1) not in pairs
+    assert all(j - i <= CLOCK_NEIGHBOURS for i, j in pairs)
+    base = _rows(6)
+    blocks = np.stack([(base.astype(np.float64) * (1 - 1e-5) ** k).astype(np.float32) for k in range(n)])
+    logs = pair_log_factors(blocks, pairs)
+    assert logs[0, 1] < -MIN_DECAY and logs[1, 0] > MIN_DECAY and np.isnan(logs[0, n - 1])

@@ -68,45 +68,69 @@ def clock_tensors(tensors: Sequence[Mapping[str, TensorInfo]]) -> list[TensorInf
 
 
 def row_factors(parent: npt.ArrayLike, child: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """``(rows,)`` the factor by which each row of ``child`` is ``parent``'s row scaled; NaN for a row that
-    is not a scaled copy (``SCALED_SPREAD``, ``EQUAL_SPREAD``) or has too few nonzero entries
-    (``MIN_ENTRIES``)."""
+    """``(..., rows)`` the factor by which each row of ``child`` is ``parent``'s row scaled (rows along the
+    last axis but one, entries along the last); NaN for a row that is not a scaled copy
+    (``SCALED_SPREAD``, ``EQUAL_SPREAD``) or has too few nonzero entries (``MIN_ENTRIES``)."""
     a = np.asarray(parent, dtype=np.float64)
     b = np.asarray(child, dtype=np.float64)
     usable = (a != 0) & (b != 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(usable, b / np.where(usable, a, 1.0), np.nan)
-        low, high = np.nanmin(_or_nan(ratios), axis=1), np.nanmax(_or_nan(ratios), axis=1)
-        factor = (a * b * usable).sum(axis=1) / (a * a * usable).sum(axis=1)
-    scaled = (usable.sum(axis=1) >= MIN_ENTRIES) & (
-        high - low <= SCALED_SPREAD * np.abs(1.0 - factor) + EQUAL_SPREAD
-    )
+        ratios = b / np.where(usable, a, 1.0)
+        low = np.where(usable, ratios, np.inf).min(axis=-1)
+        high = np.where(usable, ratios, -np.inf).max(axis=-1)
+        factor = (a * b * usable).sum(axis=-1) / (a * a * usable).sum(axis=-1)
+        scaled = (usable.sum(axis=-1) >= MIN_ENTRIES) & (
+            high - low <= SCALED_SPREAD * np.abs(1.0 - factor) + EQUAL_SPREAD
+        )
     return np.where(scaled, factor, np.nan)
 
 
-def _or_nan(ratios: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    # nanmin/nanmax of an all-NaN row warn; such a row has no usable entry and is not scaled anyway.
-    out = ratios.copy()
-    out[np.isnan(out).all(axis=1)] = np.inf
-    return out
-
-
-def pair_log_factors(blocks: npt.ArrayLike) -> npt.NDArray[np.float64]:
+def pair_log_factors(
+    blocks: npt.ArrayLike, pairs: Sequence[tuple[int, int]] | None = None
+) -> npt.NDArray[np.float64]:
     """``(n, n)`` ``log c`` with ``[i, j]`` the log of the common factor by which model j's scaled rows are
     model i's (negative: j's rows are smaller, j came later), from one tensor's ``(n, rows, cols)``
-    sampled blocks; NaN where fewer than ``MIN_ROWS`` rows are scaled copies."""
+    sampled blocks; NaN where fewer than ``MIN_ROWS`` rows are scaled copies, and for pairs not in
+    ``pairs`` (None: every pair)."""
     stack = np.asarray(blocks, dtype=np.float64)
     n = len(stack)
     logs = np.full((n, n), np.nan)
-    for i in range(n):
-        for j in range(i + 1, n):
-            factors = row_factors(stack[i], stack[j])
-            factors = factors[np.isfinite(factors) & (factors > 0)]
-            if len(factors) >= MIN_ROWS:
-                logs[i, j] = float(np.log(np.median(factors)))
-                logs[j, i] = -logs[i, j]
     np.fill_diagonal(logs, 0.0)
+    chosen = np.array(
+        [(i, j) for i in range(n) for j in range(i + 1, n)] if pairs is None else list(pairs), dtype=np.int64
+    ).reshape(-1, 2)
+    for start in range(0, len(chosen), _PAIRS_PER_CHUNK):
+        first, second = chosen[start : start + _PAIRS_PER_CHUNK].T
+        factors = row_factors(stack[first], stack[second])
+        valid = np.isfinite(factors) & (factors > 0)
+        enough = valid.sum(axis=1) >= MIN_ROWS
+        if not enough.any():
+            continue
+        median = np.nanmedian(np.where(valid[enough], factors[enough], np.nan), axis=1)
+        logs[first[enough], second[enough]] = np.log(median)
+        logs[second[enough], first[enough]] = -np.log(median)
     return logs
+
+
+# Pairs compared at once: 512 x 48 x 48 float64 blocks are 9 MB an array.
+_PAIRS_PER_CHUNK = 512
+# Up to this many models every pair's clock is read; above it, each model's ``CLOCK_NEIGHBOURS`` nearest
+# (the tree's edges join near models; a pair left out gives no evidence, never wrong evidence).
+ALL_PAIRS_UP_TO = 64
+CLOCK_NEIGHBOURS = 16
+
+
+def clock_pairs(distances: npt.ArrayLike) -> list[tuple[int, int]] | None:
+    """The pairs ``(i, j)``, ``i < j``, whose clock to read, given the models' ``(n, n)`` distances: None
+    (every pair) up to ``ALL_PAIRS_UP_TO`` models, else each model with its ``CLOCK_NEIGHBOURS`` nearest."""
+    d = np.asarray(distances, dtype=np.float64)
+    n = len(d)
+    if n <= ALL_PAIRS_UP_TO:
+        return None
+    d = np.where(np.isfinite(d), d, np.inf)
+    np.fill_diagonal(d, np.inf)
+    nearest = np.argsort(d, axis=1)[:, :CLOCK_NEIGHBOURS]
+    return sorted({(min(i, int(j)), max(i, int(j))) for i in range(n) for j in nearest[i]})
 
 
 def combined_log_factors(
@@ -123,9 +147,10 @@ def combined_log_factors(
     return out
 
 
-def decay_evidence(log_factor: float) -> float:
-    """+1 when the pair's clock says ``i -> j`` (j's rows decayed from i's), -1 for ``j -> i``, 0 when it
-    says nothing (not measured, or no decay beyond rounding)."""
-    if not np.isfinite(log_factor) or abs(log_factor) < MIN_DECAY:
-        return 0.0
-    return 1.0 if log_factor < 0 else -1.0
+def decay_evidence(log_factors: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """+1 where a pair's clock says ``i -> j`` (j's rows decayed from i's), -1 for ``j -> i``, 0 where it
+    says nothing (not measured, or no decay beyond rounding); elementwise."""
+    f = np.asarray(log_factors, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        telling = np.isfinite(f) & (np.abs(f) >= MIN_DECAY)
+    return np.asarray(np.where(telling, -np.sign(np.where(telling, f, 0.0)), 0.0), dtype=np.float64)

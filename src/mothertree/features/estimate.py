@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..io.types import TensorInfo
-from .decay import combined_log_factors, pair_log_factors
+from .decay import clock_pairs, combined_log_factors, pair_log_factors
 from .extract import GroupArrays
 from .featureset import FeatureSet
 from .fingerprint import Fingerprint
@@ -70,7 +70,8 @@ def features_from_fingerprints(
             )
             for info in clock
         ]
-        arrays.decay_log_factors = combined_log_factors([pair_log_factors(b) for b in blocks], n)
+        pairs = clock_pairs(arrays.mean_distances(everyone))
+        arrays.decay_log_factors = combined_log_factors([pair_log_factors(b, pairs) for b in blocks], n)
     kept = everyone
     return arrays.feature_set(
         kept,

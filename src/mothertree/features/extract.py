@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ import numpy.typing as npt
 from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
-from .decay import combined_log_factors, pair_log_factors
+from .decay import clock_pairs, combined_log_factors, pair_log_factors
 from .featureset import FeatureSet
 from .fingerprint import DEFAULT_PARAMS, block_positions
 from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, nearest_pairs, sketched_ranks
@@ -91,7 +92,7 @@ def extract_features(
 
     kept = [i for i in range(len(checkpoints)) if i not in failed]
     if clock:
-        arrays.decay_log_factors = _clock(checkpoints, clock, kept)
+        arrays.decay_log_factors = _clock(checkpoints, clock, kept, arrays.mean_distances(kept))
     features = arrays.feature_set(
         kept,
         model_ids=[model_ids[i] for i in kept],
@@ -109,11 +110,16 @@ def extract_features(
 
 
 def _clock(
-    checkpoints: Sequence[Checkpoint], clock: Sequence[TensorInfo], kept: list[int]
+    checkpoints: Sequence[Checkpoint],
+    clock: Sequence[TensorInfo],
+    kept: list[int],
+    distances: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """``features.decay.combined_log_factors`` of the ``kept`` models over the ``clock`` tensors' sampled
-    blocks (``fingerprint.sampled_block``). A tensor a model cannot read (it read its
-    compared ones) leaves that tensor out of the clock, with a warning; the model stays."""
+    blocks (``fingerprint.sampled_block``), for the pairs ``decay.clock_pairs`` picks from their
+    ``distances``. A tensor a model cannot read (it read its compared ones) leaves that tensor out of the
+    clock, with a warning; the model stays."""
+    pairs = clock_pairs(distances)
     per_tensor = []
     for info in clock:
         try:
@@ -123,7 +129,7 @@ def _clock(
         except (MotherTreeError, OSError, ValueError, KeyError) as exc:
             LOG.warning("weight-decay clock: leaving out `%s`: %s", info.name, exc)
             continue
-        per_tensor.append(pair_log_factors(np.stack(blocks)))
+        per_tensor.append(pair_log_factors(np.stack(blocks), pairs))
     n = len(checkpoints)
     full = np.full((n, n), np.nan)
     full[np.ix_(kept, kept)] = combined_log_factors(per_tensor, len(kept))
@@ -214,6 +220,13 @@ class GroupArrays:
             # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
             squared_norms = mean_squares(self.moments[t, index]) * info.numel
             self.common_support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
+
+    def mean_distances(self, models: Sequence[int]) -> npt.NDArray[np.float64]:
+        """``(n, n)`` the per-tensor RMS distances of ``models`` averaged over tensors (NaN where none)."""
+        index = np.asarray(models, dtype=np.int64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a pair no tensor measured: NaN
+            return np.asarray(np.nanmean(self.rms_distances[:, index][:, :, index], axis=0), dtype=np.float64)
 
     def add_precisions(
         self, t: int, filled: list[int], values: npt.NDArray[np.float32], dtypes: Sequence[str]

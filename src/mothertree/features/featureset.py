@@ -237,7 +237,7 @@ class FeatureSet:
         (``features/decay.py``)."""
         if self.decay_log_factors is None:
             return None
-        return np.vectorize(decay_evidence, otypes=[np.float64])(self.decay_log_factors)
+        return decay_evidence(self.decay_log_factors)
 
     def norm_change_skew(self) -> npt.NDArray[np.float64]:
         """``(n_models, n_models)``: ``[i, j]`` the skewness, over tensors, of the log change of each
