@@ -129,6 +129,18 @@ def test_the_clock_points_down_every_decayed_edge_and_is_silent_without_decay(cl
 
 
 @pytest.mark.slow
+def test_a_saved_feature_set_keeps_its_clock(clock_chain: Path, tmp_path: Path) -> None:
+    from mothertree.features.featureset import FeatureSet
+    from mothertree.pipeline import read_features
+
+    (features,), _ = read_features([clock_chain])
+    features.save(tmp_path / "features.npz")
+    loaded = FeatureSet.load(tmp_path / "features.npz")
+    assert features.decay_log_factors is not None
+    assert np.array_equal(loaded.decay_log_factors, features.decay_log_factors, equal_nan=True)
+
+
+@pytest.mark.slow
 def test_recovery_orients_the_chain_by_the_clock_and_says_so(clock_chain: Path) -> None:
     from mothertree.pipeline import recover
 
