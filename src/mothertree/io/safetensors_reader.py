@@ -208,55 +208,51 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         self._list_tensors(stored)
 
     def _read_stored(self, name: str) -> np.ndarray:
-        located = self._entries.get(name)
-        if located is None:
-            raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
-        number, entry = located
-        shard = self.shards[number]
-        dtype = numpy_dtype(entry.dtype)
-        if dtype is None or entry.dtype in _UNCONVERTIBLE:
-            raise UnsupportedFormatError(
-                f"{shown(shard)}: tensor `{name}` has dtype `{entry.dtype}`, which mothertree cannot read",
-                path=shard,
-            )
+        number, entry, dtype = self._located(name)
         # Positional reads into a private buffer rather than safetensors' mmap: mapped pages count in the
         # process's RSS until the map is dropped, so streaming every model's tensors through open maps made
         # peak RSS grow with everything read so far, not with one tensor.
         raw = np.empty(entry.end - entry.start, dtype=np.uint8)
-        file = self._open_shard(number)
-        try:
-            file.seek(entry.start)
-            got = file.readinto(raw.data)
-        except OSError as exc:
-            raise os_error(shard, exc) from None
-        if got != raw.size:
-            raise InvalidCheckpointError(f"{shown(shard)} is truncated: `{name}` is cut short", path=shard)
+        self._read_span(number, name, entry.start, raw)
         array = raw.view(dtype).reshape(entry.shape)
         return array if dtype == np.float32 else array.astype(np.float32)
 
     def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        number, entry, dtype = self._located(name)
+        if not entry.shape:
+            return super()._read_stored_rows(name, rows)
+        row_bytes = (entry.end - entry.start) // entry.shape[0]
+        raw = np.empty((len(rows), row_bytes), dtype=np.uint8)
+        for k, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+            self._read_span(number, name, entry.start + row * row_bytes, raw[k])
+        return np.ascontiguousarray(raw.view(dtype).reshape(len(rows), -1), dtype=np.float32)
+
+    def _located(self, name: str) -> tuple[int, HeaderEntry, np.dtype]:
+        """The shard number, header entry and numpy dtype of tensor ``name``."""
         located = self._entries.get(name)
         if located is None:
             raise KeyError(f"{shown(self.path)} has no tensor `{name}`")
         number, entry = located
         dtype = numpy_dtype(entry.dtype)
-        if dtype is None or entry.dtype in _UNCONVERTIBLE or not entry.shape:
-            return super()._read_stored_rows(name, rows)
-        row_bytes = (entry.end - entry.start) // entry.shape[0]
+        if dtype is None or entry.dtype in _UNCONVERTIBLE:
+            raise UnsupportedFormatError(
+                f"{shown(self.shards[number])}: tensor `{name}` has dtype `{entry.dtype}`, which mothertree "
+                "cannot read",
+                path=self.shards[number],
+            )
+        return number, entry, dtype
+
+    def _read_span(self, number: int, name: str, offset: int, into: np.ndarray) -> None:
+        """Fill the bytes ``into`` from shard ``number`` at ``offset`` (part of tensor ``name``)."""
         shard = self.shards[number]
-        raw = np.empty((len(rows), row_bytes), dtype=np.uint8)
         file = self._open_shard(number)
         try:
-            for k, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
-                file.seek(entry.start + row * row_bytes)
-                if file.readinto(raw[k].data) != row_bytes:
-                    raise InvalidCheckpointError(
-                        f"{shown(shard)} is truncated: `{name}` is cut short", path=shard
-                    )
+            file.seek(offset)
+            got = file.readinto(into.data)
         except OSError as exc:
             raise os_error(shard, exc) from None
-        array = raw.view(dtype).reshape(len(rows), -1)
-        return np.ascontiguousarray(array, dtype=np.float32)
+        if got != into.size:
+            raise InvalidCheckpointError(f"{shown(shard)} is truncated: `{name}` is cut short", path=shard)
 
     def close(self) -> None:
         if self._handle is not None:
