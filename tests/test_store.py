@@ -6,6 +6,7 @@ path (``pipeline.recover`` on the folders), not against numbers written here.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -143,6 +144,17 @@ def test_fingerprints_made_otherwise_are_refused(bert_family: Path, tmp_path: Pa
         assert store.params.samples == 256
     with pytest.raises(InvalidStoreError, match="made alike"):
         FingerprintStore(path, params=FingerprintParams())
+    # A store of the version before the moments kernel: its moments differ in their last bits.
+    params_json = FingerprintParams().to_json()
+    older = tmp_path / "older.sqlite"
+    with FingerprintStore(older):
+        pass
+    with sqlite3.connect(older) as db:
+        version_one = json.dumps({**params_json, "version": 1})
+        db.execute("UPDATE meta SET value = ? WHERE key = 'params'", [version_one])
+    with pytest.raises(InvalidStoreError, match="version 1") as refused:
+        FingerprintStore(older)
+    assert "new store" in (refused.value.hint or "")
 
 
 def test_a_damaged_fingerprint_is_an_error_naming_the_store(bert_family: Path, tmp_path: Path):

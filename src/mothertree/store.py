@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import InvalidFeatureSetError, InvalidStoreError
-from .features.fingerprint import DEFAULT_PARAMS, Fingerprint, FingerprintParams, is_weight
+from .features.fingerprint import DEFAULT_PARAMS, FORMAT_VERSION, Fingerprint, FingerprintParams, is_weight
 from .io.types import TensorInfo
 
 STORE_FORMAT = 2  # 2: screening vectors and layouts beside each fingerprint
@@ -129,6 +129,7 @@ class FingerprintStore:
         tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables:
             chosen = params or DEFAULT_PARAMS
+            _check_version(chosen, self.path)
             with self._transaction():
                 # One statement at a time: `executescript` would commit the open transaction first.
                 for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -157,6 +158,7 @@ class FingerprintStore:
             raise InvalidStoreError(
                 f"`{self.path}` has no readable fingerprint parameters", path=self.path
             ) from None
+        _check_version(own, self.path)
         if params is not None and params != own:
             raise InvalidStoreError(
                 f"`{self.path}` holds fingerprints made with {own.to_json()}, not {params.to_json()}: "
@@ -311,3 +313,16 @@ class FingerprintStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _check_version(params: FingerprintParams, path: Path) -> None:
+    """Refuse fingerprints of another version than this mothertree makes: they would not compare."""
+    if params.version != FORMAT_VERSION:
+        raise InvalidStoreError(
+            f"`{path}` holds fingerprints of version {params.version}; this mothertree makes version "
+            f"{FORMAT_VERSION}, whose moments differ in their last bits (and copies are told apart by exact "
+            "moments)",
+            hint="index the models into a new store (another `--store` file); the old one still serves "
+            "the mothertree version that made it",
+            path=path,
+        )

@@ -53,7 +53,7 @@ def test_parent_child_is_the_lora_rank_and_siblings_add_up(dtype, sketch_rows):
 def test_a_full_fine_tune_is_far_from_low_rank(dtype, change):
     # A dense update of 1% of the weight scale (our MiniLM fine-tunes moved 0.7-1.1%): in bf16, whose
     # rounding is 0.2-0.4% of each weight, its smaller singular values sink under the rounding noise (59 of
-    # 128 measured), yet the rank stays above the low-rank line of the `auto` distance rule.
+    # 128 measured at 1%), yet the rank stays above the low-rank line of the `auto` distance rule.
     rng = np.random.default_rng(1)
     parent = rng.normal(0, 0.05, size=(ROWS, COLS))
     child = parent + rng.normal(0, 0.05 * change, size=parent.shape)
@@ -61,8 +61,8 @@ def test_a_full_fine_tune_is_far_from_low_rank(dtype, change):
     ranks, clear_ranks, cap = sketched_ranks(stack, (ROWS, COLS), [dtype] * len(stack), seed=0)
     if dtype != "BF16":
         assert ranks[0, 1] == cap
-    else:  # below the cap, but not clear: most of the count is gone at 4x the tolerance
-        assert clear_ranks[0, 1] < 0.75 * ranks[0, 1] < 0.75 * cap
+    else:  # full, or below the cap but not clear: most of the count is gone at 4x the tolerance
+        assert ranks[0, 1] == cap or clear_ranks[0, 1] < 0.75 * ranks[0, 1]
     assert not in_every_tensor(RULE.judge_tensors(ranks[None], clear_ranks[None], np.array([cap]))).any()
 
 

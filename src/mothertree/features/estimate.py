@@ -14,11 +14,11 @@ import numpy as np
 
 from ..io.types import TensorInfo
 from .decay import clock_pairs, combined_log_factors, pair_log_factors
-from .extract import GroupArrays
+from .extract import GroupArrays, coarser_precisions
 from .featureset import FeatureSet
 from .fingerprint import Fingerprint
 from .low_rank import LowRankRule
-from .rank import RankEstimate, nearest_pairs, pairwise_ranks, sketched_noise_tolerance
+from .rank import RankEstimate, block_ranks, nearest_pairs
 from .reductions import mean_squares, precision_of
 
 RankRequest = bool | Literal["auto"]
@@ -57,7 +57,7 @@ def features_from_fingerprints(
             dtype=np.int8,
         )
         if arrays.set_precisions(t, everyone, stored):
-            for precision in range(1, int(stored.max()) + 1):
+            for precision in coarser_precisions(stored):
                 arrays.rounded_moments[precision - 1, t] = [
                     fingerprints[i].rounded_moments[precision - 1, slots[t][i]] for i in everyone
                 ]
@@ -102,16 +102,10 @@ def _add_ranks(
 
     def rank_tensor(t: int, pairs: list[tuple[int, int]] | None) -> None:
         info = tensors[t]
-        sketched = np.stack([fingerprints[i].sketches[slots[t][i]] for i in everyone]).astype(np.float64)
+        blocks = np.stack([fingerprints[i].sketches[slots[t][i]] for i in everyone])
         rms_weight = float(np.sqrt(np.mean(mean_squares(arrays.moments[t]))))
         dtypes = [fingerprints[i].tensor_map[stored_names[i][info.name]].dtype for i in everyone]
-        # A sampled block's entries are stored weights: their noise is the storage rounding, unscaled.
-        sketch = (sketched.shape[1], sketched.shape[2])
-        per_dtype = {
-            dtype: sketched_noise_tolerance(sketch, sketch, rms_weight, dtype) for dtype in set(dtypes)
-        }
-        tolerance = np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
-        estimate = RankEstimate(*pairwise_ranks(sketched, tolerance, pairs), min(sketch))
+        estimate = block_ranks(blocks, dtypes, rms_weight, pairs)
         assert arrays.ranks is not None and arrays.clear_ranks is not None
         # Keep what an earlier call measured: the second round adds pairs, it does not forget the first.
         known = arrays.ranks[t] >= 0

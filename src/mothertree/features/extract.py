@@ -35,7 +35,7 @@ from .reductions import (
     mean_squares,
     pairwise_squared_distances,
     precision_of,
-    rounded,
+    tensor_stats,
 )
 
 LOG = logging.getLogger(__name__)
@@ -74,20 +74,14 @@ def extract_features(
         if ranks:
             index = np.asarray(filled)
             pairs = _pairs_to_rank(ranks, rank_pairs, arrays.rms_distances[t][np.ix_(index, index)], filled)
-            arrays.add_ranks(
-                t,
-                filled,
-                sketched_ranks(
-                    values,
-                    (info.shape[0], info.numel // info.shape[0]),
-                    [checkpoints[i].tensors[info.name].dtype for i in filled],
-                    seed=t,
-                    sketch_rows=sketch_rows,
-                    pairs=pairs,
-                    # The moments already hold every model's mean square: no second pass over the stack.
-                    rms_weight=float(np.sqrt(np.mean(mean_squares(arrays.moments[t, index])))),
-                ),
+            dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
+            # The moments already hold every model's mean square: no second pass over the stack.
+            rms_weight = float(np.sqrt(np.mean(mean_squares(arrays.moments[t, index]))))
+            shape = (info.shape[0], info.numel // info.shape[0])
+            estimate = sketched_ranks(
+                values, shape, dtypes, seed=t, sketch_rows=sketch_rows, pairs=pairs, rms_weight=rms_weight
             )
+            arrays.add_ranks(t, filled, estimate)
         del values
 
     kept = [i for i in range(len(checkpoints)) if i not in failed]
@@ -231,16 +225,18 @@ class GroupArrays:
     def add_precisions(
         self, t: int, filled: list[int], values: npt.NDArray[np.float32], dtypes: Sequence[str]
     ) -> None:
-        """Where tensor ``t`` is stored at several precisions: every model's moments at each coarser one."""
+        """Where tensor ``t`` is stored at several precisions: every model's moments at each coarser one
+        stored (a pair is compared at the coarser of its two precisions, so no other is ever read)."""
         stored = np.array([precision_of(dtype) for dtype in dtypes], dtype=np.int8)
         if self.set_precisions(t, filled, stored):
-            index = np.asarray(filled)
-            for precision in range(1, int(stored.max()) + 1):
-                self.rounded_moments[precision - 1, t, index] = central_moments(rounded(values, precision))
+            coarser = coarser_precisions(stored)
+            slots = np.asarray(coarser) - 1  # rounded_moments has no row for float32
+            for row, i in zip(values, filled, strict=True):
+                self.rounded_moments[slots, t, i] = tensor_stats(row, coarser).moments[coarser]
 
     def set_precisions(self, t: int, filled: list[int], stored: npt.NDArray[np.int8]) -> bool:
         """Record the storage precision of tensor ``t`` of the models ``filled``; whether they are mixed
-        (and the moments at the coarser precisions are then needed, up to ``stored.max()``)."""
+        (and the moments at the coarser precisions stored are then needed: ``coarser_precisions``)."""
         self.precisions[t, np.asarray(filled)] = stored
         if len(set(stored.tolist())) < 2:
             return False
@@ -283,6 +279,12 @@ class GroupArrays:
             else self.decay_log_factors[np.ix_(kept, kept)],
             metadata=metadata,
         )
+
+
+def coarser_precisions(stored: npt.NDArray[np.int8]) -> list[int]:
+    """The precisions (indices into ``PRECISIONS``) other than float32 that some model stores a tensor in:
+    those its pairs may be compared at."""
+    return sorted({int(p) for p in stored.tolist()} - {0})
 
 
 def _pairs_to_rank(

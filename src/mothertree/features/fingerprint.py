@@ -46,13 +46,15 @@ import xxhash
 
 from ..errors import InvalidFeatureSetError, NonFiniteWeightsError
 from ..io.types import EXPORT_FORMATS, Checkpoint, TensorInfo
-from .reductions import PRECISIONS, central_moments, precision_of, rounded
+from .reductions import PRECISIONS, precision_of, rounded, tensor_stats
 
-FORMAT_VERSION = 1
+# 2: moments summed by the compiled kernel (``reductions.tensor_stats``); version 1 summed them in numpy,
+# to other last bits, and copies are told by exact moments (``is_copy``), so the two do not mix.
+FORMAT_VERSION = 2
+# The seeds of the sampled positions, unchanged since version 1.
+_SEED_SCHEME = 1
 # Samples per weight tensor in a fingerprint's screening vector (``Fingerprint.screening_vector``).
 SCREEN_PER_TENSOR = 32
-# Weight tensors up to this many elements have their three sets of moments computed in one stack.
-_STACKED_BELOW = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class FingerprintParams:
     Attributes:
         samples: coordinates sampled per weight tensor (all of a smaller tensor).
         sketch: rows and columns of each weight matrix's two-sided sketch (the largest rank it can tell).
-        version: the sampling and sketching scheme; bumped when either changes.
+        version: how fingerprints are computed (``FORMAT_VERSION``); bumped when anything a
+            comparison reads would come out different.
     """
 
     samples: int = 1024
@@ -247,29 +250,21 @@ def fingerprint(checkpoint: Checkpoint, params: FingerprintParams = DEFAULT_PARA
     position = {info.name: k for k, info in enumerate(weights)}
     for info in infos:
         values = checkpoint.read(info.name).reshape(-1)
-        if not np.isfinite(values).all():
+        k = position.get(info.name)
+        # A weight's moments at each coarser precision feed the direction cues of mixed-precision pairs
+        # (and confirm re-saved copies, with its rounded samples); the kernel's passes also say whether
+        # it is finite and give its maximum.
+        stats = tensor_stats(values, range(len(PRECISIONS))) if k is not None else None
+        if not (stats.finite if stats is not None else np.isfinite(values).all()):
             raise NonFiniteWeightsError(
                 f"`{checkpoint.path}` has NaN or infinite values in `{info.name}`", path=checkpoint.path
             )
-        stored = precision_of(info.dtype)
         digests[info.name] = [_digest(values)]
-        k = position.get(info.name)
-        if k is not None:
-            maxima[k] = float(np.max(np.abs(values))) if values.size else 0.0
+        if stats is not None and k is not None:
+            moments[k], rounded_moments[:, k], maxima[k] = stats.moments[0], stats.moments[1:], stats.absmax
             samples.append(values[sample_positions(info.shape, params.samples)])
             sketches.append(sampled_block(values, info.shape, params.sketch))
-            # A weight's moments at each coarser precision feed the direction cues of mixed-precision
-            # pairs (and confirm re-saved copies, with its rounded samples). Small tensors go in one
-            # stack (one call for the three); a large one a rounded copy at a time.
-            if values.size <= _STACKED_BELOW:
-                stack = np.stack([values] + [rounded(values, p) for p in range(1, len(PRECISIONS))])
-                every = central_moments(stack)
-                moments[k], rounded_moments[:, k] = every[0], every[1:]
-            else:
-                moments[k] = central_moments(values[None])[0]
-                for precision in range(1, len(PRECISIONS)):
-                    rounded_moments[precision - 1, k] = central_moments(rounded(values, precision)[None])[0]
-        elif stored == 0:
+        elif precision_of(info.dtype) == 0:
             # Other tensors (biases, norms: small) keep digests at each coarser precision instead.
             digests[info.name] += [_digest(rounded(values, p)) for p in range(1, len(PRECISIONS))]
         del values
@@ -288,7 +283,7 @@ def fingerprint(checkpoint: Checkpoint, params: FingerprintParams = DEFAULT_PARA
 
 
 def _seed(shape: Sequence[int], purpose: str) -> int:
-    key = f"mothertree-fingerprint-v{FORMAT_VERSION}|{purpose}|{'x'.join(map(str, shape))}"
+    key = f"mothertree-fingerprint-v{_SEED_SCHEME}|{purpose}|{'x'.join(map(str, shape))}"
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
