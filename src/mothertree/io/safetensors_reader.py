@@ -4,8 +4,8 @@ A safetensors file is an 8-byte little-endian header length, a JSON header (``{n
 data_offsets}}`` plus an optional ``__metadata__``), then the tensors' bytes. Opening parses every header
 itself, so that a bad file is reported by name with what is wrong with it (safetensors' own errors say
 "header too large" for an HTML page), then lets ``safe_open`` validate the rest. Reading seeks to a
-tensor's byte range in the one shard file held open and views the bytes through numpy (``ml_dtypes`` for
-bf16 and float8).
+tensor's byte range in the one shard file held open and views the bytes through numpy (bf16 widened by a
+shift, float8 through ``ml_dtypes``).
 """
 
 from __future__ import annotations
@@ -75,18 +75,29 @@ _NUMPY_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype("u1"),
     "BOOL": np.dtype("?"),
 }
-# numpy has no bfloat16 or float8: ml_dtypes adds them, at the cost of about a second of import, so only
-# when a checkpoint holds one.
-_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+# numpy has no float8: ml_dtypes adds it, at the cost of most of a second of import, so only when a
+# checkpoint holds one. bfloat16, the common case, needs no library: it is the upper half of a float32.
+_ML_DTYPES = {"F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+_BF16_BITS = np.dtype("<u2")
 
 
 def numpy_dtype(name: str) -> np.dtype | None:
-    """numpy's view of safetensors dtype ``name``; None for one mothertree cannot read."""
+    """numpy's view of safetensors dtype ``name`` (BF16: its raw 16 bits, ``as_float32`` widens them);
+    None for one mothertree cannot read."""
+    if name == "BF16":
+        return _BF16_BITS
     if name in _ML_DTYPES:
         import ml_dtypes
 
         return np.dtype(getattr(ml_dtypes, _ML_DTYPES[name]))
     return _NUMPY_DTYPES.get(name)
+
+
+def as_float32(array: np.ndarray, name: str) -> np.ndarray:
+    """Values viewed as ``numpy_dtype(name)``, as float32 (exact for every float dtype up to 32 bits)."""
+    if name == "BF16":
+        return (array.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    return array if array.dtype == np.float32 else array.astype(np.float32)
 
 
 # The opener of tensor data files; a name of its own so that tests can count open handles.
@@ -214,8 +225,7 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         # peak RSS grow with everything read so far, not with one tensor.
         raw = np.empty(entry.end - entry.start, dtype=np.uint8)
         self._read_span(number, name, entry.start, raw)
-        array = raw.view(dtype).reshape(entry.shape)
-        return array if dtype == np.float32 else array.astype(np.float32)
+        return as_float32(raw.view(dtype).reshape(entry.shape), entry.dtype)
 
     def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         number, entry, dtype = self._located(name)
@@ -225,7 +235,7 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         raw = np.empty((len(rows), row_bytes), dtype=np.uint8)
         for k, row in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
             self._read_span(number, name, entry.start + row * row_bytes, raw[k])
-        return np.ascontiguousarray(raw.view(dtype).reshape(len(rows), -1), dtype=np.float32)
+        return np.ascontiguousarray(as_float32(raw.view(dtype).reshape(len(rows), -1), entry.dtype))
 
     def _located(self, name: str) -> tuple[int, HeaderEntry, np.dtype]:
         """The shard number, header entry and numpy dtype of tensor ``name``."""
