@@ -38,7 +38,7 @@ from mothertree.pipeline import recover  # noqa: E402
 from mothertree.store import FingerprintStore  # noqa: E402
 
 BENCH = ROOT / ".bench"
-CANDIDATES = ("shapes/*", "zoo/*", "minilm-graph", "minilm-lora-graph", "demo")
+CANDIDATES = ("shapes/*", "zoo/*", "zoo/variants/*", "minilm-graph", "minilm-lora-graph", "demo")
 
 
 def graphs() -> list[Path]:
@@ -75,50 +75,70 @@ def _size(graph: Path) -> int:
     return sum(p.stat().st_size for p in weight_files(graph))
 
 
-def _timed(code: str) -> float:
-    """Seconds the code's ``work()`` takes in a fresh interpreter (imports excluded)."""
+def _timed(code: str, source: Path | None = None) -> float:
+    """Seconds the code's ``work()`` takes in a fresh interpreter (imports excluded); ``source``: the
+    ``src`` folder of another checkout of mothertree to import instead of this one."""
     wrapped = f"import time\n{code}\nt = time.perf_counter(); work(); print(time.perf_counter() - t)\n"
     env = {**os.environ, "MOTHERTREE_NO_PROGRESS": "1"}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     done = subprocess.run(
         [sys.executable, "-c", wrapped], capture_output=True, text=True, env=env, check=True
     )
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def read_times(graph: Path, repeats: int) -> dict[str, float]:
+def read_times(graph: Path, repeats: int, previous: tuple[str, Path] | None = None) -> dict[str, float]:
+    """Median seconds of each way of reading ``graph``; ``previous``: a revision and its checkout's
+    ``src``, whose exact path and ``index`` are timed beside this one's."""
     files = [str(p) for p in weight_files(graph)]
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    ways = {
+    ways: dict[str, tuple[str, Path | None] | None] = {
         "cat of the weight files (the limit)": None,
         "naive: every model loaded whole": (
             f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
             "import contextlib, io, naive\n"
-            f"def work():\n    with contextlib.redirect_stdout(io.StringIO()): naive.main({str(graph)!r})"
+            f"def work():\n    with contextlib.redirect_stdout(io.StringIO()): naive.main({str(graph)!r})",
+            None,
         ),
-        "exact path: `recover` on the folder": (
-            f"from mothertree.pipeline import recover\ndef work(): recover([{str(graph)!r}])"
-        ),
-        "`index` into a new store": (
-            "import tempfile\nfrom pathlib import Path\nfrom mothertree.indexing import index\n"
-            "from mothertree.store import FingerprintStore\n"
-            "def work():\n    with tempfile.TemporaryDirectory() as d, "
-            "FingerprintStore(Path(d) / 's.sqlite') as s:\n"
-            f"        index([{str(graph)!r}], s)"
-        ),
+        "exact path: `recover` on the folder": (EXACT.format(graph=str(graph)), None),
+        "`index` into a new store": (INDEX.format(graph=str(graph)), None),
     }
-    times: dict[str, float] = {}
+    if previous is not None:
+        revision, source = previous
+        ways[f"exact path at {revision}"] = (EXACT.format(graph=str(graph)), source)
+        ways[f"`index` at {revision}"] = (INDEX.format(graph=str(graph)), source)
     subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
-    for name, code in ways.items():
-        runs = []
-        for _ in range(repeats):
-            if code is None:
+    runs: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats):  # interleaved, so that a slow spell of the machine falls on every way
+        for name, way in ways.items():
+            if way is None:
                 started = time.perf_counter()
                 subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
-                runs.append(time.perf_counter() - started)
+                runs[name].append(time.perf_counter() - started)
             else:
-                runs.append(_timed(code))
-        times[name] = statistics.median(runs)
-    return times
+                runs[name].append(_timed(*way))
+    return {name: statistics.median(seconds) for name, seconds in runs.items()}
+
+
+EXACT = "from mothertree.pipeline import recover\ndef work(): recover([{graph!r}])"
+INDEX = (
+    "import tempfile\nfrom pathlib import Path\nfrom mothertree.indexing import index\n"
+    "from mothertree.store import FingerprintStore\n"
+    "def work():\n    with tempfile.TemporaryDirectory() as d, FingerprintStore(Path(d) / 's.sqlite') as s:\n"
+    "        index([{graph!r}], s)"
+)
+
+
+def previous_checkout(revision: str, into: Path) -> Path:
+    """A worktree of ``revision`` under ``into``; its ``src`` folder (pure Python before the kernel; a
+    later revision would need its kernel built there)."""
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), revision],
+        check=True,
+        capture_output=True,
+    )
+    return into / "src"
 
 
 def section(
@@ -161,10 +181,12 @@ def section(
         lines.append(f"| {name} | {seconds:.3f} | {seconds / limit:.1f} |")
     lines += [
         "",
-        "Both exact and fingerprint paths read every byte once: the moments, which orient the trees, are "
-        "exact, so nothing can be skipped. What they cost beyond `cat` is arithmetic: float64 moments at "
-        "three precisions and the roundings to fp16 and bf16 (the fingerprint), or the pairwise Gram "
-        "products (the exact path).",
+        "`index` reads every byte once (a fingerprint holds the exact moments of every weight tensor, "
+        "which orient the trees, at three precisions); the exact path reads the tensors it compares (and "
+        "the clock's sampled rows). What they cost beyond `cat` is arithmetic: the moments kernel "
+        "(`features/_moments.c`: one pass, float64, as stored and rounded to fp16 and bf16), and on the "
+        "exact path the pairwise Gram products and sketched ranks. Times exclude the imports (section "
+        "(g)).",
         FINGERPRINTS.end,
     ]
     return lines
@@ -176,6 +198,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--write", action="store_true", help="put the section into docs/RESULTS.md")
+    parser.add_argument(
+        "--previous", metavar="REV", help="also time the exact path and `index` of this git revision"
+    )
     args = parser.parse_args()
     found = graphs()
     if not found:
@@ -185,9 +210,19 @@ def main() -> None:
         rows.append(compare(graph))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     timed = max(found, key=_size)
-    times = read_times(timed, args.repeats)
-    command = "python benchmarks/fingerprint_bench.py" + (
-        f" --repeats {args.repeats}" if args.repeats != 3 else ""
+    with tempfile.TemporaryDirectory() as scratch:
+        previous = None
+        if args.previous:
+            previous = (args.previous, previous_checkout(args.previous, Path(scratch) / "previous"))
+        try:
+            times = read_times(timed, args.repeats, previous)
+        finally:
+            if previous is not None:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
+    command = (
+        "python benchmarks/fingerprint_bench.py"
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+        + (f" --previous {args.previous}" if args.previous else "")
     )
     FINGERPRINTS.publish(section(rows, timed, times, args.repeats, command), args.write)
 

@@ -46,11 +46,8 @@ SHAPES_DIR = ROOT / ".bench" / "shapes"
 FAN_GRAPHS = (
     "minilm-graph",
     "demo",
-    "zoo/text-ft-small",
-    "zoo/vision-ft-small",
-    "zoo/text-lora-v-small",
-    "zoo/text-mixed-small",
-    "zoo/vision-ft-heldout",
+    *(f"zoo/{split}-small" for split in ("vision-ft", "text-ft", "text-lora-f", "text-lora-v", "text-mixed")),
+    *(f"zoo/{split}-heldout" for split in ("vision-ft", "text-ft", "text-lora-v", "text-mixed")),
 )
 START, END = SHAPES.start, SHAPES.end
 
