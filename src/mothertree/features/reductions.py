@@ -118,7 +118,7 @@ def common_support_distances(stack: npt.NDArray[np.floating]) -> tuple[FloatArra
 
 
 class TensorStats(NamedTuple):
-    """What the moments kernel (``_moments.c``) reads off one tensor in its two passes.
+    """What the moments kernel (``_moments.c``) reads off one tensor in its one pass.
 
     Attributes:
         moments: ``(len(PRECISIONS), 4)``: ``[mean, m2, m3, m4]`` of the values as stored (row 0) and
@@ -134,10 +134,10 @@ class TensorStats(NamedTuple):
 
 def tensor_stats(values: npt.NDArray[np.floating], precisions: Sequence[int] = (0,)) -> TensorStats:
     """Central moments of one tensor at each of ``precisions`` (indices into ``PRECISIONS``), whether it
-    is finite, and its absolute maximum, in two passes over its values (``features/_moments.c``).
+    is finite, and its absolute maximum, in one pass over its values (``features/_moments.c``).
 
-    ``m_k`` is the population moment ``mean((x - mean)^k)``: the means first, then the centred powers,
-    so the result is exact up to float64 rounding, unlike one-pass raw power sums. The same values give
+    ``m_k`` is the population moment ``mean((x - mean)^k)``, from the powers of ``x - K`` about the first
+    block's mean ``K``: as exact as two passes for weights, unlike raw power sums. The same values give
     the same bits, whatever the thread count and whichever precision they were rounded from: a model
     re-saved in bf16 has, as stored, exactly the moments its source has rounded to bf16
     (``fingerprint.is_copy`` relies on it).
