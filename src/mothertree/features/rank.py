@@ -37,10 +37,10 @@ SKETCH_COLUMNS_PER_ROW = 2
 RIGHT_SEED = 1 << 20
 # A singular value is clear of the rounding noise when it exceeds CLEAR_FACTOR x the tolerance. At 4x, the
 # zoo's LoRA differences keep >= 79 % of their count, dense differences cut by bf16 rounding <= 32 %, even
-# where merged fp32 checkpoints carry twice the rounding noise of ``noise_tolerance``'s model
+# where merged fp32 checkpoints carry twice the rounding noise of ``sketched_noise_tolerance``'s model
 # (docs/DESIGN.md).
 CLEAR_FACTOR = 4.0
-# Differences whose singular values one LAPACK call computes (a 128 x 384 float64 block each: 400 kB).
+# Differences whose singular values one LAPACK call computes (a 128 x 256 float64 block each: 260 kB).
 SVD_BATCH = 64
 
 
@@ -55,7 +55,8 @@ def make_sketch(rows: int, sketch_rows: int, seed: int) -> scipy.sparse.csr_arra
     ``rows / sketch_rows`` of them (to one).
 
     Like a Gaussian sketch with entries of variance ``1 / sketch_rows`` it keeps the rank of a difference
-    below ``sketch_rows`` and scales i.i.d. noise by ``sqrt(rows / sketch_rows)`` (``noise_tolerance``);
+    below ``sketch_rows`` and scales i.i.d. noise by ``sqrt(rows / sketch_rows)``
+    (``sketched_noise_tolerance``);
     unlike it, applying it is one pass of additions instead of a matrix product (the products were a
     third of the loop's time on MiniLM). Where the matrix has no more rows than the sketch, the identity
     is returned: the exact rank is as cheap.
@@ -87,6 +88,14 @@ def sketched_noise_tolerance(
     if kept_rms is not None:
         entry_std = float(np.hypot(entry_std, 0.61 * UNIT_ROUNDOFF["F32"] * kept_rms))
     return float(SAFETY * entry_std * (np.sqrt(a) + np.sqrt(b)))
+
+
+def pair_tolerances(
+    shape: tuple[int, int], sketched: tuple[int, int], rms_weight: float, dtypes: Sequence[str]
+) -> npt.NDArray[np.float64]:
+    """``(n, n)`` ``sketched_noise_tolerance`` of each pair of models, at the coarser of their dtypes."""
+    per_dtype = {dtype: sketched_noise_tolerance(shape, sketched, rms_weight, dtype) for dtype in set(dtypes)}
+    return np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
 
 
 class RankEstimate(NamedTuple):
@@ -144,8 +153,7 @@ def block_ranks(
     the storage rounding, unscaled (``sketched_noise_tolerance`` with the block as its own shape).
     """
     sketch = (int(blocks.shape[1]), int(blocks.shape[2]))
-    per_dtype = {dtype: sketched_noise_tolerance(sketch, sketch, rms_weight, dtype) for dtype in set(dtypes)}
-    tolerance = np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
+    tolerance = pair_tolerances(sketch, sketch, rms_weight, dtypes)
     ranks, clear = pairwise_ranks(np.asarray(blocks, dtype=np.float64), tolerance, pairs)
     return RankEstimate(ranks, clear, min(sketch))
 
@@ -189,7 +197,6 @@ def sketched_ranks(
         squares = sum(float(np.square(matrix, dtype=np.float64).sum()) for matrix in matrices)
         rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
     sketch = (left.shape[0], right.shape[0])
-    per_dtype = {dtype: sketched_noise_tolerance(shape, sketch, rms_weight, dtype) for dtype in set(dtypes)}
-    tolerance = np.array([[max(per_dtype[a], per_dtype[b]) for b in dtypes] for a in dtypes])
+    tolerance = pair_tolerances(shape, sketch, rms_weight, dtypes)
     ranks, clear = pairwise_ranks(sketched.astype(np.float64, copy=False), tolerance, pairs)
     return RankEstimate(ranks, clear, min(sketch))
