@@ -41,6 +41,7 @@ from .features.fingerprint import Fingerprint, FingerprintParams, fingerprint, i
 from .features.pairs import GroupFingerprints, nearest_pairs
 from .features.pruned import newly_zeroed_in_prints
 from .features.quantized import quantized_sources_of_prints
+from .features.reductions import relatedness
 from .features.select import group_by_architecture, select_tensors, weight_signature
 from .features.sparse_merges import SampledModel
 from .io import discover, os_error, with_unique_ids
@@ -829,5 +830,5 @@ def _relative_distances(
             scale = np.sqrt((np.mean(x**2) + np.mean(y**2, axis=1)) / 2.0)
             rms = np.sqrt(np.mean((y - x) ** 2, axis=1))
             ratios[row] = np.where(scale > 0, rms / np.where(scale > 0, scale, 1.0), 0.0)
-        found += [(node, float(r)) for node, r in zip(members, ratios.mean(axis=0), strict=True)]
+        found += [(node, float(r)) for node, r in zip(members, relatedness(ratios), strict=True)]
     return found

@@ -102,8 +102,9 @@ def _check_relations(relations: Collection[str]) -> None:
 class Comparison:
     """The auditor's question about two models: related or not, and if so which is the parent.
 
-    ``relative_distance`` is the mean over compared tensors of RMS(A - B) over the two weights' RMS (about
-    1.41 for unrelated weights, a few hundredths for fine-tunes; related below ``UNRELATED_ABOVE``), None
+    ``relative_distance`` is RMS(A - B) over the two weights' RMS, its lower quartile over the compared
+    tensors (about 1.41 for unrelated weights, a few hundredths for fine-tunes; related below
+    ``UNRELATED_ABOVE``), None
     when the two share no tensor of one name and shape (other architectures), or when one is the other
     quantised or pruned (found by reading, ``why`` says so; 0 for a copy). ``edge`` is the recovered
     edge between them when related: its ``confidence``, ``direction_probability`` and ``relation``, as in

@@ -11,7 +11,9 @@ from mothertree.features.reductions import (
     central_moments,
     excess_kurtosis,
     pairwise_squared_distances,
+    relatedness,
 )
+from mothertree.tree.cluster import UNRELATED_ABOVE
 
 
 def direct_squared_distances(stack: np.ndarray) -> np.ndarray:
@@ -93,3 +95,22 @@ def test_kurtosis_of_constant_tensor_is_nan():
 def test_any_float_dtype_is_accumulated_in_float64(dtype):
     stack = np.array([[1, 2, 3, 4], [1, 2, 3, 5]], dtype=dtype)
     assert pairwise_squared_distances(stack)[0, 1] == pytest.approx(1.0)
+
+
+def test_relatedness_keeps_a_heavy_lora_with_its_parent_and_unrelated_weights_apart():
+    # Per-tensor relative distances of the rank-64 LoRA child t09 to its parent in the rebuilt held-out
+    # text-lora-v split (attention matrices, pooler last): the mean (0.56) crossed the cut.
+    lora = np.array([0.8996, 0.5236, 0.3447, 1.0706, 0.3592, 0.4756, 0.6019, 0.7206, 0.0])
+    unrelated = np.full(9, np.sqrt(2.0)) + np.linspace(-0.01, 0.01, 9)
+    assert lora.mean() > UNRELATED_ABOVE
+    got = relatedness(np.stack([lora, unrelated], axis=1))
+    assert got[0] == pytest.approx(np.quantile(lora, 0.25)) and got[0] < UNRELATED_ABOVE
+    assert got[1] > 1.4
+
+
+def test_relatedness_skips_missing_tensors_and_is_nan_where_all_are():
+    # A masked tensor a pair shares nothing of is NaN for that pair (synthetic values).
+    per_tensor = np.array([[0.1, np.nan], [np.nan, np.nan], [0.3, np.nan]])
+    got = relatedness(per_tensor)
+    assert got[0] == pytest.approx(0.15) and np.isnan(got[1])
+    assert relatedness(np.zeros((0, 3))).shape == (3,)

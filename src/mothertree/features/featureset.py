@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ..errors import InvalidFeatureSetError
 from .decay import decay_evidence
-from .reductions import excess_kurtosis, mean_squares
+from .reductions import excess_kurtosis, mean_squares, relatedness
 
 # A file with ``common_support_norms`` is format 2, so that a mothertree that reads only format 1 refuses
 # it rather than orienting a pruned collection by whole-tensor norms without saying so; a file without
@@ -149,7 +149,8 @@ class FeatureSet:
         return np.asarray(self.ranks.sum(axis=0), dtype=np.float64)
 
     def relative_distances(self) -> npt.NDArray[np.float64]:
-        """``(n_models, n_models)`` mean over tensors of RMS(``W_i - W_j``) / RMS of the two weights.
+        """``(n_models, n_models)`` RMS(``W_i - W_j``) / RMS of the two weights, per tensor, then its lower
+        quartile over tensors (``reductions.relatedness``).
 
         Scale-free: about sqrt(2) for unrelated weights of one scale, a few percent for fine-tunes. For a
         masked tensor the RMS is over the pair's common support and the scale stays each whole tensor's
@@ -159,10 +160,10 @@ class FeatureSet:
         scale = self.pair_scales()
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(scale > 0, self.rms_distances / scale, 0.0)
-        mean = _mean_over_tensors(ratio)
+        over_tensors = relatedness(ratio)
         # Sharing no nonzero weight anywhere is no sign of relation: the value of unrelated weights.
-        mean[self._unshared_pairs()] = np.sqrt(2.0)
-        return mean
+        over_tensors[self._unshared_pairs()] = np.sqrt(2.0)
+        return over_tensors
 
     def pair_scales(self) -> npt.NDArray[np.float64]:
         """``(n_tensors, n_models, n_models)`` RMS of the two models' weights, per tensor and pair."""

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from ..io.types import TensorInfo
 from .fingerprint import Fingerprint
-from .reductions import excess_kurtosis, mean_squares, precision_of
+from .reductions import excess_kurtosis, mean_squares, precision_of, relatedness
 
 # Pairs per batch: the per-tensor differences of one batch are ``PAIR_BATCH x samples`` float32.
 PAIR_BATCH = 4096
@@ -129,7 +129,7 @@ class GroupFingerprints:
         plain_ms = mean_squares(self.moments[0])  # (t, n)
         scale = np.sqrt((plain_ms[:, i] + plain_ms[:, j]) / 2.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            relative = np.where(scale > 0, rms / scale, 0.0).mean(axis=0)
+            relative = relatedness(np.where(scale > 0, rms / scale, 0.0))
         squared = (rms**2 * self.numel[:, None]).sum(axis=0)
         # Each side's moments at the pair's coarser storage precision (``FeatureSet._at_coarser``).
         coarser = np.maximum(self.precisions[:, i], self.precisions[:, j])  # (t, pairs)

@@ -71,7 +71,8 @@ def split_unrelated(
     """Tree index of each model when trees are not counted in advance (``--trees auto``).
 
     Two models belong to one tree when a chain of models links them with every step's relative distance
-    (RMS of ``W_i - W_j`` over the RMS of the weights) at most ``threshold``: single linkage, cut at a
+    (RMS of ``W_i - W_j`` over the RMS of the weights, its lower quartile over tensors:
+    ``features.reductions.relatedness``) at most ``threshold``: single linkage, cut at a
     scale-free height (``UNRELATED_ABOVE`` by default, between unrelated weights and fine-tunes).
     """
     r = np.asarray(relative_distances, dtype=np.float64)
