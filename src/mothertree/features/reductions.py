@@ -58,7 +58,7 @@ def relatedness(relative: npt.NDArray[np.floating]) -> FloatArray:
     values = np.asarray(relative, dtype=np.float64)
     if values.shape[0] == 0:
         return np.full(values.shape[1:], np.nan)
-    missing = np.isnan(values).all(axis=0)
+    missing = np.asarray(np.isnan(values).all(axis=0))
     # nanquantile warns on all-NaN slices; fill them, then put NaN back.
     filled = np.where(missing[None], 0.0, values)
     quartile = np.nanquantile(filled, RELATEDNESS_QUANTILE, axis=0)
