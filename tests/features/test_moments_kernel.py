@@ -31,10 +31,14 @@ def numpy_bf16(values: np.ndarray) -> np.ndarray:
     return ((bits + (((bits >> 16) & 1) + 0x7FFF)) & np.uint32(0xFFFF0000)).view(np.float32)
 
 
-def kernel(values: np.ndarray, which: int = 0b111, threads: int = 1) -> tuple[np.ndarray, bool, float]:
+def kernel(
+    values: np.ndarray, which: int = 0b111, threads: int = 1
+) -> tuple[np.ndarray, bool, float, int]:
     out = np.full((3, 4), np.nan)
-    finite, absmax = _moments.moments(np.ascontiguousarray(values, dtype=np.float32), out, which, threads)
-    return out, finite, absmax
+    finite, absmax, zeros = _moments.moments(
+        np.ascontiguousarray(values, dtype=np.float32), out, which, threads
+    )
+    return out, finite, absmax, zeros
 
 
 def test_fp16_rounding_is_numpys_bit_for_bit_on_random_bit_patterns():
@@ -64,8 +68,9 @@ def test_fp16_rounding_keeps_nan_and_clips_infinity():
 )
 def test_moments_at_every_precision_equal_numpys_two_pass_ones(size, scale, offset, seed):
     values = (np.random.default_rng(seed).standard_normal(size) * scale + offset).astype(np.float32)
-    out, finite, absmax = kernel(values)
+    out, finite, absmax, zeros = kernel(values)
     assert finite
+    assert zeros == int(np.count_nonzero(values == 0))
     assert absmax == (float(np.abs(values).max()) if size else 0.0)
     for precision, as_stored in enumerate((values, numpy_fp16(values), numpy_bf16(values))):
         expected = reference_moments(as_stored)
@@ -97,13 +102,13 @@ def test_a_coarser_resave_has_as_stored_exactly_its_sources_rounded_moments():
 def test_a_non_finite_value_anywhere_is_seen(position, bad):
     values = np.ones(100_000, dtype=np.float32)
     values[position] = bad
-    _, finite, _ = kernel(values, which=0b001)
+    _, finite, _, _ = kernel(values, which=0b001)
     assert not finite
     assert tensor_stats(values).finite is False
 
 
 def test_only_the_precisions_asked_for_are_written():
-    out, _, _ = kernel(np.arange(10, dtype=np.float32), which=0b100)
+    out, *_ = kernel(np.arange(10, dtype=np.float32), which=0b100)
     assert np.isnan(out[:2]).all() and np.isfinite(out[2]).all()
 
 
@@ -121,3 +126,16 @@ def test_wrong_buffers_are_refused():
         _moments.moments(np.zeros(4, dtype=np.float32), np.zeros(4), 1, 1)
     with pytest.raises(TypeError, match="one size"):
         _moments.round_f16(np.zeros(4, dtype=np.float32), np.zeros(3, dtype=np.float32))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_exact_zeros_are_counted_with_either_sign_in_every_block(threads):
+    # A magnitude-pruned copy (synthetic): zeros across block edges, -0.0 among them, tiny values not.
+    values = (np.random.default_rng(4).standard_normal(100_003) * 0.05).astype(np.float32)
+    pruned = np.random.default_rng(5).random(values.size) < 0.3
+    values[pruned] = 0.0
+    values[np.flatnonzero(pruned)[::7]] = -0.0
+    values[1] = np.float32(1e-45)  # the least subnormal is not zero
+    *_, zeros = kernel(values, which=0b001, threads=threads)
+    assert zeros == int(pruned.sum()) - (1 if pruned[1] else 0)
+    assert tensor_stats(values).zeros == zeros

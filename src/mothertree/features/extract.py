@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -29,7 +30,8 @@ from .fingerprint import DEFAULT_PARAMS, block_positions
 from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, nearest_pairs, sketched_ranks
 from .reductions import (
     PRECISIONS,
-    central_moments,
+    SPARSE_ZERO_SHARE,
+    TensorStats,
     common_support_distances,
     is_sparse,
     mean_squares,
@@ -39,6 +41,13 @@ from .reductions import (
 )
 
 LOG = logging.getLogger(__name__)
+
+# The next tensor's stack is read while this one is reduced when it is at most this large (so the loop
+# holds two stacks only while they are small; a larger one is read when its turn comes).
+READ_AHEAD_BYTES = 256 << 20
+
+# One tensor of every model read: its rows, the models they are, and each row's statistics.
+Stack = tuple[npt.NDArray[np.float32], list[int], list[TensorStats]]
 
 
 def extract_features(
@@ -67,14 +76,14 @@ def extract_features(
     arrays = GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
+    stacks = _stacks_read_ahead(checkpoints, tensors, failed)
     for t, info in enumerate(progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")):
-        values, filled = _read_stack(checkpoints, info, failed)
-        arrays.add_tensor(t, info, filled, values)
-        arrays.add_precisions(t, filled, values, [checkpoints[i].tensors[info.name].dtype for i in filled])
+        values, filled, stats = next(stacks)
+        dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
+        arrays.add_tensor(t, info, filled, values, stats, dtypes)
         if ranks:
             index = np.asarray(filled)
             pairs = _pairs_to_rank(ranks, rank_pairs, arrays.rms_distances[t][np.ix_(index, index)], filled)
-            dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
             # The moments already hold every model's mean square: no second pass over the stack.
             rms_weight = float(np.sqrt(np.mean(mean_squares(arrays.moments[t, index]))))
             shape = (info.shape[0], info.numel // info.shape[0])
@@ -130,34 +139,62 @@ def _clock(
     return full
 
 
+def _stacks_read_ahead(
+    checkpoints: Sequence[Checkpoint], tensors: Sequence[TensorInfo], failed: dict[int, Exception]
+) -> Iterator[Stack]:
+    """``_read_stack`` of each of ``tensors`` in turn, the next one read on a second thread while the
+    caller reduces the one it was given: reading and the kernel's pass (which release the GIL) overlap
+    the Gram products and SVDs, on another core. A stack larger than ``READ_AHEAD_BYTES`` is read only
+    when asked for, so that two of them are never held at once.
+
+    Only the reading thread touches ``checkpoints`` and ``failed`` until the last stack is taken; a
+    model found broken in one tensor is skipped in every later one, as when read in turn.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mothertree-read") as reader:
+        ahead: Future[Stack] | None = None
+        for t, info in enumerate(tensors):
+            current = ahead.result() if ahead is not None else _read_stack(checkpoints, info, failed)
+            ahead = None
+            following = tensors[t + 1] if t + 1 < len(tensors) else None
+            if following is not None and 4 * following.numel * len(checkpoints) <= READ_AHEAD_BYTES:
+                ahead = reader.submit(_read_stack, checkpoints, following, failed)
+            yield current
+
+
 def _read_stack(
     checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]
-) -> tuple[npt.NDArray[np.float32], list[int]]:
-    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, and their indices.
+) -> tuple[npt.NDArray[np.float32], list[int], list[TensorStats]]:
+    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, their indices, and
+    each row's ``tensor_stats`` at float32 and at every coarser precision some model stores it in.
 
     A model that cannot be read, or holds NaN/inf, is added to ``failed`` (and read no more).
     """
     read_from = [i for i in range(len(checkpoints)) if i not in failed]
-    # Filled row by row so that each model's array is freed as soon as it is copied in.
+    stored = np.array([precision_of(checkpoints[i].tensors[info.name].dtype) for i in read_from])
+    precisions = (0, *coarser_precisions(stored))
+    # Each model is read straight into its row, and its statistics taken while the row is in cache.
     stack = np.empty((len(read_from), info.numel), dtype=np.float32)
     filled: list[int] = []
+    stats: list[TensorStats] = []
     for i in read_from:
+        row = stack[len(filled)]
         try:
-            row = checkpoints[i].read(info.name).reshape(-1)
+            checkpoints[i].read_into(info.name, row)
         except (MotherTreeError, OSError, ValueError, KeyError) as exc:
             failed[i] = exc
             LOG.warning("skipping `%s`: %s", checkpoints[i].path, exc)
             continue
-        if not np.isfinite(row).all():
+        row_stats = tensor_stats(row, precisions)
+        if not row_stats.finite:
             failed[i] = NonFiniteWeightsError(
                 f"`{checkpoints[i].path}` has NaN or infinite values in `{info.name}`",
                 path=checkpoints[i].path,
             )
             LOG.warning("skipping `%s`: non-finite values in `%s`", checkpoints[i].path, info.name)
             continue
-        stack[len(filled)] = row
         filled.append(i)
-    return stack[: len(filled)], filled
+        stats.append(row_stats)
+    return stack[: len(filled)], filled, stats
 
 
 class GroupArrays:
@@ -181,22 +218,46 @@ class GroupArrays:
         self.decay_log_factors: npt.NDArray[np.float64] | None = None  # (n, n): features.decay
 
     def add_tensor(
-        self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
+        self,
+        t: int,
+        info: TensorInfo,
+        filled: list[int],
+        values: npt.NDArray[np.float32],
+        stats: Sequence[TensorStats],
+        dtypes: Sequence[str],
     ) -> None:
-        """Moments and pairwise distances of tensor ``t`` of the models ``filled`` (rows of ``values``)."""
-        self.moments[t, np.asarray(filled)] = central_moments(values)
-        self.add_distances(t, info, filled, values)
+        """Moments, pairwise distances and storage precisions of tensor ``t`` of the models ``filled``
+        (rows of ``values``, with their ``stats`` and stored ``dtypes``). Where the models store ``t`` at
+        several precisions, each model's moments at each coarser one stored are kept too (a pair is
+        compared at the coarser of its two precisions, so no other is ever needed)."""
+        index = np.asarray(filled)
+        self.moments[t, index] = [row.moments[0] for row in stats]
+        sparse = any(row.zeros > SPARSE_ZERO_SHARE * info.numel for row in stats)
+        self.add_distances(t, info, filled, values, sparse=sparse)
+        stored = np.array([precision_of(dtype) for dtype in dtypes], dtype=np.int8)
+        if self.set_precisions(t, filled, stored):
+            coarser = coarser_precisions(stored)
+            slots = np.asarray(coarser) - 1  # rounded_moments has no row for float32
+            for row, i in zip(stats, filled, strict=True):
+                self.rounded_moments[slots, t, i] = row.moments[coarser]
 
     def add_distances(
-        self, t: int, info: TensorInfo, filled: list[int], values: npt.NDArray[np.float32]
+        self,
+        t: int,
+        info: TensorInfo,
+        filled: list[int],
+        values: npt.NDArray[np.float32],
+        *,
+        sparse: bool | None = None,
     ) -> None:
         """Pairwise distances of tensor ``t`` from ``values``: the whole tensor of each model ``filled``, or
         the same sampled coordinates of each (``features.fingerprint``), which estimate them. Needs the
-        moments of ``t`` set first."""
+        moments of ``t`` set first. ``sparse``: whether some model is pruned in ``t`` (``is_sparse``), when
+        the caller has counted its zeros already."""
         index = np.asarray(filled)
         pairs = np.ix_(index, index)
         counted = max(values.shape[1], 1)
-        if is_sparse(values):
+        if is_sparse(values) if sparse is None else sparse:
             squared, norms = common_support_distances(values)
             self.rms_distances[t][pairs] = np.sqrt(squared)
             norms = norms * (info.numel / counted)
@@ -221,18 +282,6 @@ class GroupArrays:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a pair no tensor measured: NaN
             return np.asarray(np.nanmean(self.rms_distances[:, index][:, :, index], axis=0), dtype=np.float64)
-
-    def add_precisions(
-        self, t: int, filled: list[int], values: npt.NDArray[np.float32], dtypes: Sequence[str]
-    ) -> None:
-        """Where tensor ``t`` is stored at several precisions: every model's moments at each coarser one
-        stored (a pair is compared at the coarser of its two precisions, so no other is ever read)."""
-        stored = np.array([precision_of(dtype) for dtype in dtypes], dtype=np.int8)
-        if self.set_precisions(t, filled, stored):
-            coarser = coarser_precisions(stored)
-            slots = np.asarray(coarser) - 1  # rounded_moments has no row for float32
-            for row, i in zip(values, filled, strict=True):
-                self.rounded_moments[slots, t, i] = tensor_stats(row, coarser).moments[coarser]
 
     def set_precisions(self, t: int, filled: list[int], stored: npt.NDArray[np.int8]) -> bool:
         """Record the storage precision of tensor ``t`` of the models ``filled``; whether they are mixed

@@ -148,16 +148,19 @@ class TensorStats(NamedTuple):
             rounded to each coarser precision; NaN in the rows not asked for.
         finite: no value is NaN or infinite.
         absmax: the largest absolute value (0 for an empty tensor).
+        zeros: how many values are exactly zero (``is_sparse``).
     """
 
     moments: FloatArray
     finite: bool
     absmax: float
+    zeros: int
 
 
 def tensor_stats(values: npt.NDArray[np.floating], precisions: Sequence[int] = (0,)) -> TensorStats:
     """Central moments of one tensor at each of ``precisions`` (indices into ``PRECISIONS``), whether it
-    is finite, and its absolute maximum, in one pass over its values (``features/_moments.c``).
+    is finite, its absolute maximum and its exact zeros, in one pass over its values
+    (``features/_moments.c``).
 
     ``m_k`` is the population moment ``mean((x - mean)^k)``, from the powers of ``x - K`` about the first
     block's mean ``K``: as exact as two passes for weights, unlike raw power sums. The same values give
@@ -169,8 +172,8 @@ def tensor_stats(values: npt.NDArray[np.floating], precisions: Sequence[int] = (
     out = np.full((len(PRECISIONS), 4), np.nan)
     which = sum(1 << p for p in set(precisions))
     threads = KERNEL_THREADS if flat.size >= PARALLEL_FROM else 1
-    finite, absmax = _moments.moments(flat, out, which, threads)
-    return TensorStats(out, bool(finite), float(absmax))
+    finite, absmax, zeros = _moments.moments(flat, out, which, threads)
+    return TensorStats(out, bool(finite), float(absmax), int(zeros))
 
 
 def central_moments(stack: npt.NDArray[np.floating]) -> FloatArray:

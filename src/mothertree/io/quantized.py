@@ -238,9 +238,9 @@ def _check_scales(weight: TensorInfo, scales: TensorInfo, path: Path) -> None:
 
 
 def _refuse_other_schemes(tensors: Mapping[str, TensorInfo], path: Path) -> None:
+    stateless = not any(_FOUR_BIT_STATE in n for n in tensors)
     for name, info in tensors.items():
         owner, _, helper = name.rpartition(".")
-        stateless = not any(_FOUR_BIT_STATE in n for n in tensors)
         if helper in _FOUR_BIT_HELPERS and owner in tensors and stateless:
             scheme = "bitsandbytes 4-bit without its quantisation state"
         elif helper == "qweight" and info.dtype in _INTEGER_DTYPES:
@@ -282,9 +282,19 @@ class StoredTensorsCheckpoint(Checkpoint):
             return super().read_rows(name, rows)
         return self._read_stored_rows(name, rows)
 
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        if name in self._int8:
+            super().read_into(name, out)
+        else:
+            self._read_stored_into(name, out)
+
     @abstractmethod
     def _read_stored(self, name: str) -> np.ndarray:
         """One tensor as stored in the files, as a float32 array."""
+
+    def _read_stored_into(self, name: str, out: np.ndarray) -> None:
+        """``read_into`` of a tensor as stored; readers of float32 bytes read them into ``out``."""
+        np.copyto(out.reshape(-1), self._read_stored(name).reshape(-1))
 
     def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         """``read_rows`` of a tensor as stored; readers that can seek read only those rows."""

@@ -227,6 +227,13 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         self._read_span(number, name, entry.start, raw)
         return as_float32(raw.view(dtype).reshape(entry.shape), entry.dtype)
 
+    def _read_stored_into(self, name: str, out: np.ndarray) -> None:
+        number, entry, dtype = self._located(name)
+        if dtype != np.dtype(np.float32) or out.nbytes != entry.end - entry.start:
+            super()._read_stored_into(name, out)  # converted, or the sizes differ (copyto says so)
+            return
+        self._read_span(number, name, entry.start, out.reshape(-1).view(np.uint8))
+
     def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         number, entry, dtype = self._located(name)
         if not entry.shape:

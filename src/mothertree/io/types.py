@@ -114,6 +114,12 @@ class Checkpoint(ABC):
         info = self.tensors[name]
         return np.ascontiguousarray(self.read(name).reshape(info.shape[0], -1)[rows])
 
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        """Tensor ``name`` written into ``out``, a C-contiguous float32 array of as many values (of any
+        shape). Readers that store it as float32 (safetensors) read its bytes straight into ``out``: the
+        feature loop then copies nothing. ``ValueError`` when the sizes differ."""
+        np.copyto(out.reshape(-1), self.read(name).reshape(-1))
+
     def close(self) -> None:  # noqa: B027 - readers without handles have nothing to close
         """Release any open file handle."""
 
