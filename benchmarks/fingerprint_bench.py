@@ -1,14 +1,17 @@
 """Fingerprints against the exact path: the same trees? and what reading costs, against `cat`.
 
-For every built graph with a ``truth.json`` (the shapes zoo under ``.bench/shapes``, the zoo's splits and
-the MiniLM/demo graphs where ``make bench`` built them): recovery from the weights (``recover``) and from
-a fresh fingerprint store (``index`` then ``recover --store``), directed accuracy of each and the edges on
-which they differ. Then, on the largest graph, the time to read it, each way in a fresh process, medians
-of ``--repeats`` runs on a warm page cache: ``cat`` of its weight files (the limit), the naive loader
-(``benchmarks/naive.py``: every model whole), the exact path, and ``index`` into a new store.
+Section (i): for every built graph with a ``truth.json`` (the shapes zoo under ``.bench/shapes``, the
+zoo's splits and the MiniLM/demo graphs where ``make bench`` built them), recovery from the weights
+(``recover``) and from a fresh fingerprint store (``index`` then ``recover --store``), directed accuracy
+of each and the edges on which they differ. Section (i2): on one graph (the MiniLM graph where it is
+built, else the largest), the time to read it, each way in a fresh process, medians of ``--repeats``
+interleaved runs on a warm page cache: ``cat`` of its weight files (the limit), the naive loader
+(``benchmarks/naive.py``: every model whole), the exact path, ``index`` into a new store, and both of
+those at each ``--previous`` revision.
 
-    python benchmarks/fingerprint_bench.py            # print the section
-    python benchmarks/fingerprint_bench.py --write    # and put it into docs/RESULTS.md
+    python benchmarks/fingerprint_bench.py            # print both sections
+    python benchmarks/fingerprint_bench.py --write    # and put them into docs/RESULTS.md
+    python benchmarks/fingerprint_bench.py --only reading --previous 3147acc --write
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sections import FINGERPRINTS  # noqa: E402
+from sections import FINGERPRINTS, READING  # noqa: E402
 
 from mothertree.evaluation.metrics import score_edges  # noqa: E402
 from mothertree.evaluation.truth import load_edges  # noqa: E402
@@ -88,8 +91,8 @@ def _timed(code: str, source: Path | None = None) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def read_times(graph: Path, repeats: int, previous: tuple[str, Path] | None = None) -> dict[str, float]:
-    """Median seconds of each way of reading ``graph``; ``previous``: a revision and its checkout's
+def read_times(graph: Path, repeats: int, previous: list[tuple[str, Path]] | None = None) -> dict[str, float]:
+    """Median seconds of each way of reading ``graph``; ``previous``: revisions and their checkouts'
     ``src``, whose exact path and ``index`` are timed beside this one's."""
     files = [str(p) for p in weight_files(graph)]
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -104,8 +107,7 @@ def read_times(graph: Path, repeats: int, previous: tuple[str, Path] | None = No
         "exact path: `recover` on the folder": (EXACT.format(graph=str(graph)), None),
         "`index` into a new store": (INDEX.format(graph=str(graph)), None),
     }
-    if previous is not None:
-        revision, source = previous
+    for revision, source in previous or []:
         ways[f"exact path at {revision}"] = (EXACT.format(graph=str(graph)), source)
         ways[f"`index` at {revision}"] = (INDEX.format(graph=str(graph)), source)
     subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
@@ -131,19 +133,23 @@ INDEX = (
 
 
 def previous_checkout(revision: str, into: Path) -> Path:
-    """A worktree of ``revision`` under ``into``; its ``src`` folder (pure Python before the kernel; a
-    later revision would need its kernel built there)."""
+    """A worktree of ``revision`` under ``into``, its moments kernel built where it has one; its ``src``."""
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(into), revision],
         check=True,
         capture_output=True,
     )
+    if (into / "src" / "mothertree" / "features" / "_moments.c").is_file():
+        subprocess.run(
+            [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+            cwd=into,
+            check=True,
+            capture_output=True,
+        )
     return into / "src"
 
 
-def section(
-    rows: list[dict[str, Any]], timed: Path, times: dict[str, float], repeats: int, command: str
-) -> list[str]:
+def accuracy_section(rows: list[dict[str, Any]], command: str) -> list[str]:
     lines = [
         FINGERPRINTS.start,
         "## (i) Fingerprints: recovery from the store against recovery from the weights",
@@ -170,8 +176,20 @@ def section(
         f"| **all** | {sum(r['models'] for r in rows)} | {total} | {right_exact}/{total} | "
         f"{right_prints}/{total} | {sum(r['differ'] for r in rows)} | | |",
         "",
-        f"Reading `{timed.relative_to(BENCH)}` ({_size(timed) / 1e6:.0f} MB of weight files), each way in a "
-        f"fresh process (imports excluded), medians of {repeats} on a warm page cache:",
+        "The time each way takes to read a graph is section (i2).",
+        FINGERPRINTS.end,
+    ]
+    return lines
+
+
+def reading_section(timed: Path, times: dict[str, float], repeats: int, command: str) -> list[str]:
+    lines = [
+        READING.start,
+        "## (i2) Reading: each way against `cat` of the same bytes",
+        "",
+        f"`{command}` on {platform.machine()}, {os.cpu_count()} cores, {dt.date.today().isoformat()}. "
+        f"Reading `{timed.relative_to(BENCH)}` ({_size(timed) / 1e6:.0f} MB of weight files), each way in "
+        f"a fresh process (imports excluded), medians of {repeats} interleaved runs on a warm page cache:",
         "",
         "| way | seconds | × cat |",
         "|---|---|---|",
@@ -187,9 +205,15 @@ def section(
         "(`features/_moments.c`: one pass, float64, as stored and rounded to fp16 and bf16), and on the "
         "exact path the pairwise Gram products and sketched ranks. Times exclude the imports (section "
         "(g)).",
-        FINGERPRINTS.end,
+        READING.end,
     ]
     return lines
+
+
+def timed_graph(found: list[Path]) -> Path:
+    """The MiniLM graph (ten real MiniLMs, the issue's measure) where built, else the largest."""
+    minilm = BENCH / "minilm-graph"
+    return minilm if minilm in found else max(found, key=_size)
 
 
 def main() -> None:
@@ -197,34 +221,45 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--write", action="store_true", help="put the section into docs/RESULTS.md")
+    parser.add_argument("--write", action="store_true", help="put the sections into docs/RESULTS.md")
+    parser.add_argument("--only", choices=("accuracy", "reading"), help="measure one section")
     parser.add_argument(
-        "--previous", metavar="REV", help="also time the exact path and `index` of this git revision"
+        "--previous",
+        metavar="REV",
+        action="append",
+        default=[],
+        help="also time the exact path and `index` of this git revision (repeatable)",
     )
     args = parser.parse_args()
     found = graphs()
     if not found:
         sys.exit("no built graph under .bench: run `make bench-shapes` (or `make bench-small`) first")
-    rows = []
-    for graph in found:
-        rows.append(compare(graph))
-        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    timed = max(found, key=_size)
+    command = (
+        "python benchmarks/fingerprint_bench.py"
+        + (f" --only {args.only}" if args.only else "")
+        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+        + "".join(f" --previous {revision}" for revision in args.previous)
+    )
+    if args.only != "reading":
+        rows = []
+        for graph in found:
+            rows.append(compare(graph))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        FINGERPRINTS.publish(accuracy_section(rows, command), args.write)
+    if args.only == "accuracy":
+        return
+    timed = timed_graph(found)
     with tempfile.TemporaryDirectory() as scratch:
-        previous = None
-        if args.previous:
-            previous = (args.previous, previous_checkout(args.previous, Path(scratch) / "previous"))
+        previous = [
+            (revision, previous_checkout(revision, Path(scratch) / f"previous-{n}"))
+            for n, revision in enumerate(args.previous)
+        ]
         try:
             times = read_times(timed, args.repeats, previous)
         finally:
-            if previous is not None:
+            if previous:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
-    command = (
-        "python benchmarks/fingerprint_bench.py"
-        + (f" --repeats {args.repeats}" if args.repeats != 3 else "")
-        + (f" --previous {args.previous}" if args.previous else "")
-    )
-    FINGERPRINTS.publish(section(rows, timed, times, args.repeats, command), args.write)
+    READING.publish(reading_section(timed, times, args.repeats, command), args.write)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ REPORT = Section("<!-- report: benchmarks/report_bench.py -->", "<!-- /report --
 STARTUP = Section("<!-- startup: benchmarks/startup.py -->", "<!-- /startup -->")
 SCALE = Section("<!-- scale: benchmarks/scale_bench.py -->", "<!-- /scale -->")
 FINGERPRINTS = Section("<!-- fingerprints: benchmarks/fingerprint_bench.py -->", "<!-- /fingerprints -->")
+READING = Section("<!-- reading: benchmarks/fingerprint_bench.py -->", "<!-- /reading -->")
 RELATIONS_SECTION = Section("<!-- relations: benchmarks/relations_bench.py -->", "<!-- /relations -->")
 HUB_SECTION = Section("<!-- hub: benchmarks/hub_bench.py -->", "<!-- /hub -->")
 CLOCK_SECTION = Section("<!-- clock: benchmarks/clock_bench.py -->", "<!-- /clock -->")
@@ -59,6 +60,7 @@ KEPT = (
     STARTUP,
     SCALE,
     FINGERPRINTS,
+    READING,
     RELATIONS_SECTION,
     HUB_SECTION,
     CLOCK_SECTION,
