@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from mothertree.features.low_rank import LowRankRule, in_every_tensor, neighbour_pairs
-from mothertree.features.rank import nearest_pairs, sketched_ranks
+from mothertree.features.rank import (
+    CLEAR_FACTOR,
+    clearly_full_rank,
+    nearest_pairs,
+    pairwise_ranks,
+    sketched_ranks,
+)
 
 RULE = LowRankRule()
 
@@ -169,3 +175,41 @@ def test_rank_zero_is_clear_only_for_equal_tensors():
     assert not clear[0, 1] and clear[0, 2] and not clear[1, 2]
     trusted = in_every_tensor(RULE.judge_tensors(ranks, ranks.copy(), np.array([16, 16])))
     assert trusted[0, 1]  # without distances: trusted
+
+
+def _svd_counts(matrices: np.ndarray, floors: np.ndarray) -> np.ndarray:
+    singular_values = np.linalg.svd(matrices, compute_uv=False)
+    return (singular_values > floors[:, None]).sum(axis=1)
+
+
+@pytest.mark.parametrize("shape", [(128, 256), (48, 48), (32, 27)])
+def test_a_cholesky_proof_of_full_rank_agrees_with_the_singular_values(shape):
+    # Synthetic matrices, their smallest singular value set on either side of the floor.
+    rng = np.random.default_rng(7)
+    cap = min(shape)
+    u, _ = np.linalg.qr(rng.normal(size=(shape[0], shape[0])))
+    v, _ = np.linalg.qr(rng.normal(size=(shape[1], shape[1])))
+    spectra = [np.geomspace(10.0, smallest, cap) for smallest in (1e-1, 1.5e-3, 0.9e-3, 1e-9)]
+    spectra.append(np.r_[np.ones(cap - 8), np.zeros(8)])  # rank cap - 8: a LoRA-like difference
+    matrices = np.stack([(u[:, :cap] * s) @ v[:, :cap].T for s in spectra])
+    floors = np.full(len(matrices), 1e-3)
+    proven = clearly_full_rank(matrices.copy(), floors)
+    assert proven.tolist() == [True, True, False, False, False]
+    # Where it proves full rank, the singular values say so too; it is never wrong, only sometimes unsure.
+    assert (_svd_counts(matrices, floors)[proven] == cap).all()
+
+
+def test_pairwise_ranks_count_as_the_singular_values_do():
+    rng = np.random.default_rng(3)
+    family = lora_family(rng, ranks=(4, 40))
+    dense = family[0] + rng.normal(0, 1e-3, size=(ROWS, COLS))  # a full fine-tune of the parent
+    sketched = np.stack([*family, dense])[:, :128, :]
+    tolerances = np.full((4, 4), 1e-6)
+    ranks, clear = pairwise_ranks(sketched, tolerances)
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    differences = np.stack([sketched[i] - sketched[j] for i, j in pairs])
+    expected = _svd_counts(differences, np.full(len(pairs), 1e-6))
+    expected_clear = _svd_counts(differences, np.full(len(pairs), CLEAR_FACTOR * 1e-6))
+    assert [ranks[i, j] for i, j in pairs] == expected.tolist()
+    assert [clear[i, j] for i, j in pairs] == expected_clear.tolist()
+    assert ranks[0, 1] == 4 and ranks[0, 3] == 128  # the LoRA child, and the dense one at the cap

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..io.types import TensorInfo
+from .blas import one_blas_thread
 from .decay import clock_pairs, combined_log_factors, pair_log_factors
 from .extract import GroupArrays, coarser_precisions
 from .featureset import FeatureSet
@@ -62,7 +63,8 @@ def features_from_fingerprints(
                     fingerprints[i].rounded_moments[precision - 1, slots[t][i]] for i in everyone
                 ]
     if ranks:
-        _add_ranks(arrays, fingerprints, tensors, slots, stored_names, ranks)
+        with one_blas_thread():  # many small SVDs (features/blas.py)
+            _add_ranks(arrays, fingerprints, tensors, slots, stored_names, ranks)
     if clock:
         blocks = [
             np.stack(

@@ -24,6 +24,7 @@ import numpy.typing as npt
 from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
+from .blas import one_blas_thread
 from .decay import clock_pairs, combined_log_factors, pair_log_factors
 from .featureset import FeatureSet
 from .fingerprint import DEFAULT_PARAMS, block_positions
@@ -77,21 +78,26 @@ def extract_features(
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
     stacks = _stacks_read_ahead(checkpoints, tensors, failed)
-    for t, info in enumerate(progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")):
-        values, filled, stats = next(stacks)
-        dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
-        arrays.add_tensor(t, info, filled, values, stats, dtypes)
-        if ranks:
-            index = np.asarray(filled)
-            pairs = _pairs_to_rank(ranks, rank_pairs, arrays.rms_distances[t][np.ix_(index, index)], filled)
-            # The moments already hold every model's mean square: no second pass over the stack.
-            rms_weight = float(np.sqrt(np.mean(mean_squares(arrays.moments[t, index]))))
-            shape = (info.shape[0], info.numel // info.shape[0])
-            estimate = sketched_ranks(
-                values, shape, dtypes, seed=t, sketch_rows=sketch_rows, pairs=pairs, rms_weight=rms_weight
-            )
-            arrays.add_ranks(t, filled, estimate)
-        del values
+    with one_blas_thread():  # many small SVDs and Gram products (features/blas.py)
+        for t, info in enumerate(
+            progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")
+        ):
+            values, filled, stats = next(stacks)
+            dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
+            arrays.add_tensor(t, info, filled, values, stats, dtypes)
+            if ranks:
+                index = np.asarray(filled)
+                pairs = _pairs_to_rank(
+                    ranks, rank_pairs, arrays.rms_distances[t][np.ix_(index, index)], filled
+                )
+                # The moments already hold every model's mean square: no second pass over the stack.
+                rms_weight = float(np.sqrt(np.mean(mean_squares(arrays.moments[t, index]))))
+                shape = (info.shape[0], info.numel // info.shape[0])
+                estimate = sketched_ranks(
+                    values, shape, dtypes, seed=t, sketch_rows=sketch_rows, pairs=pairs, rms_weight=rms_weight
+                )
+                arrays.add_ranks(t, filled, estimate)
+            del values
 
     kept = [i for i in range(len(checkpoints)) if i not in failed]
     if clock:

@@ -1,0 +1,30 @@
+"""One BLAS thread for the feature loops' linear algebra.
+
+That algebra is many small problems: SVDs and Cholesky factors of 128 x 256 sketched differences (48 x 48
+sampled blocks from fingerprints), Gram products of a few models' chunks. OpenBLAS splits each over its
+thread pool, whose hand-offs cost more than the work, and a pool beside the moments kernel's threads, the
+read-ahead thread or another process on the machine oversubscribes the cores. Measured on the MiniLM graph
+(10 models, 2 cores): the 25 batched SVDs took 0.31 s with OpenBLAS's two threads and 0.09 s with one on
+an idle machine; beside a training run on the other core, `recover` took 2.6 s with two and 0.31 s with
+one.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=1)
+def _controller() -> Any:
+    # scipy.linalg carries an OpenBLAS of its own: loaded first, so that the controller sees both.
+    import scipy.linalg  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> AbstractContextManager[Any]:
+    """Within it, every BLAS library numpy and scipy loaded runs on one thread (restored after)."""
+    return _controller().limit(limits=1, user_api="blas")
