@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from mothertree.features import reductions
 from mothertree.features.reductions import (
+    RELATEDNESS_QUANTILE,
     central_moments,
     excess_kurtosis,
     pairwise_squared_distances,
@@ -114,3 +115,17 @@ def test_relatedness_skips_missing_tensors_and_is_nan_where_all_are():
     got = relatedness(per_tensor)
     assert got[0] == pytest.approx(0.15) and np.isnan(got[1])
     assert relatedness(np.zeros((0, 3))).shape == (3,)
+
+
+def test_relatedness_is_numpys_nan_skipping_quartile_pair_by_pair():
+    # Synthetic distances: pairs with every tensor, with some missing, with none.
+    rng = np.random.default_rng(5)
+    per_tensor = rng.random((5, 40, 40)) * 2
+    per_tensor[rng.random(per_tensor.shape) < 0.15] = np.nan
+    per_tensor[:, 2, 3] = np.nan
+    got = relatedness(per_tensor)
+    for i, j in [(0, 0), (2, 3), *zip(rng.integers(0, 40, 50), rng.integers(0, 40, 50), strict=True)]:
+        column = per_tensor[:, i, j]
+        kept = column[~np.isnan(column)]
+        expected = np.quantile(kept, RELATEDNESS_QUANTILE) if kept.size else np.nan
+        assert np.array_equal(got[i, j], expected, equal_nan=True), (i, j)

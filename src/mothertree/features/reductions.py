@@ -58,10 +58,15 @@ def relatedness(relative: npt.NDArray[np.floating]) -> FloatArray:
     values = np.asarray(relative, dtype=np.float64)
     if values.shape[0] == 0:
         return np.full(values.shape[1:], np.nan)
-    missing = np.asarray(np.isnan(values).all(axis=0))
-    # nanquantile warns on all-NaN slices; fill them, then put NaN back.
-    filled = np.where(missing[None], 0.0, values)
-    quartile = np.nanquantile(filled, RELATEDNESS_QUANTILE, axis=0)
+    nan = np.isnan(values)
+    gapped = np.asarray(nan.any(axis=0))
+    # np.quantile sorts every pair at once; nanquantile calls Python once a pair (35 s for 1,000 models),
+    # so it gets only the pairs with a gap, the same numbers as it would give for the others.
+    quartile = np.quantile(np.where(gapped[None], 0.0, values), RELATEDNESS_QUANTILE, axis=0)
+    missing = np.asarray(nan.all(axis=0))
+    partial = gapped & ~missing
+    if partial.any():
+        quartile[partial] = np.nanquantile(values[:, partial], RELATEDNESS_QUANTILE, axis=0)
     return np.asarray(np.where(missing, np.nan, quartile), dtype=np.float64)
 
 
