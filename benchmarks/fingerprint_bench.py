@@ -37,7 +37,7 @@ from sections import FINGERPRINTS, READING  # noqa: E402
 from mothertree.evaluation.metrics import score_edges  # noqa: E402
 from mothertree.evaluation.truth import load_edges  # noqa: E402
 from mothertree.indexing import index, recover_store  # noqa: E402
-from mothertree.pipeline import recover  # noqa: E402
+from mothertree.pipeline import read_features, recover  # noqa: E402
 from mothertree.store import FingerprintStore  # noqa: E402
 
 BENCH = ROOT / ".bench"
@@ -105,6 +105,7 @@ def read_times(graph: Path, repeats: int, previous: list[tuple[str, Path]] | Non
             None,
         ),
         "exact path: `recover` on the folder": (EXACT.format(graph=str(graph)), None),
+        "exact path, `--distance l2` (no rank screen)": (EXACT_L2.format(graph=str(graph)), None),
         "`index` into a new store": (INDEX.format(graph=str(graph)), None),
     }
     for revision, source in previous or []:
@@ -124,6 +125,7 @@ def read_times(graph: Path, repeats: int, previous: list[tuple[str, Path]] | Non
 
 
 EXACT = "from mothertree.pipeline import recover\ndef work(): recover([{graph!r}])"
+EXACT_L2 = "from mothertree.pipeline import recover\ndef work(): recover([{graph!r}], distance='l2')"
 INDEX = (
     "import tempfile\nfrom pathlib import Path\nfrom mothertree.indexing import index\n"
     "from mothertree.store import FingerprintStore\n"
@@ -182,7 +184,14 @@ def accuracy_section(rows: list[dict[str, Any]], command: str) -> list[str]:
     return lines
 
 
+def compared_values(graph: Path) -> tuple[int, int, int]:
+    """What the exact path reads of ``graph``: its models, compared tensors, and values per model."""
+    (features, *_), _ = read_features([graph])
+    return features.n_models, features.n_tensors, int(features.numel.sum())
+
+
 def reading_section(timed: Path, times: dict[str, float], repeats: int, command: str) -> list[str]:
+    models, tensors, values = compared_values(timed)
     lines = [
         READING.start,
         "## (i2) Reading: each way against `cat` of the same bytes",
@@ -201,7 +210,9 @@ def reading_section(timed: Path, times: dict[str, float], repeats: int, command:
         "",
         "`index` reads every byte once (a fingerprint holds the exact moments of every weight tensor, "
         "which orient the trees, at three precisions); the exact path reads the tensors it compares (and "
-        "the clock's sampled rows). What they cost beyond `cat` is arithmetic: the moments kernel "
+        f"the clock's sampled rows): here {tensors} tensors, {values:,} values a model "
+        f"({4 * values * models / 1e6:.0f} MB as float32 for the {models} models). What they cost beyond "
+        "`cat` is arithmetic: the moments kernel "
         "(`features/_moments.c`: one pass, float64, as stored and rounded to fp16 and bf16), and on the "
         "exact path the pairwise Gram products and sketched ranks. Times exclude the imports (section "
         "(g)).",
