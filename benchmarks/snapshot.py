@@ -52,7 +52,10 @@ def take(out: Path, graphs: list[Path]) -> None:
         for fmt in ("text", "dot"):
             result = runner.invoke(cli, ["recover", str(graph), "--format", fmt, "-q"])
             (out / f"{graph.name}.default.{fmt}").write_text(result.stdout)
-        saved = sorted(map(str, out.glob(f"{graph.name}*.npz")))
+        # This graph's files only (``save_feature_sets``: NAME.npz, or NAME-group<k>.npz for several
+        # groups), not those of a graph whose name it begins.
+        own = [out / f"{graph.name}.npz", *out.glob(f"{graph.name}-group*.npz")]
+        saved = sorted(str(p) for p in own if p.is_file())
         result = runner.invoke(cli, ["recover", *saved, "--format", "json", "-q"])
         (out / f"{graph.name}.from-npz.json").write_text(_output(result))
         print(f"{graph.name}: done", file=sys.stderr)
