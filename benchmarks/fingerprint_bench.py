@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,13 +92,22 @@ def _timed(code: str, source: Path | None = None) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def read_times(graph: Path, repeats: int, previous: list[tuple[str, Path]] | None = None) -> dict[str, float]:
+# A way of reading: Python code whose ``work()`` is timed (with the ``src`` to import it from, or None for
+# this checkout's), or the files ``cat`` reads.
+Way = tuple[str, Path | None] | list[str]
+CAT = "cat of the weight files (the limit)"
+CAT_BIN = "cat of the `.bin` copy"
+
+
+def read_times(
+    graph: Path, repeats: int, previous: list[tuple[str, Path]] | None = None, binary: Path | None = None
+) -> dict[str, float]:
     """Median seconds of each way of reading ``graph``; ``previous``: revisions and their checkouts'
-    ``src``, whose exact path and ``index`` are timed beside this one's."""
+    ``src``, whose exact path and ``index`` are timed beside this one's; ``binary``: the same models as
+    PyTorch ``.bin`` files (``bin_copy``), read by the exact path with torch imported beforehand."""
     files = [str(p) for p in weight_files(graph)]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    ways: dict[str, tuple[str, Path | None] | None] = {
-        "cat of the weight files (the limit)": None,
+    ways: dict[str, Way] = {
+        CAT: files,
         "naive: every model loaded whole": (
             f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
             "import contextlib, io, naive\n"
@@ -111,17 +121,46 @@ def read_times(graph: Path, repeats: int, previous: list[tuple[str, Path]] | Non
     for revision, source in previous or []:
         ways[f"exact path at {revision}"] = (EXACT.format(graph=str(graph)), source)
         ways[f"`index` at {revision}"] = (INDEX.format(graph=str(graph)), source)
-    subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
+    if binary is not None:
+        ways[CAT_BIN] = [str(p) for p in weight_files(binary)]
+        ways["exact path on the `.bin` copy"] = ("import torch\n" + EXACT.format(graph=str(binary)), None)
+    for way in ways.values():
+        if isinstance(way, list):
+            subprocess.run(["cat", *way], stdout=subprocess.DEVNULL, check=True)  # warm the page cache
     runs: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(repeats):  # interleaved, so that a slow spell of the machine falls on every way
         for name, way in ways.items():
-            if way is None:
+            if isinstance(way, list):
                 started = time.perf_counter()
-                subprocess.run(["cat", *files], stdout=subprocess.DEVNULL, check=True)
+                subprocess.run(["cat", *way], stdout=subprocess.DEVNULL, check=True)
                 runs[name].append(time.perf_counter() - started)
             else:
                 runs[name].append(_timed(*way))
     return {name: statistics.median(seconds) for name, seconds in runs.items()}
+
+
+def bin_copy(graph: Path) -> Path | None:
+    """``graph``'s models saved again by ``torch.save`` as one ``pytorch_model.bin`` each (made once, under
+    ``.bench``), or None without torch: what a folder of old checkpoints costs to read."""
+    try:
+        import torch
+        from safetensors.torch import load_file
+    except ImportError:
+        return None
+    target = BENCH / f"{graph.name}-bin"
+    if (target / "truth.json").is_file():
+        return target
+    for model in sorted(p for p in graph.iterdir() if p.is_dir()):
+        state: dict[str, Any] = {}
+        for shard in sorted(model.glob("*.safetensors")):
+            state.update(load_file(shard))
+        (target / model.name).mkdir(parents=True, exist_ok=True)
+        torch.save(state, target / model.name / "pytorch_model.bin")
+        for extra in model.glob("*.json"):
+            if not extra.name.endswith(".index.json"):
+                shutil.copy(extra, target / model.name / extra.name)
+    shutil.copy(graph / "truth.json", target / "truth.json")
+    return target
 
 
 EXACT = "from mothertree.pipeline import recover\ndef work(): recover([{graph!r}])"
@@ -203,8 +242,8 @@ def reading_section(timed: Path, times: dict[str, float], repeats: int, command:
         "| way | seconds | × cat |",
         "|---|---|---|",
     ]
-    limit = times["cat of the weight files (the limit)"]
     for name, seconds in times.items():
+        limit = times[CAT_BIN] if "`.bin` copy" in name else times[CAT]
         lines.append(f"| {name} | {seconds:.3f} | {seconds / limit:.1f} |")
     lines += [
         "",
@@ -215,7 +254,8 @@ def reading_section(timed: Path, times: dict[str, float], repeats: int, command:
         "`cat` is arithmetic: the moments kernel "
         "(`features/_moments.c`: one pass, float64, as stored and rounded to fp16 and bf16), and on the "
         "exact path the pairwise Gram products and sketched ranks. Times exclude the imports (section "
-        "(g)).",
+        "(g)). The `.bin` copy is the same models saved again by `torch.save` (one `pytorch_model.bin` "
+        "each), read with torch imported beforehand; its rows are against `cat` of the `.bin` files.",
         READING.end,
     ]
     return lines
@@ -266,7 +306,7 @@ def main() -> None:
             for n, revision in enumerate(args.previous)
         ]
         try:
-            times = read_times(timed, args.repeats, previous)
+            times = read_times(timed, args.repeats, previous, bin_copy(timed))
         finally:
             if previous:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)

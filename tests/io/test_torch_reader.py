@@ -238,6 +238,35 @@ def test_bf16_and_noncontiguous_tensors(tmp_path: Path) -> None:
         assert transposed.flags.c_contiguous
         np.testing.assert_array_equal(transposed, weight.t().numpy())
         np.testing.assert_array_equal(checkpoint.read("bf16"), weight.numpy())
+        # Into a caller's array and row by row: the same values, converted on the way.
+        for name, expected in (("t", weight.t().numpy()), ("bf16", weight.numpy())):
+            out = np.full(expected.size, np.nan, dtype=np.float32)
+            checkpoint.read_into(name, out)
+            np.testing.assert_array_equal(out.reshape(expected.shape), expected)
+            rows = np.array([0, 2])
+            np.testing.assert_array_equal(checkpoint.read_rows(name, rows), expected[rows])
+        with pytest.raises(ValueError, match="12 values"):
+            checkpoint.read_into("t", np.zeros(5, dtype=np.float32))
+
+
+@pytest.mark.parametrize(("zipped", "loads"), [(True, 1), (False, 2)])
+def test_a_lone_mapped_file_is_loaded_once_for_listing_and_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, zipped: bool, loads: int
+) -> None:
+    # A legacy (not zip) pickle is not memory-mapped: its listing is dropped, and it is loaded again.
+    torch.save({"w": torch.ones(2, 3)}, tmp_path / "m.bin", _use_new_zipfile_serialization=zipped)
+    real_load = torch.load
+    seen: list[Path] = []
+
+    def counting_load(path: Path, *args: Any, **kwargs: Any) -> Any:
+        seen.append(Path(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    with TorchCheckpoint(tmp_path / "m.bin") as checkpoint:
+        for _ in range(2):
+            np.testing.assert_array_equal(checkpoint.read("w"), np.ones((2, 3), dtype=np.float32))
+    assert len(seen) == loads
 
 
 @pytest.mark.slow
