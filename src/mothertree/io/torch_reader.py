@@ -203,7 +203,8 @@ class TorchCheckpoint(StoredTensorsCheckpoint):
         picked = tensor.detach().reshape(tensor.shape[0], -1)[
             torch.from_numpy(np.asarray(rows, dtype=np.int64))
         ]
-        copied = picked.to(dtype=torch.float32, copy=True, memory_format=torch.contiguous_format)
+        # Indexing copied them already: converting needs no second copy.
+        copied = picked.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         self._release(tensor)
         return copied.numpy()
 
