@@ -31,9 +31,7 @@ def numpy_bf16(values: np.ndarray) -> np.ndarray:
     return ((bits + (((bits >> 16) & 1) + 0x7FFF)) & np.uint32(0xFFFF0000)).view(np.float32)
 
 
-def kernel(
-    values: np.ndarray, which: int = 0b111, threads: int = 1
-) -> tuple[np.ndarray, bool, float, int]:
+def kernel(values: np.ndarray, which: int = 0b111, threads: int = 1) -> tuple[np.ndarray, bool, float, int]:
     out = np.full((3, 4), np.nan)
     finite, absmax, zeros = _moments.moments(
         np.ascontiguousarray(values, dtype=np.float32), out, which, threads
