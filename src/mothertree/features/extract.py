@@ -167,9 +167,7 @@ def _stacks_read_ahead(
             yield current
 
 
-def _read_stack(
-    checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]
-) -> tuple[npt.NDArray[np.float32], list[int], list[TensorStats]]:
+def _read_stack(checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]) -> Stack:
     """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, their indices, and
     each row's ``tensor_stats`` at float32 and at every coarser precision some model stores it in.
 
