@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install llama-cpp system-deps test test-fast lint demo report-screenshot bench bench-small bench-shapes bench-report bench-startup bench-scale bench-relations bench-hub bench-clock fuzz clean
 
-$(STAMP): pyproject.toml setup.py src/mothertree/features/_moments.c Makefile
+$(STAMP): pyproject.toml setup.py src/mothertree/features/_moments.c src/mothertree/features/_linalg.c Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0

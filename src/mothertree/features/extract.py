@@ -12,11 +12,14 @@ kept per pair over that support; dense tensors take the plain path and numbers.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -43,12 +46,10 @@ from .reductions import (
 
 LOG = logging.getLogger(__name__)
 
-# The next tensor's stack is read while this one is reduced when it is at most this large (so the loop
-# holds two stacks only while they are small; a larger one is read when its turn comes).
+# The stacks read and waiting to be compared hold at most this much (a larger one is held alone).
 READ_AHEAD_BYTES = 256 << 20
-
-# One tensor of every model read: its rows, the models they are, and each row's statistics.
-Stack = tuple[npt.NDArray[np.float32], list[int], list[TensorStats]]
+# Threads comparing stacks while the loop reads the next ones (at most one a core).
+COMPARE_WORKERS = 2
 
 
 def extract_features(
@@ -77,27 +78,19 @@ def extract_features(
     arrays = GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
-    stacks = _stacks_read_ahead(checkpoints, tensors, failed)
+    compare = partial(_compare_stack, ranks=ranks, rank_pairs=rank_pairs, sketch_rows=sketch_rows)
     with one_blas_thread():  # many small SVDs and Gram products (features/blas.py)
+        compared = _compared_in_order(checkpoints, tensors, failed, compare)
         for t, info in enumerate(
             progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")
         ):
-            values, filled, stats = next(stacks)
-            dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
-            arrays.add_tensor(t, info, filled, values, stats, dtypes)
-            if ranks:
-                index = np.asarray(filled)
-                pairs = _pairs_to_rank(
-                    ranks, rank_pairs, arrays.rms_distances[t][np.ix_(index, index)], filled
-                )
-                # The moments already hold every model's mean square: no second pass over the stack.
-                rms_weight = float(np.sqrt(np.mean(mean_squares(arrays.moments[t, index]))))
-                shape = (info.shape[0], info.numel // info.shape[0])
-                estimate = sketched_ranks(
-                    values, shape, dtypes, seed=t, sketch_rows=sketch_rows, pairs=pairs, rms_weight=rms_weight
-                )
-                arrays.add_ranks(t, filled, estimate)
-            del values
+            read, comparison = next(compared)
+            if comparison is None:
+                continue  # no model could read it: the models are all in ``failed``
+            arrays.add_moments(t, read)
+            arrays.store_distances(t, info, read.filled, comparison.distances)
+            if comparison.ranks is not None:
+                arrays.add_ranks(t, read.filled, comparison.ranks)
 
     kept = [i for i in range(len(checkpoints)) if i not in failed]
     if clock:
@@ -145,31 +138,124 @@ def _clock(
     return full
 
 
-def _stacks_read_ahead(
-    checkpoints: Sequence[Checkpoint], tensors: Sequence[TensorInfo], failed: dict[int, Exception]
-) -> Iterator[Stack]:
-    """``_read_stack`` of each of ``tensors`` in turn, the next one read on a second thread while the
-    caller reduces the one it was given: reading and the kernel's pass (which release the GIL) overlap
-    the Gram products and SVDs, on another core. A stack larger than ``READ_AHEAD_BYTES`` is read only
-    when asked for, so that two of them are never held at once.
+class ReadTensor(NamedTuple):
+    """What the feature loop keeps of one tensor read from every model: the models read (indices into
+    the checkpoints), each one's ``TensorStats`` and its stored dtype."""
 
-    Only the reading thread touches ``checkpoints`` and ``failed`` until the last stack is taken; a
-    model found broken in one tensor is skipped in every later one, as when read in turn.
+    filled: list[int]
+    stats: list[TensorStats]
+    dtypes: list[str]
+
+
+class TensorDistances(NamedTuple):
+    """``(k, k)`` pairwise RMS distances of one tensor of ``k`` models, each model's squared norm per pair
+    over the coordinates the pair shares (its whole norm when dense), and whether the tensor was compared
+    on the common support (``reductions.is_sparse``)."""
+
+    rms: npt.NDArray[np.float64]
+    norms: npt.NDArray[np.float64]
+    masked: bool
+
+
+class Comparison(NamedTuple):
+    distances: TensorDistances
+    ranks: RankEstimate | None
+
+
+def _compared_in_order(
+    checkpoints: Sequence[Checkpoint],
+    tensors: Sequence[TensorInfo],
+    failed: dict[int, Exception],
+    compare: Callable[[int, TensorInfo, npt.NDArray[np.float32], ReadTensor], Comparison],
+) -> Iterator[tuple[ReadTensor, Comparison | None]]:
+    """Each of ``tensors`` read from every model (``_read_stack``) and ``compare``d, in order.
+
+    Reading stays on the calling thread, tensor after tensor, so that a checkpoint (one open file, one
+    seek position) is only ever used by one thread, and a model found broken in one tensor is skipped in
+    every later one, as when read in turn. Comparing (Gram products, sketches, SVDs: numpy releases the
+    GIL) runs on ``COMPARE_WORKERS`` threads meanwhile. The stacks read but not yet compared hold at most
+    ``READ_AHEAD_BYTES``; a larger one is read only once every earlier one is compared, and held alone.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mothertree-read") as reader:
-        ahead: Future[Stack] | None = None
+    workers = max(1, min(COMPARE_WORKERS, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mothertree-compare") as pool:
+        waiting: deque[tuple[int, ReadTensor, Future[Comparison] | None]] = deque()
+        held = 0
         for t, info in enumerate(tensors):
-            current = ahead.result() if ahead is not None else _read_stack(checkpoints, info, failed)
-            ahead = None
-            following = tensors[t + 1] if t + 1 < len(tensors) else None
-            if following is not None and 4 * following.numel * len(checkpoints) <= READ_AHEAD_BYTES:
-                ahead = reader.submit(_read_stack, checkpoints, following, failed)
-            yield current
+            size = 4 * info.numel * (len(checkpoints) - len(failed))
+            while waiting and (held + size > READ_AHEAD_BYTES or len(waiting) > 2 * workers):
+                done, read, future = waiting.popleft()
+                held -= done
+                yield read, None if future is None else future.result()
+            values, read = _read_stack(checkpoints, info, failed)
+            future = pool.submit(compare, t, info, values, read) if read.filled else None
+            del values  # the worker holds the stack until it is compared
+            waiting.append((size, read, future))
+            held += size
+        for _, read, future in waiting:
+            yield read, None if future is None else future.result()
 
 
-def _read_stack(checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]) -> Stack:
-    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, their indices, and
-    each row's ``tensor_stats`` at float32 and at every coarser precision some model stores it in.
+def _compare_stack(
+    t: int,
+    info: TensorInfo,
+    values: npt.NDArray[np.float32],
+    read: ReadTensor,
+    *,
+    ranks: bool | Literal["nearest"],
+    rank_pairs: Sequence[tuple[int, int]] | None,
+    sketch_rows: int,
+) -> Comparison:
+    """The pairwise distances of tensor ``t`` (rows ``values`` of the models ``read.filled``) and, with
+    ``ranks``, the ranks of the differences ``extract_features`` asks for."""
+    moments = np.array([row.moments[0] for row in read.stats], dtype=np.float64)
+    sparse = any(row.zeros > SPARSE_ZERO_SHARE * info.numel for row in read.stats)
+    distances = tensor_distances(info, values, moments, sparse=sparse)
+    if not ranks:
+        return Comparison(distances, None)
+    pairs = _pairs_to_rank(ranks, rank_pairs, distances.rms, read.filled)
+    # The moments already hold every model's mean square: no second pass over the stack.
+    rms_weight = float(np.sqrt(np.mean(mean_squares(moments))))
+    shape = (info.shape[0], info.numel // info.shape[0])
+    estimate = sketched_ranks(
+        values, shape, read.dtypes, seed=t, sketch_rows=sketch_rows, pairs=pairs, rms_weight=rms_weight
+    )
+    return Comparison(distances, estimate)
+
+
+def tensor_distances(
+    info: TensorInfo,
+    values: npt.NDArray[np.float32],
+    moments: npt.NDArray[np.float64],
+    *,
+    sparse: bool | None = None,
+) -> TensorDistances:
+    """Pairwise distances of tensor ``info`` from ``values``: the whole tensor of each model, or the same
+    sampled coordinates of each (``features.fingerprint``), which estimate them; ``moments`` are the
+    models' exact ``[mean, m2, m3, m4]`` of the whole tensor. ``sparse``: whether some model is pruned in
+    it (``is_sparse``), when the caller has counted its zeros already."""
+    counted = max(values.shape[1], 1)
+    whole = mean_squares(moments) * info.numel  # each model's squared norm
+    if not (is_sparse(values) if sparse is None else sparse):
+        rms = np.sqrt(pairwise_squared_distances(values) / counted)
+        # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
+        return TensorDistances(rms, np.repeat(whole[:, None], len(values), axis=1), masked=False)
+    squared, norms = common_support_distances(values)
+    norms = norms * (info.numel / counted)
+    if counted < info.numel:
+        # Sampled coordinates (fingerprints): paired with a model that zeroes none of them, model i's
+        # norm over what the two share is its whole norm, which its exact moments give; the samples'
+        # estimate of it (1 % off) would drown the norm cue of every unpruned pair.
+        dense = ~np.any(values == 0, axis=1)
+        norms[:, dense] = whole[:, None]
+    return TensorDistances(np.sqrt(squared), norms, masked=True)
+
+
+def _read_stack(
+    checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]
+) -> tuple[npt.NDArray[np.float32], ReadTensor]:
+    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, with the models
+    read, each row's ``tensor_stats`` at float32 and at every coarser precision some model stores it in,
+    and each one's stored dtype.
 
     A model that cannot be read, or holds NaN/inf, is added to ``failed`` (and read no more).
     """
@@ -198,7 +284,8 @@ def _read_stack(checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dic
             continue
         filled.append(i)
         stats.append(row_stats)
-    return stack[: len(filled)], filled, stats
+    dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
+    return stack[: len(filled)], ReadTensor(filled, stats, dtypes)
 
 
 class GroupArrays:
@@ -221,28 +308,17 @@ class GroupArrays:
         self.mixed_precision = False  # some tensor stored at more than one precision across the models
         self.decay_log_factors: npt.NDArray[np.float64] | None = None  # (n, n): features.decay
 
-    def add_tensor(
-        self,
-        t: int,
-        info: TensorInfo,
-        filled: list[int],
-        values: npt.NDArray[np.float32],
-        stats: Sequence[TensorStats],
-        dtypes: Sequence[str],
-    ) -> None:
-        """Moments, pairwise distances and storage precisions of tensor ``t`` of the models ``filled``
-        (rows of ``values``, with their ``stats`` and stored ``dtypes``). Where the models store ``t`` at
-        several precisions, each model's moments at each coarser one stored are kept too (a pair is
-        compared at the coarser of its two precisions, so no other is ever needed)."""
-        index = np.asarray(filled)
-        self.moments[t, index] = [row.moments[0] for row in stats]
-        sparse = any(row.zeros > SPARSE_ZERO_SHARE * info.numel for row in stats)
-        self.add_distances(t, info, filled, values, sparse=sparse)
-        stored = np.array([precision_of(dtype) for dtype in dtypes], dtype=np.int8)
-        if self.set_precisions(t, filled, stored):
+    def add_moments(self, t: int, read: ReadTensor) -> None:
+        """Moments and storage precisions of tensor ``t`` of the models ``read.filled``. Where they store
+        ``t`` at several precisions, each model's moments at each coarser one stored are kept too (a pair
+        is compared at the coarser of its two precisions, so no other is ever needed)."""
+        index = np.asarray(read.filled, dtype=np.int64)
+        self.moments[t, index] = [row.moments[0] for row in read.stats]
+        stored = np.array([precision_of(dtype) for dtype in read.dtypes], dtype=np.int8)
+        if self.set_precisions(t, read.filled, stored):
             coarser = coarser_precisions(stored)
             slots = np.asarray(coarser) - 1  # rounded_moments has no row for float32
-            for row, i in zip(stats, filled, strict=True):
+            for row, i in zip(read.stats, read.filled, strict=True):
                 self.rounded_moments[slots, t, i] = row.moments[coarser]
 
     def add_distances(
@@ -254,31 +330,19 @@ class GroupArrays:
         *,
         sparse: bool | None = None,
     ) -> None:
-        """Pairwise distances of tensor ``t`` from ``values``: the whole tensor of each model ``filled``, or
-        the same sampled coordinates of each (``features.fingerprint``), which estimate them. Needs the
-        moments of ``t`` set first. ``sparse``: whether some model is pruned in ``t`` (``is_sparse``), when
-        the caller has counted its zeros already."""
-        index = np.asarray(filled)
-        pairs = np.ix_(index, index)
-        counted = max(values.shape[1], 1)
-        if is_sparse(values) if sparse is None else sparse:
-            squared, norms = common_support_distances(values)
-            self.rms_distances[t][pairs] = np.sqrt(squared)
-            norms = norms * (info.numel / counted)
-            if counted < info.numel:
-                # Sampled coordinates (fingerprints): paired with a model that zeroes none of them, model
-                # i's norm over what the two share is its whole norm, which its exact moments give; the
-                # samples' estimate of it (1 % off) would drown the norm cue of every unpruned pair.
-                whole = mean_squares(self.moments[t, index]) * info.numel
-                dense = ~np.any(values == 0, axis=1)
-                norms[:, dense] = whole[:, None]
-            self.common_support_norms[t][pairs] = norms
+        """``tensor_distances`` of tensor ``t`` from ``values`` (rows of the models ``filled``), stored.
+        Needs the moments of ``t`` set first."""
+        moments = self.moments[t, np.asarray(filled, dtype=np.int64)]
+        self.store_distances(t, info, filled, tensor_distances(info, values, moments, sparse=sparse))
+
+    def store_distances(
+        self, t: int, info: TensorInfo, filled: list[int], distances: TensorDistances
+    ) -> None:
+        pairs = np.ix_(np.asarray(filled, dtype=np.int64), np.asarray(filled, dtype=np.int64))
+        self.rms_distances[t][pairs] = distances.rms
+        self.common_support_norms[t][pairs] = distances.norms
+        if distances.masked:
             self.masked.append(info.name)
-        else:
-            self.rms_distances[t][pairs] = np.sqrt(pairwise_squared_distances(values) / counted)
-            # Every coordinate is shared: model i's norm is the same whichever model it is paired with.
-            squared_norms = mean_squares(self.moments[t, index]) * info.numel
-            self.common_support_norms[t][pairs] = np.repeat(squared_norms[:, None], len(index), axis=1)
 
     def mean_distances(self, models: Sequence[int]) -> npt.NDArray[np.float64]:
         """``(n, n)`` the per-tensor RMS distances of ``models`` averaged over tensors (NaN where none)."""

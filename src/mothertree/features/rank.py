@@ -25,6 +25,8 @@ import numpy.typing as npt
 import scipy.linalg.lapack
 import scipy.sparse
 
+from . import _linalg
+
 # Unit roundoff of each storage dtype: the size of the error of storing one weight, relative to it.
 # bitsandbytes int8 (I8_SCB) rounds to steps of absmax/127 per row, not relative to each weight: its error
 # std is step/sqrt(12), about 2% of a row's RMS for rows whose absmax is ~8x their RMS; 2**-5 as the
@@ -227,13 +229,41 @@ def sketched_ranks(
     left = make_sketch(rows, sketch_rows, seed)
     right = make_sketch(cols, SKETCH_COLUMNS_PER_ROW * sketch_rows, seed + RIGHT_SEED)
     matrices = stack.reshape(len(stack), rows, cols)
-    # One model at a time, so that the float64 copy is one sketched matrix, not the whole stack.
-    sketched = np.stack([np.asarray(right @ np.asarray(left @ matrix).T).T for matrix in matrices])
+    sketched = np.empty((len(stack), _height(left), _height(right)), dtype=np.float64)
+    # In C (features/_linalg.c): the same sums as scipy's sparse products, without their dispatch and
+    # with the GIL released; one model at a time, so that the float64 copy is one sketched matrix.
+    _linalg.count_sketch(
+        np.ascontiguousarray(matrices, dtype=np.float32),
+        len(stack),
+        rows,
+        cols,
+        *_csr(left),
+        *_csr(right),
+        sketched,
+    )
     if rms_weight is None:
         # Model by model: a float64 square of the whole stack would be the largest array of the loop.
         squares = sum(float(np.square(matrix, dtype=np.float64).sum()) for matrix in matrices)
         rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
-    sketch = (left.shape[0], right.shape[0])
+    sketch = (_height(left), _height(right))
     tolerance = pair_tolerances(shape, sketch, rms_weight, dtypes)
-    ranks, clear = pairwise_ranks(sketched.astype(np.float64, copy=False), tolerance, pairs)
+    ranks, clear = pairwise_ranks(sketched, tolerance, pairs)
     return RankEstimate(ranks, clear, min(sketch))
+
+
+def _height(sketch: scipy.sparse.csr_array | npt.NDArray[np.float64]) -> int:
+    return int(sketch.shape[0])
+
+
+def _csr(
+    sketch: scipy.sparse.csr_array | npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """A ``make_sketch`` as CSR arrays (indptr, indices, signs); the identity as one 1 a row."""
+    if isinstance(sketch, np.ndarray):
+        size = len(sketch)
+        return np.arange(size + 1, dtype=np.int64), np.arange(size, dtype=np.int64), np.ones(size)
+    return (
+        np.asarray(sketch.indptr, dtype=np.int64),
+        np.asarray(sketch.indices, dtype=np.int64),
+        np.asarray(sketch.data, dtype=np.float64),
+    )

@@ -18,12 +18,15 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from . import _moments
+from . import _linalg, _moments
 
 FloatArray = npt.NDArray[np.float64]
 
 # Columns per float64 chunk: 2**16 columns x 100 models x 8 bytes = 52 MB at most.
 CHUNK_COLUMNS = 1 << 16
+# Stacks of at most this many float32 rows get their Gram matrix from C (``features/_linalg.c``);
+# past a few dozen models BLAS's blocked products beat its plain pairwise sums.
+GRAM_KERNEL_ROWS = 48
 # The common-support distance holds about four chunk-sized float64 arrays at once: a quarter of the columns.
 MASKED_CHUNK_COLUMNS = CHUNK_COLUMNS // 4
 
@@ -78,17 +81,27 @@ def pairwise_squared_distances(stack: npt.NDArray[np.floating]) -> FloatArray:
     digits and their float32 difference is mostly rounding error (relative errors near 100 %). Centring
     removes the shared part, and float64 accumulation keeps the remainder exact to ~1e-12.
     """
-    n_models, numel = stack.shape
-    gram = np.zeros((n_models, n_models), dtype=np.float64)
-    for start in range(0, numel, CHUNK_COLUMNS):
-        chunk = stack[:, start : start + CHUNK_COLUMNS].astype(np.float64)
-        chunk -= chunk.mean(axis=0, keepdims=True)
-        gram += chunk @ chunk.T
+    gram = centred_gram(stack)
     norms = np.diag(gram)
     squared = norms[:, None] + norms[None, :] - 2.0 * gram
     np.fill_diagonal(squared, 0.0)
     # Rounding can leave tiny negatives where two models are identical.
     return np.maximum(squared, 0.0)
+
+
+def centred_gram(stack: npt.NDArray[np.floating]) -> FloatArray:
+    """``(n, n)`` Gram matrix of the rows of ``stack`` less the mean row, in float64: from the C kernel
+    for a few float32 rows, from float64 chunks and BLAS otherwise (the same values to ~1e-12)."""
+    n_models, numel = stack.shape
+    gram = np.zeros((n_models, n_models), dtype=np.float64)
+    if 0 < n_models <= GRAM_KERNEL_ROWS and stack.dtype == np.float32:
+        _linalg.centred_gram(np.ascontiguousarray(stack), gram, n_models)
+        return gram
+    for start in range(0, numel, CHUNK_COLUMNS):
+        chunk = stack[:, start : start + CHUNK_COLUMNS].astype(np.float64)
+        chunk -= chunk.mean(axis=0, keepdims=True)
+        gram += chunk @ chunk.T
+    return gram
 
 
 def zero_shares(stack: npt.NDArray[np.floating]) -> FloatArray:
