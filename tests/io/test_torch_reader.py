@@ -229,8 +229,14 @@ def test_dtype_names_follow_safetensors() -> None:
 
 def test_bf16_and_noncontiguous_tensors(tmp_path: Path) -> None:
     # Synthetic values: this checks conversion and memory layout, a pure function of the tensor.
-    weight = torch.arange(12, dtype=torch.float32).reshape(3, 4) / 8
-    torch.save({"t": weight.t(), "bf16": weight.to(torch.bfloat16)}, tmp_path / "x.pt")
+    # Negative values too: bf16 is widened by shifting its bits, the sign bit with them.
+    weight = (torch.arange(12, dtype=torch.float32).reshape(3, 4) - 6) / 8
+    other_dtypes = {
+        "bf16": weight.to(torch.bfloat16),
+        "fp16": weight.to(torch.float16),
+        "f64": weight.double(),
+    }
+    torch.save({"t": weight.t(), **other_dtypes}, tmp_path / "x.pt")
     with TorchCheckpoint(tmp_path / "x.pt") as checkpoint:
         assert checkpoint.tensors["t"].shape == (4, 3)
         assert checkpoint.tensors["bf16"].dtype == "BF16"
@@ -239,7 +245,7 @@ def test_bf16_and_noncontiguous_tensors(tmp_path: Path) -> None:
         np.testing.assert_array_equal(transposed, weight.t().numpy())
         np.testing.assert_array_equal(checkpoint.read("bf16"), weight.numpy())
         # Into a caller's array and row by row: the same values, converted on the way.
-        for name, expected in (("t", weight.t().numpy()), ("bf16", weight.numpy())):
+        for name, expected in (("t", weight.t().numpy()), *((name, weight.numpy()) for name in other_dtypes)):
             out = np.full(expected.size, np.nan, dtype=np.float32)
             checkpoint.read_into(name, out)
             np.testing.assert_array_equal(out.reshape(expected.shape), expected)

@@ -181,19 +181,17 @@ class TorchCheckpoint(StoredTensorsCheckpoint):
 
     def _read_stored(self, name: str) -> np.ndarray:
         tensor = self._stored_tensor(name)
-        torch = import_torch()
         # One copy, straight to float32 and C order: the source may be a view into the mmap'ed file.
-        copied = tensor.detach().to(dtype=torch.float32, copy=True, memory_format=torch.contiguous_format)
+        copied = np.empty(tuple(tensor.shape), dtype=np.float32)
+        _convert_into(tensor, copied)
         self._release(tensor)
-        return copied.numpy()
+        return copied
 
     def _read_stored_into(self, name: str, out: np.ndarray) -> None:
         tensor = self._stored_tensor(name)
         if out.size != tensor.numel():
             raise ValueError(f"`{name}` has {tensor.numel()} values, the array {out.size}")
-        torch = import_torch()
-        # Converted to float32 on the way into ``out``: one pass over the mapped bytes, no second copy.
-        torch.from_numpy(out.reshape(-1)).copy_(tensor.detach().reshape(-1))
+        _convert_into(tensor, out)
         self._release(tensor)
 
     def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
@@ -235,6 +233,27 @@ class TorchCheckpoint(StoredTensorsCheckpoint):
         # Dropping the dict drops its storages, and with them the file mapping.
         self._loaded = None
         self._loaded_shard = None
+
+
+def _convert_into(tensor: torch.Tensor, out: np.ndarray) -> None:
+    """``tensor``'s values as float32 into ``out`` (C-contiguous, as many values): one pass over the
+    mapped bytes, no second copy.
+
+    float32, float16 and bfloat16 (its bits widened by a shift) are converted by numpy, on the calling
+    thread: torch's ``copy_`` splits a tensor this size over its intra-op pool, whose threads fight the
+    feature loop's for the cores (the MiniLM graph as ``.bin``: 0.47 s against 0.37 s on one thread).
+    """
+    torch = import_torch()
+    source = tensor.detach().reshape(-1)
+    target = out.reshape(-1)
+    if source.dtype == torch.bfloat16:
+        np.left_shift(
+            source.view(torch.int16).numpy().view(np.uint16), np.uint32(16), out=target.view(np.uint32)
+        )
+    elif source.dtype in (torch.float32, torch.float16):
+        np.copyto(target, source.numpy())
+    else:
+        torch.from_numpy(target).copy_(source)
 
 
 _PAGE = mmap.PAGESIZE
