@@ -3,7 +3,7 @@
 That algebra is many small problems: SVDs and Cholesky factors of 128 x 256 sketched differences (48 x 48
 sampled blocks from fingerprints), Gram products of a few models' chunks. OpenBLAS splits each over its
 thread pool, whose hand-offs cost more than the work, and a pool beside the moments kernel's threads, the
-read-ahead thread or another process on the machine oversubscribes the cores. Measured on 2 cores: one
+compare threads or another process on the machine oversubscribes the cores. Measured on 2 cores: one
 call's 64 SVDs of 128 x 256 matrices took 0.13-0.27 s on OpenBLAS's two threads and 0.09 s on one, the
 machine otherwise idle; beside a training run on the other core, `recover` of the MiniLM graph (10
 models) took 2.4-3.7 s with two and 0.33 s with one.
