@@ -112,17 +112,32 @@ def measure(n_models: int) -> dict[str, Any]:
         "            'wrong_above_099': sum(e.confidence > 0.99 for e in wrong),\n"
         "            'expected_wrong': sum(1 - e.confidence for e in result.edges)})\n"
     )
+    # `add`: a model the store has not seen, a child of one in the middle of the tree made as the others
+    # were, written outside the folder; the store is a copy, so that every run starts from the same one.
+    parent = f"m{n_models // 2:06d}"
     added = _phase(
         "import shutil, tempfile\n"
         "from pathlib import Path\n"
+        "import numpy as np\n"
+        "from safetensors.numpy import load_file, save_file\n"
         "from mothertree.indexing import add, query\n"
         "from mothertree.store import FingerprintStore\n"
-        f"copy = Path(tempfile.mkdtemp()) / 'store.sqlite'\n"
+        "scratch = Path(tempfile.mkdtemp())\n"
+        "copy = scratch / 'store.sqlite'\n"
         f"shutil.copy({str(store)!r}, copy)\n"
         f"model = {str(folder / f'm{n_models - 1:06d}.safetensors')!r}\n"
+        "rng = np.random.default_rng(1)\n"
+        f"weights = load_file({str(folder / f'{parent}.safetensors')!r})\n"
+        f"child = {{k: (v + rng.normal(0, {NOISE}, v.shape)).astype(np.float32)\n"
+        "         for k, v in weights.items()}\n"
+        "new = scratch / 'new.safetensors'\n"
+        "save_file(child, str(new))\n"
         "with FingerprintStore(copy) as s:\n"
         "    t = time.perf_counter(); q = query(model, s); query_s = time.perf_counter() - t\n"
-        "out = {'query_s': query_s, 'parent': q.parent.parent if q.parent else None}\n"
+        "    t = time.perf_counter(); a = add(new, s); add_s = time.perf_counter() - t\n"
+        "out = {'query_s': query_s, 'parent': q.parent.parent if q.parent else None, 'add_s': add_s,\n"
+        f"       'add_parent': a.parent.parent if a.parent else None, 'true_parent': {parent!r}}}\n"
+        "shutil.rmtree(scratch)\n"
     )
     return {"n_models": n_models, "index": indexed, "recover": recovered, "query": added}
 
@@ -181,8 +196,9 @@ def section(runs: list[dict[str, Any]], steps: list[dict[str, Any]], command: st
         "nearest; `tree/sparse.py`); smaller ones on the dense path.",
         "",
         "| models | index (s) | index peak RSS (MiB) | store (MB) | recover (s) | recover peak RSS (MiB) "
-        "| directed | wrong edges (expected) | wrong > 0.99 | trees | `query` one model (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| directed | wrong edges (expected) | wrong > 0.99 | trees | `query` one model (s) "
+        "| `add` one new model (s) | its parent |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         i, r, q = run["index"], run["recover"], run["query"]
@@ -190,7 +206,8 @@ def section(runs: list[dict[str, Any]], steps: list[dict[str, Any]], command: st
             f"| {run['n_models']:,} | {i['seconds']:.1f} | {i['peak_rss_mb']:.0f} | {i['store_mb']:.0f} "
             f"| {r['recover_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {100 * r['directed']:.2f} % "
             f"| {r['observed_wrong']} ({r['expected_wrong']:.1f}) | {r['wrong_above_099']} | {r['trees']} "
-            f"| {q['query_s']:.2f} |"
+            f"| {q['query_s']:.2f} | {q['add_s']:.2f} "
+            f"| {'right' if q['add_parent'] == q['true_parent'] else 'wrong'} (`{q['add_parent']}`) |"
         )
     lines += [
         "",
@@ -211,7 +228,9 @@ def section(runs: list[dict[str, Any]], steps: list[dict[str, Any]], command: st
         "",
         "`query` reads the model, then compares its fingerprint with every fingerprint of its architecture "
         "in the store (one blob at a time) before recovering it among its 16 nearest: linear in the "
-        "store's size.",
+        "store's size. `add` does the same for a model the store has not seen (a new child of "
+        "the middle model, made as the others were) and commits its fingerprint; *its parent* is "
+        "where `add` placed it.",
         SCALE.end,
     ]
     return lines
