@@ -84,7 +84,16 @@ def _phase(code: str) -> dict[str, float]:
 
 
 def measure(n_models: int) -> dict[str, Any]:
-    folder = build(n_models, SCALE_DIR / f"tiny-{n_models}")
+    folder = SCALE_DIR / f"tiny-{n_models}"
+    # Built in a process of its own: building holds every model's weights, and a phase started from a
+    # process that large inherits its peak RSS (Linux keeps ru_maxrss across fork and exec).
+    _phase(
+        f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+        "from pathlib import Path\n"
+        "from scale_bench import build\n"
+        f"build({n_models}, Path({str(folder)!r}))\n"
+        "out = {}\n"
+    )
     store = SCALE_DIR / f"tiny-{n_models}.sqlite"
     store.unlink(missing_ok=True)
     indexed = _phase(
