@@ -2,7 +2,9 @@
 
 Tensor-major, as mergekit gathers one weight from every model before merging it: peak memory is about
 ``n_models x largest compared tensor`` plus a float64 chunk, never a whole model. A model whose tensor
-cannot be read, or holds NaN/inf, is dropped from then on and reported; the others go on.
+cannot be read, or holds NaN/inf, is dropped from then on and reported; the others go on. Reading and the
+moments stay on the calling thread; each stack read is compared (distances, sketched ranks) on a pool of
+two threads while the next is read (``_compared_in_order``).
 
 A tensor in which some model is sparse (magnitude-pruned: ``reductions.is_sparse``) is compared on the
 common support of each pair instead (``reductions.common_support_distances``), and each model's norm is
