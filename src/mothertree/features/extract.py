@@ -340,7 +340,8 @@ class GroupArrays:
     def store_distances(
         self, t: int, info: TensorInfo, filled: list[int], distances: TensorDistances
     ) -> None:
-        pairs = np.ix_(np.asarray(filled, dtype=np.int64), np.asarray(filled, dtype=np.int64))
+        index = np.asarray(filled, dtype=np.int64)
+        pairs = np.ix_(index, index)
         self.rms_distances[t][pairs] = distances.rms
         self.common_support_norms[t][pairs] = distances.norms
         if distances.masked:

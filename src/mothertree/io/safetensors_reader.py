@@ -96,8 +96,17 @@ def numpy_dtype(name: str) -> np.dtype | None:
 def as_float32(array: np.ndarray, name: str) -> np.ndarray:
     """Values viewed as ``numpy_dtype(name)``, as float32 (exact for every float dtype up to 32 bits)."""
     if name == "BF16":
-        return (array.astype(np.uint32) << np.uint32(16)).view(np.float32)
+        return widen_bf16(array)
     return array if array.dtype == np.float32 else array.astype(np.float32)
+
+
+def widen_bf16(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The float32 values of bfloat16 ``bits`` (16-bit integers): a bfloat16 is a float32's upper half.
+    Into ``out`` (float32, as many values) where given."""
+    widened = np.left_shift(
+        bits.view(np.uint16), np.uint32(16), out=None if out is None else out.view(np.uint32), dtype=np.uint32
+    )
+    return widened.view(np.float32)
 
 
 # The opener of tensor data files; a name of its own so that tests can count open handles.
