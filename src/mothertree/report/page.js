@@ -259,7 +259,16 @@
       pairs.push(["truth", `<b style="color:${TRUTH_COLOUR[e.truth]}">${esc(TRUTH_TEXT[e.truth])}</b>`]);
       pairs.push(["true parent of child", trueParent ? modelLink(trueParent) : "none in this collection"]);
     }
-    $("details").innerHTML = `<h2 class="edge-title">${modelLink(e.parent)} → ${modelLink(child)}</h2>` + rows(pairs);
+    setDetails(`<h2 class="edge-title">${modelLink(e.parent)} → ${modelLink(child)}</h2>` + rows(pairs));
+  }
+
+  let shownDetails = null;
+  function setDetails(html) {
+    // Redrawing the trees under a resting pointer fires mouseover again: rewriting the same panel would
+    // only replace its elements (a flicker, and a lost text selection).
+    if (html === shownDetails) return;
+    shownDetails = html;
+    $("details").innerHTML = html;
   }
 
   function showModel(id) {
@@ -286,12 +295,12 @@
       const trueParent = data.truth.parent[id];
       pairs.push(["true parent", trueParent ? modelLink(trueParent) : "none in this collection"]);
     }
-    $("details").innerHTML = `<h2 class="model-title">${esc(id)}</h2>` + rows(pairs);
+    setDetails(`<h2 class="model-title">${esc(id)}</h2>` + rows(pairs));
   }
 
   function showSelected() {
     if (!state.selected) {
-      $("details").innerHTML = '<p class="hint">Point at or click an edge or a model to see its evidence.</p>';
+      setDetails('<p class="hint">Point at or click an edge or a model to see its evidence.</p>');
     } else if (state.selected.edge) {
       showEdge(state.selected.edge, state.selected.parent);
     } else {
