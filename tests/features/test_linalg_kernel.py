@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse
 
 from mothertree.features import _linalg
-from mothertree.features.rank import RIGHT_SEED, SKETCH_COLUMNS_PER_ROW, _csr, make_sketch
+from mothertree.features.rank import RIGHT_SEED, SKETCH_COLUMNS_PER_ROW, make_sketch, sketch_csr
 from mothertree.features.reductions import (
     GRAM_KERNEL_ROWS,
     centred_gram,
@@ -86,15 +86,38 @@ def test_count_sketch_equals_scipy_bit_for_bit(rows: int, cols: int, sketch_rows
     right = make_sketch(cols, SKETCH_COLUMNS_PER_ROW * sketch_rows, seed + RIGHT_SEED)
     height, width = left.shape[0], right.shape[0]
     out = np.full((3, height, width), np.nan)
-    _linalg.count_sketch(matrices, 3, rows, cols, *_csr(left), *_csr(right), out)
+    _linalg.count_sketch(
+        matrices,
+        3,
+        rows,
+        cols,
+        *sketch_csr(rows, sketch_rows, seed),
+        *sketch_csr(cols, SKETCH_COLUMNS_PER_ROW * sketch_rows, seed + RIGHT_SEED),
+        out,
+    )
     # Bit equality, not closeness: each entry is the same signed sum in the same order as scipy's.
     assert np.array_equal(out, scipy_sketch(matrices, left, right))
 
 
+@pytest.mark.parametrize(("rows", "sketch_rows"), [(384, 128), (1536, 256), (1000, 7), (5, 8)])
+def test_the_sketch_is_the_one_scipy_built(rows: int, sketch_rows: int) -> None:
+    # How make_sketch built it before sketch_csr: scipy's CSR of the (bucket, row) entries.
+    rng = np.random.default_rng(3)
+    buckets = rng.permutation(np.arange(rows) % sketch_rows)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=rows)
+    indptr, indices, values = sketch_csr(rows, sketch_rows, seed=3)
+    if rows <= sketch_rows:
+        assert np.array_equal(scipy.sparse.csr_array((values, indices, indptr)).toarray(), np.eye(rows))
+        return
+    before = scipy.sparse.csr_array((signs, (buckets, np.arange(rows))), shape=(sketch_rows, rows))
+    assert np.array_equal(indptr, before.indptr) and np.array_equal(indices, before.indices)
+    assert np.array_equal(values, before.data)
+
+
 def test_count_sketch_refuses_bad_sketches() -> None:
     matrices = np.zeros((2, 6, 5), dtype=np.float32)
-    left = _csr(scipy.sparse.csr_array(np.eye(3, 6)))
-    right = _csr(np.eye(5))
+    left = (np.arange(4), np.arange(3), np.ones(3))  # the first 3 rows of the 6 x 6 identity
+    right = sketch_csr(5, 8, seed=0)  # no more columns than the sketch: the identity
     out = np.zeros((2, 3, 5))
     _linalg.count_sketch(matrices, 2, 6, 5, *left, *right, out)
     out_of_range = (left[0], left[1] + 6, left[2])

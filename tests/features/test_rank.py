@@ -8,6 +8,8 @@ from mothertree.features.low_rank import LowRankRule, in_every_tensor, neighbour
 from mothertree.features.rank import (
     CLEAR_FACTOR,
     clearly_full_rank,
+    counts_above,
+    gram_matrices,
     nearest_pairs,
     pairwise_ranks,
     sketched_ranks,
@@ -193,10 +195,34 @@ def test_a_cholesky_proof_of_full_rank_agrees_with_the_singular_values(shape):
     spectra.append(np.r_[np.ones(cap - 8), np.zeros(8)])  # rank cap - 8: a LoRA-like difference
     matrices = np.stack([(u[:, :cap] * s) @ v[:, :cap].T for s in spectra])
     floors = np.full(len(matrices), 1e-3)
-    proven = clearly_full_rank(matrices.copy(), floors)
+    proven = clearly_full_rank(*gram_matrices(matrices), floors)
     assert proven.tolist() == [True, True, False, False, False]
     # Where it proves full rank, the singular values say so too; it is never wrong, only sometimes unsure.
     assert (_svd_counts(matrices, floors)[proven] == cap).all()
+
+
+@pytest.mark.parametrize("shape", [(128, 256), (48, 48), (256, 128)])
+def test_counts_from_the_gram_are_the_singular_values_counts(shape, monkeypatch):
+    # Synthetic matrices of known spectra, spread across both floors; the last has a singular value on
+    # the floor to within rounding, which only the SVD may count.
+    rng = np.random.default_rng(11)
+    cap = min(shape)
+    u, _ = np.linalg.qr(rng.normal(size=(shape[0], shape[0])))
+    v, _ = np.linalg.qr(rng.normal(size=(shape[1], shape[1])))
+    spectra = [np.geomspace(10.0, smallest, cap) for smallest in (1e-1, 1e-4, 1e-8)]
+    spectra.append(np.r_[np.ones(8), np.full(cap - 8, 2e-4)])  # rank 8 over noise: a LoRA-like one
+    spectra.append(np.r_[np.ones(cap - 1), 1e-3 * (1 + 1e-13)])
+    matrices = np.stack([(u[:, :cap] * s) @ v[:, :cap].T for s in spectra])
+    floors = np.full(len(matrices), 1e-3)
+    svds = []
+    svd = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda m, **kw: svds.append(len(m)) or svd(m, **kw))
+    ranks, clear = counts_above(matrices, *gram_matrices(matrices), floors)
+    monkeypatch.undo()
+    assert ranks.tolist() == _svd_counts(matrices, floors).tolist()
+    assert clear.tolist() == _svd_counts(matrices, CLEAR_FACTOR * floors).tolist()
+    assert ranks[3] == 8 and clear[3] == 8
+    assert svds == [1]  # only the one on the floor needed its singular values
 
 
 def test_pairwise_ranks_count_as_the_singular_values_do():

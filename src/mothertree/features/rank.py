@@ -62,14 +62,29 @@ def make_sketch(rows: int, sketch_rows: int, seed: int) -> scipy.sparse.csr_arra
     (``sketched_noise_tolerance``);
     unlike it, applying it is one pass of additions instead of a matrix product (the products were a
     third of the loop's time on MiniLM). Where the matrix has no more rows than the sketch, the identity
-    is returned: the exact rank is as cheap.
+    is returned: the exact rank is as cheap. The sketch ``sketched_ranks`` applies, as scipy holds it.
     """
     if rows <= sketch_rows:
         return np.eye(rows)
+    indptr, indices, signs = sketch_csr(rows, sketch_rows, seed)
+    return scipy.sparse.csr_array((signs, indices, indptr), shape=(sketch_rows, rows))
+
+
+def sketch_csr(
+    rows: int, sketch_rows: int, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """``make_sketch`` as CSR arrays (indptr, indices, signs): the matrix rows each sketch row adds, in
+    increasing order; the identity as one 1 a row. Built here, without scipy's constructor, which cost
+    more than applying the sketch."""
+    if rows <= sketch_rows:
+        return np.arange(rows + 1, dtype=np.int64), np.arange(rows, dtype=np.int64), np.ones(rows)
     rng = np.random.default_rng(seed)
     buckets = rng.permutation(np.arange(rows) % sketch_rows)
     signs = rng.choice(np.array([-1.0, 1.0]), size=rows)
-    return scipy.sparse.csr_array((signs, (buckets, np.arange(rows))), shape=(sketch_rows, rows))
+    indices = np.argsort(buckets, kind="stable").astype(np.int64)
+    indptr = np.zeros(sketch_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(buckets, minlength=sketch_rows), out=indptr[1:])
+    return indptr, indices, signs[indices]
 
 
 def sketched_noise_tolerance(
@@ -136,30 +151,26 @@ def pairwise_ranks(
         limit = tolerances[first, second]
         counted = np.full(len(batch), cap, dtype=np.int64)
         counted_clear = counted.copy()
+        grams, margins = gram_matrices(differences)
         # A full fine-tune's differences are clearly full rank, which a Cholesky factor proves at a fifth
-        # of the SVD's cost; only the others need their singular values.
-        unclear = ~clearly_full_rank(differences, CLEAR_FACTOR * limit)
+        # of the SVD's cost; only the others need their spectra.
+        unclear = ~clearly_full_rank(grams, margins, CLEAR_FACTOR * limit)
         if unclear.any():
-            # The SVDs of a batch in one LAPACK call: the per-call overhead was a third of each.
-            singular_values = np.linalg.svd(differences[unclear], compute_uv=False)
-            counted[unclear] = (singular_values > limit[unclear, None]).sum(axis=1)
-            counted_clear[unclear] = (singular_values > CLEAR_FACTOR * limit[unclear, None]).sum(axis=1)
+            counted[unclear], counted_clear[unclear] = counts_above(
+                differences[unclear], grams[unclear], margins[unclear], limit[unclear]
+            )
         ranks[first, second] = ranks[second, first] = counted
         clear[first, second] = clear[second, first] = counted_clear
     return ranks, clear
 
 
-def clearly_full_rank(
-    matrices: npt.NDArray[np.float64], floors: npt.NDArray[np.float64]
-) -> npt.NDArray[np.bool_]:
-    """Whether each of ``matrices`` (``(b, m, n)``) certainly has all ``min(m, n)`` singular values above
-    its floor: a Cholesky factor of its Gram matrix less ``floor**2 + margin`` exists.
-
-    ``margin`` bounds what rounding can add to the Gram's smallest eigenvalue, forming it (inner length
-    ``k`` times the unit roundoff, times the squared Frobenius norm) and factoring it (``g (g + 1)`` of the
-    same, for a ``g x g`` Gram; Higham, *Accuracy and Stability of Numerical Algorithms*, Thms. 3.5 and 10.3),
-    so a success is a proof, and a failure only sends the matrix to the SVD.
-    """
+def gram_matrices(
+    matrices: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The Gram matrix of each of ``matrices`` (``(b, m, n)``) on its shorter side, ``(b, g, g)``, and
+    what rounding can have moved its eigenvalues by, forming it (inner length ``k`` times the unit
+    roundoff, times the squared Frobenius norm) and factoring or diagonalising it (``g (g + 1)`` of the
+    same; Higham, *Accuracy and Stability of Numerical Algorithms*, Thms. 3.5 and 10.3)."""
     grams = (
         matrices @ matrices.swapaxes(1, 2)
         if matrices.shape[1] <= matrices.shape[2]
@@ -167,14 +178,46 @@ def clearly_full_rank(
     )
     size, inner = grams.shape[1], max(matrices.shape[1:])
     unit = np.finfo(np.float64).eps / 2
-    margin = 1.01 * (inner + size * (size + 1)) * unit * np.einsum("bij,bij->b", matrices, matrices)
-    shifts = floors**2 + margin
-    proven = np.zeros(len(matrices), dtype=bool)
-    for k, (gram, shift) in enumerate(zip(grams, shifts, strict=True)):
-        gram[np.diag_indices(size)] -= shift
-        _, info = scipy.linalg.lapack.dpotrf(gram, lower=True, clean=False, overwrite_a=True)
+    margins = 1.01 * (inner + size * (size + 1)) * unit * np.einsum("bij,bij->b", matrices, matrices)
+    return grams, margins
+
+
+def clearly_full_rank(
+    grams: npt.NDArray[np.float64], margins: npt.NDArray[np.float64], floors: npt.NDArray[np.float64]
+) -> npt.NDArray[np.bool_]:
+    """Whether each matrix of ``gram_matrices`` certainly has all its singular values above its floor: a
+    Cholesky factor of its Gram less ``floor**2 + margin`` exists. So a success is a proof, and a failure
+    only sends the matrix to ``counts_above``. The Grams are left as they are."""
+    size = grams.shape[1]
+    proven = np.zeros(len(grams), dtype=bool)
+    for k, (gram, shift) in enumerate(zip(grams, floors**2 + margins, strict=True)):
+        shifted = gram - shift * np.eye(size)
+        _, info = scipy.linalg.lapack.dpotrf(shifted, lower=True, clean=False, overwrite_a=True)
         proven[k] = info == 0
     return proven
+
+
+def counts_above(
+    matrices: npt.NDArray[np.float64],
+    grams: npt.NDArray[np.float64],
+    margins: npt.NDArray[np.float64],
+    floors: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """How many singular values of each of ``matrices`` exceed its floor, and ``CLEAR_FACTOR`` times it:
+    the SVD's counts.
+
+    From the eigenvalues of the Grams (``gram_matrices``) where every one of them is further than the
+    margin from both floors squared, so that rounding cannot have moved it across; by the SVD where one
+    is not. The symmetric eigenproblem of the ``g x g`` Gram costs a fifth of the SVD of the matrix.
+    """
+    levels = np.stack([floors, CLEAR_FACTOR * floors], axis=1)[:, :, None]  # (b, 2, 1)
+    eigenvalues = np.linalg.eigvalsh(grams)[:, None, :]  # (b, 1, g)
+    counts = (eigenvalues > levels**2).sum(axis=2)
+    unsure = (np.abs(eigenvalues - levels**2) <= margins[:, None, None]).any(axis=(1, 2))
+    if unsure.any():
+        singular_values = np.linalg.svd(matrices[unsure], compute_uv=False)[:, None, :]
+        counts[unsure] = (singular_values > levels[unsure]).sum(axis=2)
+    return counts[:, 0].astype(np.int64), counts[:, 1].astype(np.int64)
 
 
 def block_ranks(
@@ -226,44 +269,20 @@ def sketched_ranks(
     (the smallest singular value of a square random matrix is near 0: it would read as rank ``cap - 1``).
     """
     rows, cols = shape
-    left = make_sketch(rows, sketch_rows, seed)
-    right = make_sketch(cols, SKETCH_COLUMNS_PER_ROW * sketch_rows, seed + RIGHT_SEED)
+    left = sketch_csr(rows, sketch_rows, seed)
+    right = sketch_csr(cols, SKETCH_COLUMNS_PER_ROW * sketch_rows, seed + RIGHT_SEED)
     matrices = stack.reshape(len(stack), rows, cols)
-    sketched = np.empty((len(stack), _height(left), _height(right)), dtype=np.float64)
+    sketch = (len(left[0]) - 1, len(right[0]) - 1)
+    sketched = np.empty((len(stack), *sketch), dtype=np.float64)
     # In C (features/_linalg.c): the same sums as scipy's sparse products, without their dispatch and
     # with the GIL released; one model at a time, so that the float64 copy is one sketched matrix.
     _linalg.count_sketch(
-        np.ascontiguousarray(matrices, dtype=np.float32),
-        len(stack),
-        rows,
-        cols,
-        *_csr(left),
-        *_csr(right),
-        sketched,
+        np.ascontiguousarray(matrices, dtype=np.float32), len(stack), rows, cols, *left, *right, sketched
     )
     if rms_weight is None:
         # Model by model: a float64 square of the whole stack would be the largest array of the loop.
         squares = sum(float(np.square(matrix, dtype=np.float64).sum()) for matrix in matrices)
         rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
-    sketch = (_height(left), _height(right))
     tolerance = pair_tolerances(shape, sketch, rms_weight, dtypes)
     ranks, clear = pairwise_ranks(sketched, tolerance, pairs)
     return RankEstimate(ranks, clear, min(sketch))
-
-
-def _height(sketch: scipy.sparse.csr_array | npt.NDArray[np.float64]) -> int:
-    return int(sketch.shape[0])
-
-
-def _csr(
-    sketch: scipy.sparse.csr_array | npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
-    """A ``make_sketch`` as CSR arrays (indptr, indices, signs); the identity as one 1 a row."""
-    if isinstance(sketch, np.ndarray):
-        size = len(sketch)
-        return np.arange(size + 1, dtype=np.int64), np.arange(size, dtype=np.int64), np.ones(size)
-    return (
-        np.asarray(sketch.indptr, dtype=np.int64),
-        np.asarray(sketch.indices, dtype=np.int64),
-        np.asarray(sketch.data, dtype=np.float64),
-    )
