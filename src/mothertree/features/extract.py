@@ -33,7 +33,7 @@ from .blas import one_blas_thread
 from .decay import clock_pairs, combined_log_factors, pair_log_factors
 from .featureset import FeatureSet
 from .fingerprint import DEFAULT_PARAMS, block_positions
-from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, nearest_pairs, sketched_ranks
+from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, sketched_ranks
 from .reductions import (
     PRECISIONS,
     SPARSE_ZERO_SHARE,
@@ -45,6 +45,7 @@ from .reductions import (
     precision_of,
     tensor_stats,
 )
+from .screen import NearestScreen
 
 LOG = logging.getLogger(__name__)
 
@@ -69,8 +70,9 @@ def extract_features(
 
     With ``ranks``, also the numerical rank of every pairwise difference of every tensor (2-D, or folded
     to 2-D), estimated through a ``sketch_rows`` random sketch (``features/rank.py``); with
-    ``ranks="nearest"`` only each model's difference to its nearest model in that tensor (n ranks per
-    tensor instead of n(n-1)/2: enough to see whether any difference is low-rank; the others stay -1).
+    ``ranks="nearest"`` only each model's difference to its nearest model, in its first few tensors
+    where the two differ (``features/screen.py``: enough to see whether some model is a LoRA of
+    another; the others stay -1).
     ``rank_pairs`` (with ``ranks=True``): only these pairs of models (indices into ``checkpoints``).
     The FeatureSet holds the models read completely and finite; ``metadata["masked_tensors"]`` names the
     tensors compared on the common support (``common_support_norms`` is set when there is any).
@@ -80,9 +82,12 @@ def extract_features(
     arrays = GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
-    compare = partial(_compare_stack, ranks=ranks, rank_pairs=rank_pairs, sketch_rows=sketch_rows)
+    screen = NearestScreen(len(checkpoints)) if ranks == "nearest" else None
+    compare = partial(
+        _compare_stack, ranks=ranks, rank_pairs=rank_pairs, sketch_rows=sketch_rows, screen=screen
+    )
     with one_blas_thread():  # many small SVDs and Gram products (features/blas.py)
-        compared = _compared_in_order(checkpoints, tensors, failed, compare)
+        compared = _compared_in_order(checkpoints, tensors, failed, compare, screen)
         for t, info in enumerate(
             progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")
         ):
@@ -169,6 +174,7 @@ def _compared_in_order(
     tensors: Sequence[TensorInfo],
     failed: dict[int, Exception],
     compare: Callable[[int, TensorInfo, npt.NDArray[np.float32], ReadTensor], Comparison],
+    screen: NearestScreen | None = None,
 ) -> Iterator[tuple[ReadTensor, Comparison | None]]:
     """Each of ``tensors`` read from every model (``_read_stack``) and ``compare``d, in order.
 
@@ -177,24 +183,33 @@ def _compared_in_order(
     every later one, as when read in turn. Comparing (Gram products, sketches, SVDs: numpy releases the
     GIL) runs on ``COMPARE_WORKERS`` threads meanwhile. The stacks read but not yet compared hold at most
     ``READ_AHEAD_BYTES``; a larger one is read only once every earlier one is compared, and held alone.
+    ``screen``: the nearest-rank screen the comparisons take turns in; told of the tensors no model could
+    be read in, and closed when the loop ends (an error or Ctrl-C included), releasing those waiting.
     """
     workers = max(1, min(COMPARE_WORKERS, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mothertree-compare") as pool:
-        waiting: deque[tuple[int, ReadTensor, Future[Comparison] | None]] = deque()
-        held = 0
-        for t, info in enumerate(tensors):
-            size = 4 * info.numel * (len(checkpoints) - len(failed))
-            while waiting and (held + size > READ_AHEAD_BYTES or len(waiting) > 2 * workers):
-                done, read, future = waiting.popleft()
-                held -= done
+        try:
+            waiting: deque[tuple[int, ReadTensor, Future[Comparison] | None]] = deque()
+            held = 0
+            for t, info in enumerate(tensors):
+                size = 4 * info.numel * (len(checkpoints) - len(failed))
+                while waiting and (held + size > READ_AHEAD_BYTES or len(waiting) > 2 * workers):
+                    done, read, future = waiting.popleft()
+                    held -= done
+                    yield read, None if future is None else future.result()
+                values, read = _read_stack(checkpoints, info, failed)
+                future = pool.submit(compare, t, info, values, read) if read.filled else None
+                if future is None and screen is not None:
+                    screen.skip(t)
+                del values  # the worker holds the stack until it is compared
+                waiting.append((size, read, future))
+                held += size
+            for _, read, future in waiting:
                 yield read, None if future is None else future.result()
-            values, read = _read_stack(checkpoints, info, failed)
-            future = pool.submit(compare, t, info, values, read) if read.filled else None
-            del values  # the worker holds the stack until it is compared
-            waiting.append((size, read, future))
-            held += size
-        for _, read, future in waiting:
-            yield read, None if future is None else future.result()
+        finally:
+            if screen is not None:
+                screen.close()
+            pool.shutdown(cancel_futures=True)
 
 
 def _compare_stack(
@@ -206,15 +221,25 @@ def _compare_stack(
     ranks: bool | Literal["nearest"],
     rank_pairs: Sequence[tuple[int, int]] | None,
     sketch_rows: int,
+    screen: NearestScreen | None = None,
 ) -> Comparison:
     """The pairwise distances of tensor ``t`` (rows ``values`` of the models ``read.filled``) and, with
-    ``ranks``, the ranks of the differences ``extract_features`` asks for."""
+    ``ranks``, the ranks of the differences ``extract_features`` asks for (``ranks="nearest"``: those
+    the ``screen`` picks)."""
     moments = np.array([row.moments[0] for row in read.stats], dtype=np.float64)
     sparse = any(row.zeros > SPARSE_ZERO_SHARE * info.numel for row in read.stats)
-    distances = tensor_distances(info, values, moments, sparse=sparse)
-    if not ranks:
-        return Comparison(distances, None)
-    pairs = _pairs_to_rank(ranks, rank_pairs, distances.rms, read.filled)
+    try:
+        distances = tensor_distances(info, values, moments, sparse=sparse)
+        if not ranks:
+            return Comparison(distances, None)
+        if screen is not None:
+            pairs: list[tuple[int, int]] | None = screen.pairs(t, read.filled, distances.rms, moments)
+        else:
+            pairs = _pairs_to_rank(rank_pairs, read.filled)
+    except BaseException:
+        if screen is not None:
+            screen.fail(t)  # the later tensors do not wait for this one's turn
+        raise
     # The moments already hold every model's mean square: no second pass over the stack.
     rms_weight = float(np.sqrt(np.mean(mean_squares(moments))))
     shape = (info.shape[0], info.numel // info.shape[0])
@@ -408,14 +433,9 @@ def coarser_precisions(stored: npt.NDArray[np.int8]) -> list[int]:
 
 
 def _pairs_to_rank(
-    ranks: bool | Literal["nearest"],
-    rank_pairs: Sequence[tuple[int, int]] | None,
-    distances: npt.NDArray[np.float64],
-    filled: list[int],
+    rank_pairs: Sequence[tuple[int, int]] | None, filled: list[int]
 ) -> list[tuple[int, int]] | None:
     """The pairs (positions among the models read for this tensor) whose rank to compute; None: all."""
-    if ranks == "nearest":
-        return nearest_pairs(distances)
     if rank_pairs is None:
         return None
     position = {model: k for k, model in enumerate(filled)}

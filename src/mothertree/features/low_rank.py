@@ -20,10 +20,11 @@ Clearly low-rank pairs are placed before every other pair, ordered by rank (``ra
 every other pair keeps its l2 distance. A LoRA merge saved in bf16 loses its sharp drop and is placed by
 l2, like a full fine-tune: rank cannot tell them apart.
 
-Ranks cost one SVD per pair and tensor, so they are computed in two steps (``pipeline``): first each
-model's nearest model per tensor only (n per tensor); only where one of those differences is clearly
-low-rank and not zero (``needs_pair_ranks``) are the ranks of each model's ``neighbours`` nearest models
-in l2 read (``pairs_to_rank``), not all n² pairs.
+Ranks cost a sketch and a factorisation per pair and tensor, so they are computed in two steps
+(``pipeline``): first each model's difference to its nearest model, in its first few tensors where the two
+differ (``features/screen.py``); only where one of those differences is clearly low-rank and not zero
+(``needs_pair_ranks``) are the ranks of each model's ``neighbours`` nearest models in l2 read, in every
+tensor (``pairs_to_rank``), not all n² pairs.
 """
 
 from __future__ import annotations

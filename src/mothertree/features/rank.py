@@ -269,6 +269,12 @@ def sketched_ranks(
     (the smallest singular value of a square random matrix is near 0: it would read as rank ``cap - 1``).
     """
     rows, cols = shape
+    if pairs is not None and all(i == j for i, j in pairs):
+        # Nothing to rank (features/screen.py): no sketch either.
+        cap = min(rows, sketch_rows, cols, SKETCH_COLUMNS_PER_ROW * sketch_rows)
+        unranked = np.full((len(stack), len(stack)), -1, dtype=np.int64)
+        np.fill_diagonal(unranked, 0)
+        return RankEstimate(unranked, unranked.copy(), cap)
     left = sketch_csr(rows, sketch_rows, seed)
     right = sketch_csr(cols, SKETCH_COLUMNS_PER_ROW * sketch_rows, seed + RIGHT_SEED)
     matrices = stack.reshape(len(stack), rows, cols)
