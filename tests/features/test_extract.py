@@ -9,11 +9,13 @@ import pytest
 import scipy.stats
 from safetensors.numpy import load_file
 
+from mothertree.errors import InvalidCheckpointError
 from mothertree.features.extract import extract_features
 from mothertree.features.featureset import FeatureSet
 from mothertree.features.low_rank import LowRankRule
 from mothertree.features.select import select_tensors
 from mothertree.io import discover, open_checkpoint
+from mothertree.io.types import Checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,55 @@ def test_ranks_and_clear_ranks_survive_save_and_subset(bert_family: Path, tmp_pa
     np.testing.assert_array_equal(LowRankRule().pairs(loaded), LowRankRule().pairs(features))
     part = features.subset([2, 0])
     np.testing.assert_array_equal(part.clear_ranks, features.clear_ranks[:, [2, 0]][:, :, [2, 0]])
+
+
+class Sabotaged(Checkpoint):
+    """A real checkpoint whose tensor ``nan_in`` reads as NaN and whose tensor ``broken_in`` cannot be
+    read at all: a model that breaks twice, the second time in a tensor the loop may read before the
+    comparing threads have found the first."""
+
+    def __init__(self, inner: Checkpoint, nan_in: str, broken_in: str) -> None:
+        self.inner, self.path, self.nan_in, self.broken_in = inner, inner.path, nan_in, broken_in
+
+    @property
+    def tensors(self):
+        return self.inner.tensors
+
+    def read(self, name: str) -> np.ndarray:
+        if name == self.broken_in:
+            raise InvalidCheckpointError(f"`{self.path}` is truncated", path=self.path)
+        values = self.inner.read(name)
+        return np.full_like(values, np.nan) if name == self.nan_in else values
+
+    def read_into(self, name: str, out: np.ndarray) -> None:
+        np.copyto(out.reshape(-1), self.read(name).reshape(-1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [False, "nearest"])
+def test_a_model_that_breaks_is_left_out_from_its_first_failure_as_read_in_turn(
+    bert_family: Path, ranks, caplog: pytest.LogCaptureFixture
+):
+    refs, _ = discover(bert_family)
+    checkpoints = [open_checkpoint(ref) for ref in refs]
+    tensors = select_tensors([c.tensors for c in checkpoints])
+    ids = [r.id for r in refs]
+    broken = Sabotaged(checkpoints[2], nan_in=tensors[1].name, broken_in=tensors[3].name)
+    with caplog.at_level("WARNING", logger="mothertree.features.extract"):
+        features, failed = extract_features(
+            [*checkpoints[:2], broken, *checkpoints[3:]], ids, tensors, ranks=ranks
+        )
+    others = [c for k, c in enumerate(checkpoints) if k != 2]
+    expected, _ = extract_features(others, [i for k, i in enumerate(ids) if k != 2], tensors, ranks=ranks)
+    # The NaN came first: that is the failure kept and the one warning, as reading in turn would find.
+    assert [b.error.__class__.__name__ for b in failed] == ["NonFiniteWeightsError"]
+    assert f"`{tensors[1].name}`" in str(failed[0].error)
+    assert len([r for r in caplog.records if str(broken.path) in r.getMessage()]) == 1
+    # The others as if the broken model had never been given, from its NaN on; before, its row was in
+    # the stack (the Gram products' column means hold it: the same distances to rounding).
+    assert features.model_ids == expected.model_ids
+    np.testing.assert_array_equal(features.rms_distances[1:], expected.rms_distances[1:])
+    np.testing.assert_allclose(features.rms_distances[0], expected.rms_distances[0], rtol=1e-12)
+    np.testing.assert_array_equal(features.moments, expected.moments)
+    if ranks:
+        np.testing.assert_array_equal(features.ranks[1:], expected.ranks[1:])  # 0: its nearest too

@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from mothertree.features.screen import NearestScreen, ScreenClosedError
+from mothertree.features.screen import NearestScreen
+from mothertree.features.turns import TurnsClosedError
 
 # Three models of RMS 1 (moments [mean, m2, m3, m4]): 0 and 1 are a pair, 2 a copy of 1 in some tensors.
 MOMENTS = np.array([[0.0, 1.0, 0.0, 3.0]] * 3)
@@ -54,11 +55,11 @@ def test_the_choice_does_not_depend_on_the_order_the_threads_run_in():
     assert [got[t] for t in range(len(COPIES))] == expected
 
 
-def test_a_skipped_or_failed_tensor_hands_on_what_it_was_given():
+def test_a_skipped_tensor_hands_on_what_it_was_given():
     screen = NearestScreen(3, budget=1)
     assert (0, 1) in chosen(screen, 0)
-    screen.skip(1)
-    screen.fail(2)
+    screen.turns.skip(1)
+    screen.turns.skip(2)
     assert (0, 1) not in chosen(screen, 3)  # model 0 spent its one tensor in tensor 0
 
 
@@ -69,13 +70,13 @@ def test_closing_releases_a_comparison_waiting_for_its_turn():
     def wait() -> None:
         try:
             chosen(screen, 3)  # tensors 0 to 2 never come
-        except ScreenClosedError as exc:
+        except TurnsClosedError as exc:
             raised.append(exc)
 
     waiting = threading.Thread(target=wait)
     waiting.start()
-    screen.close()
+    screen.turns.close()
     waiting.join(timeout=10)
     assert not waiting.is_alive() and len(raised) == 1
-    with pytest.raises(ScreenClosedError):
+    with pytest.raises(TurnsClosedError):
         chosen(screen, 5)

@@ -2,9 +2,10 @@
 
 Tensor-major, as mergekit gathers one weight from every model before merging it: peak memory is about
 ``n_models x largest compared tensor`` plus a float64 chunk, never a whole model. A model whose tensor
-cannot be read, or holds NaN/inf, is dropped from then on and reported; the others go on. Reading and the
-moments stay on the calling thread; each stack read is compared (distances, sketched ranks) on a pool of
-two threads while the next is read (``_compared_in_order``).
+cannot be read, or holds NaN/inf, is dropped from then on and reported; the others go on. Reading stays
+on the calling thread; each stack read is reduced (moments, distances, sketched ranks) on a pool of two
+threads while the next is read (``_compared_in_order``), the choices that depend on earlier tensors
+handed on in tensor order (``features/turns.py``), so that the result is the one reading in turn gives.
 
 A tensor in which some model is sparse (magnitude-pruned: ``reductions.is_sparse``) is compared on the
 common support of each pair instead (``reductions.common_support_distances``), and each model's norm is
@@ -46,6 +47,7 @@ from .reductions import (
     tensor_stats,
 )
 from .screen import NearestScreen
+from .turns import Turns
 
 LOG = logging.getLogger(__name__)
 
@@ -83,11 +85,12 @@ def extract_features(
     failed: dict[int, Exception] = {}
     started = time.perf_counter()
     screen = NearestScreen(len(checkpoints)) if ranks == "nearest" else None
+    turns = LoopTurns(Turns(frozenset()), screen)
     compare = partial(
-        _compare_stack, ranks=ranks, rank_pairs=rank_pairs, sketch_rows=sketch_rows, screen=screen
+        _compare_stack, turns=turns, ranks=ranks, rank_pairs=rank_pairs, sketch_rows=sketch_rows
     )
     with one_blas_thread():  # many small SVDs and Gram products (features/blas.py)
-        compared = _compared_in_order(checkpoints, tensors, failed, compare, screen)
+        compared = _compared_in_order(checkpoints, tensors, failed, compare, turns)
         for t, info in enumerate(
             progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")
         ):
@@ -145,9 +148,20 @@ def _clock(
     return full
 
 
+class ReadRows(NamedTuple):
+    """What the reading thread hands a comparison with the stack it read: the models whose rows it holds
+    (indices into the checkpoints), their stored dtypes, the precisions to take moments at (float32 and
+    every coarser one some model stores the tensor in), and the models' paths (for errors)."""
+
+    models: list[int]
+    dtypes: list[str]
+    precisions: tuple[int, ...]
+    paths: list[str]
+
+
 class ReadTensor(NamedTuple):
-    """What the feature loop keeps of one tensor read from every model: the models read (indices into
-    the checkpoints), each one's ``TensorStats`` and its stored dtype."""
+    """What the feature loop keeps of one tensor read from every model: the models read and finite
+    (indices into the checkpoints), each one's ``TensorStats`` and its stored dtype."""
 
     filled: list[int]
     stats: list[TensorStats]
@@ -169,46 +183,82 @@ class Comparison(NamedTuple):
     ranks: RankEstimate | None
 
 
+class Compared(NamedTuple):
+    """A comparison's answer: the tensor as kept, its comparison (None when no model is left), and the
+    models it found non-finite (first in this tensor)."""
+
+    read: ReadTensor
+    comparison: Comparison | None
+    non_finite: dict[int, Exception]
+
+
+class LoopTurns(NamedTuple):
+    """What the comparisons hand on in tensor order (``features/turns.py``): the models found non-finite
+    so far (left out of every later tensor), and the rank screen's counts where there is one."""
+
+    non_finite: Turns[frozenset[int]]
+    screen: NearestScreen | None
+
+    def all(self) -> list[Turns[Any]]:
+        return [self.non_finite] + ([self.screen.turns] if self.screen is not None else [])
+
+
 def _compared_in_order(
     checkpoints: Sequence[Checkpoint],
     tensors: Sequence[TensorInfo],
     failed: dict[int, Exception],
-    compare: Callable[[int, TensorInfo, npt.NDArray[np.float32], ReadTensor], Comparison],
-    screen: NearestScreen | None = None,
+    compare: Callable[[int, TensorInfo, npt.NDArray[np.float32], ReadRows], Compared],
+    turns: LoopTurns,
 ) -> Iterator[tuple[ReadTensor, Comparison | None]]:
     """Each of ``tensors`` read from every model (``_read_stack``) and ``compare``d, in order.
 
     Reading stays on the calling thread, tensor after tensor, so that a checkpoint (one open file, one
-    seek position) is only ever used by one thread, and a model found broken in one tensor is skipped in
-    every later one, as when read in turn. Comparing (Gram products, sketches, SVDs: numpy releases the
-    GIL) runs on ``COMPARE_WORKERS`` threads meanwhile. The stacks read but not yet compared hold at most
-    ``READ_AHEAD_BYTES``; a larger one is read only once every earlier one is compared, and held alone.
-    ``screen``: the nearest-rank screen the comparisons take turns in; told of the tensors no model could
-    be read in, and closed when the loop ends (an error or Ctrl-C included), releasing those waiting.
+    seek position) is only ever used by one thread. Everything else (moments, Gram products, sketches,
+    factorisations: the kernels and numpy release the GIL) runs on ``COMPARE_WORKERS`` threads meanwhile.
+    The stacks read but not yet compared hold at most ``READ_AHEAD_BYTES``; a larger one is read only
+    once every earlier one is compared, and held alone.
+
+    A model that cannot be read, or holds NaN/inf, is in ``failed`` and read no more, as when read in
+    turn: the comparisons hand on the models they found non-finite (``turns``), so a later tensor read
+    before that was known leaves the model out too, and only its first failure is kept and warned of.
     """
     workers = max(1, min(COMPARE_WORKERS, os.cpu_count() or 1))
+    failed_at: dict[int, int] = {}  # the tensor each model of ``failed`` failed in
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mothertree-compare") as pool:
         try:
-            waiting: deque[tuple[int, ReadTensor, Future[Comparison] | None]] = deque()
+            waiting: deque[tuple[int, int, Future[Compared] | None]] = deque()
+
+            def answer(t: int, future: Future[Compared] | None) -> tuple[ReadTensor, Comparison | None]:
+                compared = Compared(ReadTensor([], [], []), None, {}) if future is None else future.result()
+                for model, error in compared.non_finite.items():
+                    if failed_at.get(model, t + 1) > t:  # sooner than a read error found meanwhile
+                        failed[model], failed_at[model] = error, t
+                for model in sorted(m for m, at in failed_at.items() if at == t):
+                    LOG.warning("skipping `%s`: %s", checkpoints[model].path, failed[model])
+                return compared.read, compared.comparison
+
             held = 0
             for t, info in enumerate(tensors):
                 size = 4 * info.numel * (len(checkpoints) - len(failed))
                 while waiting and (held + size > READ_AHEAD_BYTES or len(waiting) > 2 * workers):
-                    done, read, future = waiting.popleft()
+                    done, s, future = waiting.popleft()
                     held -= done
-                    yield read, None if future is None else future.result()
-                values, read = _read_stack(checkpoints, info, failed)
-                future = pool.submit(compare, t, info, values, read) if read.filled else None
-                if future is None and screen is not None:
-                    screen.skip(t)
+                    yield answer(s, future)
+                values, stack = _read_stack(checkpoints, info, failed)
+                for model in stack.unread:
+                    failed_at[model] = t
+                future = pool.submit(compare, t, info, values, stack.read) if stack.read.models else None
+                if future is None:
+                    for chain in turns.all():
+                        chain.skip(t)
                 del values  # the worker holds the stack until it is compared
-                waiting.append((size, read, future))
+                waiting.append((size, t, future))
                 held += size
-            for _, read, future in waiting:
-                yield read, None if future is None else future.result()
+            for _, s, future in waiting:
+                yield answer(s, future)
         finally:
-            if screen is not None:
-                screen.close()
+            for chain in turns.all():
+                chain.close()
             pool.shutdown(cancel_futures=True)
 
 
@@ -216,29 +266,49 @@ def _compare_stack(
     t: int,
     info: TensorInfo,
     values: npt.NDArray[np.float32],
-    read: ReadTensor,
+    rows: ReadRows,
     *,
+    turns: LoopTurns,
     ranks: bool | Literal["nearest"],
     rank_pairs: Sequence[tuple[int, int]] | None,
     sketch_rows: int,
-    screen: NearestScreen | None = None,
-) -> Comparison:
-    """The pairwise distances of tensor ``t`` (rows ``values`` of the models ``read.filled``) and, with
-    ``ranks``, the ranks of the differences ``extract_features`` asks for (``ranks="nearest"``: those
-    the ``screen`` picks)."""
-    moments = np.array([row.moments[0] for row in read.stats], dtype=np.float64)
-    sparse = any(row.zeros > SPARSE_ZERO_SHARE * info.numel for row in read.stats)
+) -> Compared:
+    """Tensor ``t`` of the models ``rows.models`` (rows ``values``): each row's moments, then, of the rows
+    finite and of models not found non-finite before (``turns.non_finite``), the pairwise distances and,
+    with ``ranks``, the ranks of the differences ``extract_features`` asks for (``ranks="nearest"``: those
+    the screen picks)."""
     try:
+        stats = [tensor_stats(row, rows.precisions) for row in values]
+        before = turns.non_finite.before(t)
+        non_finite: dict[int, Exception] = {
+            model: NonFiniteWeightsError(f"`{path}` has NaN or infinite values in `{info.name}`", path=path)
+            for model, row, path in zip(rows.models, stats, rows.paths, strict=True)
+            if model not in before and not row.finite
+        }
+        turns.non_finite.hand_on(t, before | non_finite.keys())
+        keep = [k for k, model in enumerate(rows.models) if model not in before and stats[k].finite]
+        read = ReadTensor(
+            [rows.models[k] for k in keep], [stats[k] for k in keep], [rows.dtypes[k] for k in keep]
+        )
+        if len(keep) < len(values):
+            values = values[keep]  # a copy, only where some model failed
+        if not keep:
+            if turns.screen is not None:
+                turns.screen.turns.skip(t)
+            return Compared(read, None, non_finite)
+        moments = np.array([row.moments[0] for row in read.stats], dtype=np.float64)
+        sparse = any(row.zeros > SPARSE_ZERO_SHARE * info.numel for row in read.stats)
         distances = tensor_distances(info, values, moments, sparse=sparse)
         if not ranks:
-            return Comparison(distances, None)
-        if screen is not None:
-            pairs: list[tuple[int, int]] | None = screen.pairs(t, read.filled, distances.rms, moments)
+            return Compared(read, Comparison(distances, None), non_finite)
+        pairs: list[tuple[int, int]] | None
+        if turns.screen is not None:
+            pairs = turns.screen.pairs(t, read.filled, distances.rms, moments)
         else:
             pairs = _pairs_to_rank(rank_pairs, read.filled)
     except BaseException:
-        if screen is not None:
-            screen.fail(t)  # the later tensors do not wait for this one's turn
+        for chain in turns.all():
+            chain.skip(t)  # the later tensors do not wait for this one's turn
         raise
     # The moments already hold every model's mean square: no second pass over the stack.
     rms_weight = float(np.sqrt(np.mean(mean_squares(moments))))
@@ -246,7 +316,7 @@ def _compare_stack(
     estimate = sketched_ranks(
         values, shape, read.dtypes, seed=t, sketch_rows=sketch_rows, pairs=pairs, rms_weight=rms_weight
     )
-    return Comparison(distances, estimate)
+    return Compared(read, Comparison(distances, estimate), non_finite)
 
 
 def tensor_distances(
@@ -279,40 +349,37 @@ def tensor_distances(
 
 def _read_stack(
     checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]
-) -> tuple[npt.NDArray[np.float32], ReadTensor]:
-    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, with the models
-    read, each row's ``tensor_stats`` at float32 and at every coarser precision some model stores it in,
-    and each one's stored dtype.
-
-    A model that cannot be read, or holds NaN/inf, is added to ``failed`` (and read no more).
-    """
+) -> tuple[npt.NDArray[np.float32], StackRead]:
+    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, and what
+    ``StackRead`` says of them. A model that cannot be read is added to ``failed`` (and read no more)."""
     read_from = [i for i in range(len(checkpoints)) if i not in failed]
     stored = np.array([precision_of(checkpoints[i].tensors[info.name].dtype) for i in read_from])
-    precisions = (0, *coarser_precisions(stored))
-    # Each model is read straight into its row, and its statistics taken while the row is in cache.
+    # Each model is read straight into its row.
     stack = np.empty((len(read_from), info.numel), dtype=np.float32)
     filled: list[int] = []
-    stats: list[TensorStats] = []
+    unread: list[int] = []
     for i in read_from:
-        row = stack[len(filled)]
         try:
-            checkpoints[i].read_into(info.name, row)
+            checkpoints[i].read_into(info.name, stack[len(filled)])
         except (MotherTreeError, OSError, ValueError, KeyError) as exc:
             failed[i] = exc
-            LOG.warning("skipping `%s`: %s", checkpoints[i].path, exc)
-            continue
-        row_stats = tensor_stats(row, precisions)
-        if not row_stats.finite:
-            failed[i] = NonFiniteWeightsError(
-                f"`{checkpoints[i].path}` has NaN or infinite values in `{info.name}`",
-                path=checkpoints[i].path,
-            )
-            LOG.warning("skipping `%s`: non-finite values in `%s`", checkpoints[i].path, info.name)
+            unread.append(i)
             continue
         filled.append(i)
-        stats.append(row_stats)
-    dtypes = [checkpoints[i].tensors[info.name].dtype for i in filled]
-    return stack[: len(filled)], ReadTensor(filled, stats, dtypes)
+    rows = ReadRows(
+        filled,
+        [checkpoints[i].tensors[info.name].dtype for i in filled],
+        (0, *coarser_precisions(stored)),
+        [str(checkpoints[i].path) for i in filled],
+    )
+    return stack[: len(filled)], StackRead(rows, unread)
+
+
+class StackRead(NamedTuple):
+    """The rows ``_read_stack`` read (``read``) and the models it found it could not read (``unread``)."""
+
+    read: ReadRows
+    unread: list[int]
 
 
 class GroupArrays:

@@ -9,14 +9,11 @@ and keeps what the rule reads of equal tensors). On ten MiniLMs that is 4 tensor
 rank sketches were 40 % of the loop's arithmetic.
 
 Tensors are compared on several threads, yet the choice for tensor ``t`` must not depend on which one
-finished first: each comparison hands the counts on to the next in tensor order (``pairs``), so the
-choice is the one a single thread would make.
+finished first: each comparison hands the counts on to the next in tensor order (``features/turns.py``),
+so the choice is the one a single thread would make.
 """
 
 from __future__ import annotations
-
-import threading
-from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -24,31 +21,23 @@ import numpy.typing as npt
 from .low_rank import LowRankRule
 from .rank import nearest_pairs
 from .reductions import mean_squares
+from .turns import Turns
 
 # Tensors in which each model's difference to its nearest model is ranked while the two differ.
 NEAREST_RANKED = 4
 
 
-class ScreenClosedError(RuntimeError):
-    """The loop stopped (an error, or Ctrl-C) while a comparison waited for its turn."""
-
-
-_SKIPPED = object()  # a tensor no model could be read in: it hands on the counts it was given
-
-
 class NearestScreen:
     """The nearest pairs to rank in each tensor: each model's first ``budget`` tensors where it differs
     from its nearest model (``LowRankRule.equal_below`` of the weights' RMS), and every tensor where it
-    does not. ``n_models`` counts every model of the loop (rows are indexed by model, not by position)."""
+    does not. ``n_models`` counts every model of the loop (rows are indexed by model, not by position);
+    ``turns`` hands each model's count on from tensor to tensor (``features/turns.py``)."""
 
     def __init__(
         self, n_models: int, budget: int = NEAREST_RANKED, equal_below: float = LowRankRule().equal_below
     ) -> None:
         self.budget, self.equal_below = budget, equal_below
-        self._start = np.zeros(n_models, dtype=np.int64)
-        self._counts: dict[int, npt.NDArray[np.int64] | object] = {}
-        self._closed = False
-        self._turn = threading.Condition()
+        self.turns: Turns[npt.NDArray[np.int64]] = Turns(np.zeros(n_models, dtype=np.int64))
 
     def pairs(
         self,
@@ -62,7 +51,7 @@ class NearestScreen:
         handed on its counts, and hands on its own.
 
         Raises:
-            ScreenClosedError: ``close`` was called meanwhile.
+            TurnsClosedError: the loop stopped meanwhile (``Turns.close``).
         """
         nearest = nearest_pairs(rms)
         mean_square = mean_squares(moments)
@@ -71,7 +60,7 @@ class NearestScreen:
             bool(rms[i, j] > self.equal_below * np.sqrt((mean_square[i] + mean_square[j]) / 2.0))
             for i, j in nearest
         ]
-        counts = self._counts_before(t)
+        counts = self.turns.before(t)
         chosen = [
             (i, j)
             for (i, j), differ in zip(nearest, differs, strict=True)
@@ -79,45 +68,5 @@ class NearestScreen:
         ]
         after = counts.copy()
         after[[filled[i] for (i, _), differ in zip(nearest, differs, strict=True) if differ]] += 1
-        self._hand_on(t, after)
+        self.turns.hand_on(t, after)
         return chosen
-
-    def skip(self, t: int) -> None:
-        """Tensor ``t`` is compared by no one: the next tensor takes the counts it would have been given."""
-        self._hand_on(t, _SKIPPED)
-
-    def fail(self, t: int) -> None:
-        """Tensor ``t``'s comparison failed before handing on: as ``skip``, so that later ones go on."""
-        with self._turn:
-            if t not in self._counts:
-                self._counts[t] = _SKIPPED
-                self._turn.notify_all()
-
-    def close(self) -> None:
-        """Release every comparison still waiting for its turn (they raise ``ScreenClosedError``)."""
-        with self._turn:
-            self._closed = True
-            self._turn.notify_all()
-
-    def _counts_before(self, t: int) -> npt.NDArray[np.int64]:
-        with self._turn:
-            for s in range(t - 1, -1, -1):
-                self._turn.wait_for(partial(self._handed_on, s))
-                if self._closed:
-                    raise ScreenClosedError("the feature loop stopped")
-                counts = self._counts[s]
-                if isinstance(counts, np.ndarray):
-                    return counts
-            return self._start
-
-    def _handed_on(self, s: int) -> bool:
-        return s in self._counts or self._closed
-
-    def _hand_on(self, t: int, counts: npt.NDArray[np.int64] | object) -> None:
-        with self._turn:
-            self._counts[t] = counts
-            if isinstance(counts, np.ndarray):
-                # No later tensor looks further back than the last counts handed on.
-                for s in [s for s in self._counts if s < t]:
-                    del self._counts[s]
-            self._turn.notify_all()
