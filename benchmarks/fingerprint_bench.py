@@ -253,7 +253,9 @@ def reading_section(timed: Path, times: dict[str, float], repeats: int, command:
         f"({4 * values * models / 1e6:.0f} MB as float32 for the {models} models). What they cost beyond "
         "`cat` is arithmetic: the moments kernel "
         "(`features/_moments.c`: one pass, float64, as stored and rounded to fp16 and bf16), and on the "
-        "exact path the pairwise Gram products and sketched ranks. Times exclude the imports (section "
+        "exact path the pairwise Gram products and the first pass of `--distance auto`'s rank screen "
+        "(each model's nearest in its first four tensors where the two differ: `features/screen.py`), "
+        "on two threads while the calling thread reads. Times exclude the imports (section "
         "(g)). The `.bin` copy is the same models saved again by `torch.save` (one `pytorch_model.bin` "
         "each), read with torch imported beforehand; its rows are against `cat` of the `.bin` files.",
         READING.end,
