@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,37 @@ def test_a_model_that_breaks_is_left_out_from_its_first_failure_as_read_in_turn(
     np.testing.assert_array_equal(features.moments, expected.moments)
     if ranks:
         np.testing.assert_array_equal(features.ranks[1:], expected.ranks[1:])  # 0: its nearest too
+
+
+class Interrupted(Sabotaged):
+    """A real checkpoint whose tensor ``at`` is never read: Ctrl-C comes first."""
+
+    def __init__(self, inner: Checkpoint, at: str) -> None:
+        super().__init__(inner, nan_in="", broken_in="")
+        self.at = at
+
+    def read(self, name: str) -> np.ndarray:
+        if name == self.at:
+            raise KeyboardInterrupt
+        return self.inner.read(name)
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_loop_stops_it_without_waiting_on_the_compare_threads(bert_family: Path):
+    refs, _ = discover(bert_family)
+    checkpoints = [open_checkpoint(ref) for ref in refs]
+    tensors = select_tensors([c.tensors for c in checkpoints])
+    # Ctrl-C while reading the fifth tensor: the four before it are being compared, taking their turns.
+    checkpoints[-1] = Interrupted(checkpoints[-1], at=tensors[4].name)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            extract_features(checkpoints, [r.id for r in refs], tensors, ranks="nearest")
+        except KeyboardInterrupt as exc:
+            raised.append(exc)
+
+    loop = threading.Thread(target=run, daemon=True)  # a hung loop must not hang the test run
+    loop.start()
+    loop.join(timeout=60)
+    assert not loop.is_alive() and len(raised) == 1
