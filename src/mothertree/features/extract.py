@@ -234,7 +234,10 @@ def _compared_in_order(
                     if failed_at.get(model, t + 1) > t:  # sooner than a read error found meanwhile
                         failed[model], failed_at[model] = error, t
                 for model in sorted(m for m, at in failed_at.items() if at == t):
-                    LOG.warning("skipping `%s`: %s", checkpoints[model].path, failed[model])
+                    if isinstance(failed[model], NonFiniteWeightsError):  # its message names the model
+                        LOG.warning("skipping: %s", failed[model])
+                    else:
+                        LOG.warning("skipping `%s`: %s", checkpoints[model].path, failed[model])
                 return compared.read, compared.comparison
 
             held = 0
