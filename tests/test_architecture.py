@@ -21,7 +21,9 @@ ALLOWED = {
     "indexing": {"io", "features", "tree", "result", "pipeline", "store"},
     "report": {"result", "evaluation"},
     "render": {"result", "evaluation", "report"},
+    "_allocator": set(),
     "cli": {
+        "_allocator",
         "pipeline",
         "indexing",
         "store",

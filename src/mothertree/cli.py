@@ -63,8 +63,13 @@ def _report_errors(command: F) -> F:
     return cast(F, wrapper)
 
 
-def _setup_output(quiet: bool) -> None:
-    from . import _progress
+def _start_work(quiet: bool) -> None:
+    """What every command that does work sets up first: its logs and progress bars on stderr (none with
+    ``quiet``), and an allocator that keeps the memory it frees (``_allocator``: this process is the
+    command's alone)."""
+    from . import _allocator, _progress
+
+    _allocator.keep_freed_memory()
 
     _progress.set_quiet(quiet)
     handler = logging.StreamHandler(sys.stderr)
@@ -290,7 +295,7 @@ def recover(
     """
     from .pipeline import recover as recover_models
 
-    _setup_output(quiet)
+    _start_work(quiet)
     if store is not None:
         if save_features is not None:
             raise InvalidParameterError(
@@ -403,7 +408,7 @@ def index_command(
     """
     from .indexing import index
 
-    _setup_output(quiet)
+    _start_work(quiet)
     with _open_store(store, create=True) as opened:
         if workers is not None and scheduler is not None:
             raise InvalidParameterError(
@@ -440,7 +445,7 @@ def _placement_command(name: str, commit: bool, summary: str) -> Any:
     ) -> None:
         from . import indexing
 
-        _setup_output(quiet)
+        _start_work(quiet)
         with _open_store(store, create=commit) as opened:
             place = indexing.add if commit else indexing.query
             answer = place(model, opened, base=base, follow_links=follow_links)
@@ -505,7 +510,7 @@ def report(result: Path, truth: Path | None, output: Path | None, fmt: str | Non
     from .report import to_html
     from .result import RecoveryResult
 
-    _setup_output(quiet=False)
+    _start_work(quiet=False)
     if fmt is None:
         suffix = output.suffix.lower() if output is not None else ".html"
         if suffix not in SUFFIX_FORMATS:
@@ -547,7 +552,7 @@ def compare(a: Path, b: Path, fmt: str, base: Path | None, follow_links: bool, q
     """
     from .pipeline import compare as compare_models
 
-    _setup_output(quiet)
+    _start_work(quiet)
     answer = compare_models(a, b, base=base, follow_links=follow_links)
     if fmt == "json":
         click.echo(json.dumps(answer.to_json(), indent=2))
@@ -597,7 +602,7 @@ def evaluate(result: Path, truth: Path, fmt: str) -> None:
 @_report_errors
 def demo(out: Path | None, force: bool, lam: float, direction: Direction, quiet: bool) -> None:
     """Build a small Model Graph by really fine-tuning ImageNet MobileNetV2 (once), then recover it."""
-    _setup_output(quiet)
+    _start_work(quiet)
     try:
         from .zoo.demo import build_demo_graph
     except ImportError as exc:
@@ -659,7 +664,7 @@ def zoo_build(spec: str, out: Path, size: str, force: bool, quiet: bool) -> None
     Resumable: rerun the same command after an interruption and only the missing models are trained.
     Prints the folder on stdout.
     """
-    _setup_output(quiet)
+    _start_work(quiet)
     zoo_package = _zoo_module()
     graph_spec = zoo_package.load_spec(spec).sized(size)
     LOG.info("%s: %d models in %d trees", graph_spec.name, graph_spec.n_models, graph_spec.trees)
@@ -695,7 +700,7 @@ def zoo_variant(graph: Path, variant: str, out: Path, quiet: bool) -> None:
     Every model is pruned (torch l1_unstructured), cast, or quantised (bitsandbytes Linear8bitLt) and
     saved as a user would; truth.json is copied with the variant recorded. GRAPH is never written to.
     """
-    _setup_output(quiet)
+    _start_work(quiet)
     _zoo_module()
     from .zoo.variants import build_variant
 

@@ -31,6 +31,7 @@ from .._progress import progress
 from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .blas import one_blas_thread
+from .buffers import WarmBuffers
 from .decay import clock_pairs, combined_log_factors, pair_log_factors
 from .featureset import FeatureSet
 from .fingerprint import DEFAULT_PARAMS, block_positions
@@ -215,8 +216,10 @@ def _compared_in_order(
     Reading stays on the calling thread, tensor after tensor, so that a checkpoint (one open file, one
     seek position) is only ever used by one thread. Everything else (moments, Gram products, sketches,
     factorisations: the kernels and numpy release the GIL) runs on ``COMPARE_WORKERS`` threads meanwhile.
-    The stacks read but not yet compared hold at most ``READ_AHEAD_BYTES``; a larger one is read only
-    once every earlier one is compared, and held alone.
+    The stacks read but not yet compared are at most one a thread plus one (more only raised the page
+    faults: each stack a buffer of its own) and hold at most ``READ_AHEAD_BYTES``; a larger one is read
+    only once every earlier one is compared, and held alone. A stack compared hands its buffer on to a
+    later one (``WarmBuffers``).
 
     A model that cannot be read, or holds NaN/inf, is in ``failed`` and read no more, as when read in
     turn: the comparisons hand on the models they found non-finite (``turns``), so a later tensor read
@@ -224,12 +227,16 @@ def _compared_in_order(
     """
     workers = max(1, min(COMPARE_WORKERS, os.cpu_count() or 1))
     failed_at: dict[int, int] = {}  # the tensor each model of ``failed`` failed in
+    buffers = WarmBuffers(READ_AHEAD_BYTES)  # a stack compared leaves its memory to a later one
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mothertree-compare") as pool:
         try:
-            waiting: deque[tuple[int, int, Future[Compared] | None]] = deque()
+            waiting: deque[tuple[int, int, Future[Compared] | None, npt.NDArray[np.float32]]] = deque()
 
-            def answer(t: int, future: Future[Compared] | None) -> tuple[ReadTensor, Comparison | None]:
+            def answer(
+                t: int, future: Future[Compared] | None, buffer: npt.NDArray[np.float32]
+            ) -> tuple[ReadTensor, Comparison | None]:
                 compared = Compared(ReadTensor([], [], []), None, {}) if future is None else future.result()
+                buffers.give(buffer)
                 for model, error in compared.non_finite.items():
                     if failed_at.get(model, t + 1) > t:  # sooner than a read error found meanwhile
                         failed[model], failed_at[model] = error, t
@@ -243,11 +250,12 @@ def _compared_in_order(
             held = 0
             for t, info in enumerate(tensors):
                 size = 4 * info.numel * (len(checkpoints) - len(failed))
-                while waiting and (held + size > READ_AHEAD_BYTES or len(waiting) > 2 * workers):
-                    done, s, future = waiting.popleft()
+                while waiting and (held + size > READ_AHEAD_BYTES or len(waiting) > workers):
+                    done, s, future, buffer = waiting.popleft()
                     held -= done
-                    yield answer(s, future)
-                values, stack = _read_stack(checkpoints, info, failed)
+                    yield answer(s, future, buffer)
+                buffer = buffers.take(size // 4)
+                values, stack = _read_stack(checkpoints, info, failed, buffer)
                 for model in stack.unread:
                     failed_at[model] = t
                 future = pool.submit(compare, t, info, values, stack.read) if stack.read.models else None
@@ -255,10 +263,10 @@ def _compared_in_order(
                     for chain in turns.all():
                         chain.skip(t)
                 del values  # the worker holds the stack until it is compared
-                waiting.append((size, t, future))
+                waiting.append((size, t, future, buffer))
                 held += size
-            for _, s, future in waiting:
-                yield answer(s, future)
+            for _, s, future, buffer in waiting:
+                yield answer(s, future, buffer)
         finally:
             for chain in turns.all():
                 chain.close()
@@ -351,14 +359,18 @@ def tensor_distances(
 
 
 def _read_stack(
-    checkpoints: Sequence[Checkpoint], info: TensorInfo, failed: dict[int, Exception]
+    checkpoints: Sequence[Checkpoint],
+    info: TensorInfo,
+    failed: dict[int, Exception],
+    buffer: npt.NDArray[np.float32],
 ) -> tuple[npt.NDArray[np.float32], StackRead]:
-    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows, and what
-    ``StackRead`` says of them. A model that cannot be read is added to ``failed`` (and read no more)."""
+    """Tensor ``info`` of every model not yet ``failed``, as ``(n_read, numel)`` rows in ``buffer`` (flat
+    float32, at least that many values), and what ``StackRead`` says of them. A model that cannot be
+    read is added to ``failed`` (and read no more)."""
     read_from = [i for i in range(len(checkpoints)) if i not in failed]
     stored = np.array([precision_of(checkpoints[i].tensors[info.name].dtype) for i in read_from])
     # Each model is read straight into its row.
-    stack = np.empty((len(read_from), info.numel), dtype=np.float32)
+    stack = buffer[: len(read_from) * info.numel].reshape(len(read_from), info.numel)
     filled: list[int] = []
     unread: list[int] = []
     for i in read_from:
