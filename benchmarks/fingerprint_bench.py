@@ -165,9 +165,11 @@ def bin_copy(graph: Path) -> Path | None:
 
 
 EXACT = "from mothertree.pipeline import recover\ndef work(): recover([{graph!r}])"
-# The command line's `recover`, its imports (the start-up) excluded; its output (the tree) discarded.
+# The command line's `recover`, its imports (the start-up) excluded: what it sets up before them, then
+# them, then the timed command; its output (the tree) discarded.
 CLI = (
-    "import contextlib, io\nimport mothertree.pipeline\nfrom mothertree import cli\n"
+    "import contextlib, io\nfrom mothertree import cli\ncli._start_work(True, recovers=True)\n"
+    "import mothertree.pipeline\n"
     "def work():\n    with contextlib.redirect_stdout(io.StringIO()):\n"
     "        cli.main(['recover', {graph!r}, '--quiet'], standalone_mode=False)"
 )

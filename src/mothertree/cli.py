@@ -63,13 +63,18 @@ def _report_errors(command: F) -> F:
     return cast(F, wrapper)
 
 
-def _start_work(quiet: bool) -> None:
+def _start_work(quiet: bool, *, recovers: bool = False) -> None:
     """What every command that does work sets up first: its logs and progress bars on stderr (none with
     ``quiet``), and an allocator that keeps the memory it frees (``_allocator``: this process is the
-    command's alone)."""
+    command's alone); one that ``recovers`` (reads weights, and trains nothing) loads BLAS on one thread
+    (``features.blas``)."""
     from . import _allocator, _progress
 
     _allocator.keep_freed_memory()
+    if recovers:
+        from .features import blas
+
+        blas.load_on_one_thread()
 
     _progress.set_quiet(quiet)
     handler = logging.StreamHandler(sys.stderr)
@@ -293,9 +298,9 @@ def recover(
     PATHS are folders of models (sub-folders, checkpoint files, PEFT LoRA adapters), single models, or
     FeatureSet files (.npz) written by --save-features.
     """
+    _start_work(quiet, recovers=True)  # before numpy is imported
     from .pipeline import recover as recover_models
 
-    _start_work(quiet)
     if store is not None:
         if save_features is not None:
             raise InvalidParameterError(
@@ -406,9 +411,9 @@ def index_command(
     Each model is committed as soon as it is read: after an interruption, rerun the same command. Prints
     a summary on stdout.
     """
+    _start_work(quiet, recovers=True)  # before numpy is imported
     from .indexing import index
 
-    _start_work(quiet)
     with _open_store(store, create=True) as opened:
         if workers is not None and scheduler is not None:
             raise InvalidParameterError(
@@ -443,9 +448,9 @@ def _placement_command(name: str, commit: bool, summary: str) -> Any:
     def command(
         model: Path, store: Path | None, fmt: str, base: Path | None, follow_links: bool, quiet: bool
     ) -> None:
+        _start_work(quiet, recovers=True)  # before numpy is imported
         from . import indexing
 
-        _start_work(quiet)
         with _open_store(store, create=commit) as opened:
             place = indexing.add if commit else indexing.query
             answer = place(model, opened, base=base, follow_links=follow_links)
@@ -550,9 +555,9 @@ def compare(a: Path, b: Path, fmt: str, base: Path | None, follow_links: bool, q
 
     Exit code 0 either way; the answer is on stdout (`related: yes` or `related: no`, or JSON).
     """
+    _start_work(quiet, recovers=True)  # before numpy is imported
     from .pipeline import compare as compare_models
 
-    _start_work(quiet)
     answer = compare_models(a, b, base=base, follow_links=follow_links)
     if fmt == "json":
         click.echo(json.dumps(answer.to_json(), indent=2))

@@ -273,8 +273,7 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         shard = self.shards[number]
         file = self._open_shard(number)
         try:
-            file.seek(offset)
-            got = file.readinto(into.data)
+            got = read_at(file, offset, into.data)
         except OSError as exc:
             raise os_error(shard, exc) from None
         if got != into.size:
@@ -292,6 +291,23 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
         self._handle = open_shard_file(self.shards[number], self._boundary)
         self._handle_shard = number
         return self._handle
+
+
+def read_at(file: BufferedReader, offset: int, into: memoryview) -> int:
+    """Fill ``into`` from ``file`` at ``offset``; the bytes read (fewer only at the end of the file).
+
+    Positional reads straight into the buffer: no seek, and no copy through the file's buffer, which a
+    seek empties (the weight-decay clock reads a thousand rows of 1.5 KB each on ten MiniLMs)."""
+    if not hasattr(os, "preadv"):  # not on Windows
+        file.seek(offset)
+        return file.readinto(into) or 0
+    view, got = into.cast("B"), 0
+    while got < len(view):
+        count = os.preadv(file.fileno(), [view[got:]], offset + got)  # short for reads past 2 GiB
+        if count == 0:
+            break
+        got += count
+    return got
 
 
 def _describe_shard(shard: Path, boundary: Path) -> list[tuple[TensorInfo, HeaderEntry]]:
