@@ -84,8 +84,6 @@ static inline float round_bf16(float x) {
     return float_of(b);
 }
 
-static inline float as_stored(float x) { return x; }
-
 typedef struct {
     const float *values;
     Py_ssize_t size;
@@ -105,23 +103,6 @@ typedef struct {
 } Worker;
 
 #define SUMS 4 /* the sums of (v - K)^k, k = 1..4 */
-
-/* The plain sum of a block at one precision: what K is made of. */
-#define PLAIN_SUM(NAME, ROUND)                                                       \
-    CLONES static double NAME(const float *v, Py_ssize_t n) {                        \
-        double s[LANES] = {0};                                                       \
-        Py_ssize_t i = 0;                                                            \
-        for (; i + LANES <= n; i += LANES)                                           \
-            for (int k = 0; k < LANES; k++) s[k] += (double)ROUND(v[i + k]);         \
-        for (; i < n; i++) s[0] += (double)ROUND(v[i]);                              \
-        double total = 0.0;                                                          \
-        for (int k = 0; k < LANES; k++) total += s[k];                               \
-        return total;                                                                \
-    }
-
-PLAIN_SUM(plain_sum_f32, as_stored)
-PLAIN_SUM(plain_sum_f16, round_f16)
-PLAIN_SUM(plain_sum_bf16, round_bf16)
 
 /* Four float64 lanes, and eight uint32: GCC vectors, so that the AVX2 clone keeps each in a register
  * and the default one (SSE2 halves) computes the very same lanes to the same bits. Written as plain
@@ -171,6 +152,13 @@ CLONES static void shifted_sums(const float *v, Py_ssize_t n, double shift, doub
         out[2] += t3[l];
         out[3] += t4[l];
     }
+}
+
+/* The plain sum of a block, what K is made of: the first of shifted_sums about 0 (x - 0 is x). */
+static double plain_sum(const float *v, Py_ssize_t n) {
+    double sums[SUMS];
+    shifted_sums(v, n, 0.0, sums);
+    return sums[0];
 }
 
 CLONES static void round_block_f16(const float *v, Py_ssize_t n, float *out) {
@@ -318,9 +306,16 @@ static PyObject *moments(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS;
     if (job.size > 0) {
         Py_ssize_t first = block_size(&job, 0);
-        job.shifts[0] = plain_sum_f32(job.values, first) / (double)first;
-        if (job.which[1]) job.shifts[1] = plain_sum_f16(job.values, first) / (double)first;
-        if (job.which[2]) job.shifts[2] = plain_sum_bf16(job.values, first) / (double)first;
+        job.shifts[0] = plain_sum(job.values, first) / (double)first;
+        float rounded[BLOCK];
+        if (job.which[1]) {
+            round_block_f16(job.values, first, rounded);
+            job.shifts[1] = plain_sum(rounded, first) / (double)first;
+        }
+        if (job.which[2]) {
+            round_block_bf16(job.values, first, rounded);
+            job.shifts[2] = plain_sum(rounded, first) / (double)first;
+        }
     }
     run_blocks(&job);
     for (Py_ssize_t b = 0; b < job.blocks; b++) {
