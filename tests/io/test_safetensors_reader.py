@@ -50,6 +50,22 @@ def test_sharded_bf16_values_match_the_bf16_model(saved: Saved) -> None:
 
 
 @pytest.mark.slow
+def test_read_into_a_row_gives_what_read_gives(saved: Saved) -> None:
+    # float32 and bf16 are read straight into the row, other layouts through a copy.
+    for folder in (saved.single, saved.sharded_bf16):
+        with SafetensorsCheckpoint(folder) as checkpoint:
+            for name, info in checkpoint.tensors.items():
+                expected = checkpoint.read(name).reshape(-1)
+                rows = np.full((2, info.numel), np.nan, dtype=np.float32)
+                checkpoint.read_into(name, rows[1])
+                np.testing.assert_array_equal(rows[1], expected)
+                assert np.isnan(rows[0]).all()  # nothing written past the row
+                column = np.full((info.numel, 2), np.nan, dtype=np.float32)[:, 0]  # not contiguous
+                checkpoint.read_into(name, column)
+                np.testing.assert_array_equal(column, expected)
+
+
+@pytest.mark.slow
 def test_tensors_are_in_storage_order(saved: Saved) -> None:
     with SafetensorsCheckpoint(saved.single / "model.safetensors") as checkpoint:
         assert list(checkpoint.tensors) == _offset_order(saved.single / "model.safetensors")

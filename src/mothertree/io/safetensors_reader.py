@@ -238,10 +238,17 @@ class SafetensorsCheckpoint(StoredTensorsCheckpoint):
 
     def _read_stored_into(self, name: str, out: np.ndarray) -> None:
         number, entry, dtype = self._located(name)
-        if dtype != np.dtype(np.float32) or out.nbytes != entry.end - entry.start:
+        stored = entry.end - entry.start
+        if not out.flags.c_contiguous:
+            super()._read_stored_into(name, out)  # copyto fills any view
+        elif dtype == np.dtype(np.float32) and out.nbytes == stored:
+            self._read_span(number, name, entry.start, out.reshape(-1).view(np.uint8))
+        elif entry.dtype == "BF16" and out.dtype == np.float32 and out.nbytes == 2 * stored:
+            bits = np.empty(out.size, dtype=_BF16_BITS)
+            self._read_span(number, name, entry.start, bits.view(np.uint8))
+            widen_bf16(bits, out=out.reshape(-1))  # straight into the row: no float32 copy between
+        else:
             super()._read_stored_into(name, out)  # converted, or the sizes differ (copyto says so)
-            return
-        self._read_span(number, name, entry.start, out.reshape(-1).view(np.uint8))
 
     def _read_stored_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         number, entry, dtype = self._located(name)
