@@ -11,6 +11,8 @@ import scipy.stats
 from safetensors.numpy import load_file
 
 from mothertree.errors import InvalidCheckpointError
+from mothertree.features import extract
+from mothertree.features.decay import clock_tensors
 from mothertree.features.extract import extract_features
 from mothertree.features.featureset import FeatureSet
 from mothertree.features.low_rank import LowRankRule
@@ -146,6 +148,39 @@ def test_a_model_that_breaks_is_left_out_from_its_first_failure_as_read_in_turn(
     np.testing.assert_array_equal(features.moments, expected.moments)
     if ranks:
         np.testing.assert_array_equal(features.ranks[1:], expected.ranks[1:])  # 0: its nearest too
+
+
+@pytest.mark.slow
+def test_the_clock_read_before_a_model_is_found_broken_is_the_others_clock(
+    bert_family: Path, monkeypatch: pytest.MonkeyPatch
+):
+    refs, _ = discover(bert_family)
+    checkpoints = [open_checkpoint(ref) for ref in refs]
+    tensors = select_tensors([c.tensors for c in checkpoints])
+    clock = clock_tensors([c.tensors for c in checkpoints])
+    ids = [r.id for r in refs]
+    early_models: list[list[int]] = []
+    read_early = extract._early_clock
+
+    def spy(*args):
+        found = read_early(*args)
+        early_models.extend(read.models for read in found)
+        return found
+
+    monkeypatch.setattr(extract, "_early_clock", spy)
+    # NaN in the last compared tensor: found once every stack is read, after the clock is read early.
+    broken = Sabotaged(checkpoints[2], nan_in=tensors[-1].name, broken_in="")
+    features, failed = extract_features(
+        [*checkpoints[:2], broken, *checkpoints[3:]], ids, tensors, clock=clock
+    )
+    others = [c for k, c in enumerate(checkpoints) if k != 2]
+    expected, _ = extract_features(others, [i for k, i in enumerate(ids) if k != 2], tensors, clock=clock)
+    assert clock and [b.error.__class__.__name__ for b in failed] == ["NonFiniteWeightsError"]
+    assert early_models[0] == list(range(len(checkpoints)))  # the broken model's clock was read too
+    assert features.decay_log_factors is not None and expected.decay_log_factors is not None
+    off_diagonal = ~np.eye(len(others), dtype=bool)
+    assert np.isfinite(expected.decay_log_factors[off_diagonal]).all()  # every pair measured
+    np.testing.assert_array_equal(features.decay_log_factors, expected.decay_log_factors)
 
 
 class Interrupted(Sabotaged):

@@ -32,7 +32,7 @@ from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .blas import one_blas_thread
 from .buffers import WarmBuffers
-from .decay import clock_pairs, combined_log_factors, pair_log_factors
+from .decay import ALL_PAIRS_UP_TO, clock_pairs, combined_log_factors, pair_log_factors
 from .featureset import FeatureSet
 from .fingerprint import DEFAULT_PARAMS, block_positions
 from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, sketched_ranks
@@ -80,7 +80,7 @@ def extract_features(
     The FeatureSet holds the models read completely and finite; ``metadata["masked_tensors"]`` names the
     tensors compared on the common support (``common_support_norms`` is set when there is any).
     ``clock``: tensors whose sampled blocks give the weight-decay clock (``features/decay.py``), read one
-    model at a time after the compared ones.
+    model at a time after the compared ones, while the last of those are compared (``_early_clock``).
     """
     arrays = GroupArrays(len(tensors), len(checkpoints), with_ranks=bool(ranks))
     failed: dict[int, Exception] = {}
@@ -90,8 +90,13 @@ def extract_features(
     compare = partial(
         _compare_stack, turns=turns, ranks=ranks, rank_pairs=rank_pairs, sketch_rows=sketch_rows
     )
+    early_clock: list[_ClockRead] = []
+
+    def read_clock() -> None:
+        early_clock.extend(_early_clock(checkpoints, clock, failed))
+
     with one_blas_thread():  # many small SVDs and Gram products (features/blas.py)
-        compared = _compared_in_order(checkpoints, tensors, failed, compare, turns)
+        compared = _compared_in_order(checkpoints, tensors, failed, compare, turns, after_reading=read_clock)
         for t, info in enumerate(
             progress(tensors, desc="reading tensors", total=len(tensors), unit="tensor")
         ):
@@ -105,7 +110,8 @@ def extract_features(
 
     kept = [i for i in range(len(checkpoints)) if i not in failed]
     if clock:
-        arrays.decay_log_factors = _clock(checkpoints, clock, kept, arrays.mean_distances(kept))
+        early = early_clock[0] if early_clock else None
+        arrays.decay_log_factors = _clock(checkpoints, clock, kept, arrays.mean_distances(kept), early)
     features = arrays.feature_set(
         kept,
         model_ids=[model_ids[i] for i in kept],
@@ -122,31 +128,75 @@ def extract_features(
     return features, broken
 
 
+class _ClockRead(NamedTuple):
+    """The clock's ``pair_log_factors`` of each clock tensor, for every pair of ``models``."""
+
+    models: list[int]
+    per_tensor: list[npt.NDArray[np.float64]]
+
+
 def _clock(
     checkpoints: Sequence[Checkpoint],
     clock: Sequence[TensorInfo],
     kept: list[int],
     distances: npt.NDArray[np.float64],
+    early: _ClockRead | None = None,
 ) -> npt.NDArray[np.float64]:
     """``features.decay.combined_log_factors`` of the ``kept`` models over the ``clock`` tensors' sampled
     blocks (``fingerprint.sampled_block``), for the pairs ``decay.clock_pairs`` picks from their
-    ``distances``. A tensor a model cannot read (it read its compared ones) leaves that tensor out of the
-    clock, with a warning; the model stays."""
-    pairs = clock_pairs(distances)
+    ``distances``; from ``early`` where it was read for models that include them (its pairs among them
+    are all that count). A tensor a model cannot read (it read its compared ones) leaves that tensor out
+    of the clock, with a warning; the model stays."""
+    if early is not None:
+        position = {model: k for k, model in enumerate(early.models)}
+        index = [position[i] for i in kept]
+        per_tensor = [factors[np.ix_(index, index)] for factors in early.per_tensor]
+    else:
+        per_tensor = _clock_factors(checkpoints, clock, kept, clock_pairs(distances)) or []
+    n = len(checkpoints)
+    full = np.full((n, n), np.nan)
+    full[np.ix_(kept, kept)] = combined_log_factors(per_tensor, len(kept))
+    return full
+
+
+def _early_clock(
+    checkpoints: Sequence[Checkpoint], clock: Sequence[TensorInfo], failed: dict[int, Exception]
+) -> list[_ClockRead]:
+    """The clock of the models not ``failed`` so far, read and reckoned while the last tensors are
+    compared (the calling thread has nothing else to do then), where ``decay.clock_pairs`` takes every
+    pair whatever the distances; none where it would not, or where a clock tensor fails to read (``_clock``
+    reads it again once the models kept are known, and warns then)."""
+    models = [i for i in range(len(checkpoints)) if i not in failed]
+    if not clock or len(models) > ALL_PAIRS_UP_TO:
+        return []
+    per_tensor = _clock_factors(checkpoints, clock, models, None, warn=False)
+    return [] if per_tensor is None else [_ClockRead(models, per_tensor)]
+
+
+def _clock_factors(
+    checkpoints: Sequence[Checkpoint],
+    clock: Sequence[TensorInfo],
+    models: list[int],
+    pairs: list[tuple[int, int]] | None,
+    *,
+    warn: bool = True,
+) -> list[npt.NDArray[np.float64]] | None:
+    """``pair_log_factors`` of each clock tensor of ``models`` (``pairs``: positions among them, None:
+    all). A tensor some model cannot read is left out with a warning, or (``warn=False``) none is
+    returned."""
     per_tensor = []
     for info in clock:
         try:
             rows, cols = block_positions(info.shape, DEFAULT_PARAMS.sketch)
             # The fingerprint's sampled block, read row by row where the format can seek.
-            blocks = [checkpoints[i].read_rows(info.name, rows)[:, cols] for i in kept]
+            blocks = [checkpoints[i].read_rows(info.name, rows)[:, cols] for i in models]
         except (MotherTreeError, OSError, ValueError, KeyError) as exc:
+            if not warn:
+                return None
             LOG.warning("weight-decay clock: leaving out `%s`: %s", info.name, exc)
             continue
         per_tensor.append(pair_log_factors(np.stack(blocks), pairs))
-    n = len(checkpoints)
-    full = np.full((n, n), np.nan)
-    full[np.ix_(kept, kept)] = combined_log_factors(per_tensor, len(kept))
-    return full
+    return per_tensor
 
 
 class ReadRows(NamedTuple):
@@ -210,6 +260,7 @@ def _compared_in_order(
     failed: dict[int, Exception],
     compare: Callable[[int, TensorInfo, npt.NDArray[np.float32], ReadRows], Compared],
     turns: LoopTurns,
+    after_reading: Callable[[], None] = lambda: None,
 ) -> Iterator[tuple[ReadTensor, Comparison | None]]:
     """Each of ``tensors`` read from every model (``_read_stack``) and ``compare``d, in order.
 
@@ -220,6 +271,8 @@ def _compared_in_order(
     faults: each stack a buffer of its own) and hold at most ``READ_AHEAD_BYTES``; a larger one is read
     only once every earlier one is compared, and held alone. A stack compared hands its buffer on to a
     later one (``WarmBuffers``).
+
+    ``after_reading`` runs on the calling thread once every stack is read, while the last are compared.
 
     A model that cannot be read, or holds NaN/inf, is in ``failed`` and read no more, as when read in
     turn: the comparisons hand on the models they found non-finite (``turns``), so a later tensor read
@@ -265,6 +318,7 @@ def _compared_in_order(
                 del values  # the worker holds the stack until it is compared
                 waiting.append((size, t, future, buffer))
                 held += size
+            after_reading()  # on this thread, while the last stacks are compared
             for _, s, future, buffer in waiting:
                 yield answer(s, future, buffer)
         finally:
