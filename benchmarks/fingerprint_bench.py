@@ -264,7 +264,10 @@ def reading_section(timed: Path, times: dict[str, float], repeats: int, command:
         "(`features/_moments.c`: one pass, float64, as stored and rounded to fp16 and bf16), and on the "
         "exact path the pairwise Gram products and the first pass of `--distance auto`'s rank screen "
         "(each model's nearest in its first four tensors where the two differ: `features/screen.py`), "
-        "on two threads while the calling thread reads. Times exclude the imports (section "
+        "on two threads while the calling thread reads (and then reads the weight-decay clock's rows). "
+        "The CLI's row is the command users run: its process also keeps the memory it frees "
+        "(`_allocator`: fewer page faults) and loads BLAS on one thread (no threadpoolctl scan), which "
+        "the Python API leaves to the process it runs in. Times exclude the imports (section "
         "(g)). The `.bin` copy is the same models saved again by `torch.save` (one `pytorch_model.bin` "
         "each), read with torch imported beforehand; its rows are against `cat` of the `.bin` files.",
         READING.end,
