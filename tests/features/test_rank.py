@@ -112,6 +112,27 @@ def test_only_the_asked_pairs_are_computed():
     )
 
 
+def test_equal_rows_are_rank_zero_without_a_sketch(monkeypatch):
+    # Synthetic weights (as above): a parent, a LoRA child of rank 4, and an exact copy of the parent.
+    from mothertree.features import rank
+
+    rng = np.random.default_rng(2)
+    parent, child = lora_family(rng, [4])
+    stack = np.stack([parent.ravel(), child.ravel(), parent.ravel()]).astype(np.float32)
+    full, full_clear, cap = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0)
+    assert full[0, 2] == full_clear[0, 2] == 0 and full[0, 1] == 4  # what the sketch says of them
+    some, some_clear, _ = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0, pairs=[(0, 2), (1, 0)])
+    assert some[0, 2] == some[2, 0] == some_clear[0, 2] == 0 and some[0, 1] == 4 and some[1, 2] == -1
+
+    def no_sketch(*args):
+        raise AssertionError("only equal rows were asked for")
+
+    monkeypatch.setattr(rank._linalg, "count_sketch", no_sketch)
+    equal, equal_clear, equal_cap = sketched_ranks(stack, (ROWS, COLS), ["F32"] * 3, seed=0, pairs=[(2, 0)])
+    assert equal[0, 2] == equal[2, 0] == equal_clear[2, 0] == 0 and equal[0, 1] == -1
+    assert equal_cap == cap
+
+
 def test_nearest_pairs_are_each_models_closest_other():
     d = np.array([[0.0, 1.0, 5.0], [1.0, 0.0, 2.0], [5.0, 2.0, 0.0]])
     assert nearest_pairs(d) == [(0, 1), (1, 0), (2, 1)]

@@ -269,12 +269,17 @@ def sketched_ranks(
     (the smallest singular value of a square random matrix is near 0: it would read as rank ``cap - 1``).
     """
     rows, cols = shape
-    if pairs is not None and all(i == j for i, j in pairs):
-        # Nothing to rank (features/screen.py): no sketch either.
-        cap = min(rows, sketch_rows, cols, SKETCH_COLUMNS_PER_ROW * sketch_rows)
-        unranked = np.full((len(stack), len(stack)), -1, dtype=np.int64)
-        np.fill_diagonal(unranked, 0)
-        return RankEstimate(unranked, unranked.copy(), cap)
+    equal: list[tuple[int, int]] = []
+    if pairs is not None:
+        # Equal rows differ by nothing: rank 0, which their sketches would give too. The screen
+        # (features/screen.py) asks for those of an untouched layer, often all it asks for.
+        equal = [(i, j) for i, j in pairs if i != j and np.array_equal(stack[i], stack[j])]
+        pairs = [(i, j) for i, j in pairs if i != j and (i, j) not in equal]
+        if not pairs:  # nothing left to rank: no sketch either
+            cap = min(rows, sketch_rows, cols, SKETCH_COLUMNS_PER_ROW * sketch_rows)
+            unranked = np.full((len(stack), len(stack)), -1, dtype=np.int64)
+            np.fill_diagonal(unranked, 0)
+            return _with_equal(RankEstimate(unranked, unranked.copy(), cap), equal)
     left = sketch_csr(rows, sketch_rows, seed)
     right = sketch_csr(cols, SKETCH_COLUMNS_PER_ROW * sketch_rows, seed + RIGHT_SEED)
     matrices = stack.reshape(len(stack), rows, cols)
@@ -291,4 +296,10 @@ def sketched_ranks(
         rms_weight = float(np.sqrt(squares / max(matrices.size, 1)))
     tolerance = pair_tolerances(shape, sketch, rms_weight, dtypes)
     ranks, clear = pairwise_ranks(sketched, tolerance, pairs)
-    return RankEstimate(ranks, clear, min(sketch))
+    return _with_equal(RankEstimate(ranks, clear, min(sketch)), equal)
+
+
+def _with_equal(estimate: RankEstimate, equal: Sequence[tuple[int, int]]) -> RankEstimate:
+    for i, j in equal:
+        estimate.ranks[i, j] = estimate.ranks[j, i] = estimate.clear[i, j] = estimate.clear[j, i] = 0
+    return estimate
