@@ -4,9 +4,9 @@ The pass asks one thing (``LowRankRule.needs_pair_ranks``): does some model diff
 by a clearly low-rank update (LoRA)? A LoRA child shows that in every tensor its update touches, so a few
 such tensors answer for it; a full fine-tune answers "no" in every one. Each model's difference to its
 nearest model is therefore ranked in its first ``budget`` tensors (in the loop's order) where the two
-differ, and wherever they are equal (rank 0: a copy, or a layer a LoRA left alone; rows exactly equal
-need no sketch, ``rank.sketched_ranks``, and it keeps what the rule reads of equal tensors). On ten MiniLMs that is 4 tensors of 25 a model: the
-rank sketches were 40 % of the loop's arithmetic.
+differ, and wherever they are equal (rank 0: a copy, or a layer a LoRA left alone; rows exactly
+equal need no sketch, ``rank.sketched_ranks``; it keeps what the rule reads of equal tensors). On ten
+MiniLMs that is 4 tensors of 25 a model: the rank sketches were 40 % of the loop's arithmetic.
 
 Tensors are compared on several threads, yet the choice for tensor ``t`` must not depend on which one
 finished first: each comparison hands the counts on to the next in tensor order (``features/turns.py``),
