@@ -54,6 +54,8 @@ LOG = logging.getLogger(__name__)
 
 # The stacks read and waiting to be compared hold at most this much (a larger one is held alone).
 READ_AHEAD_BYTES = 256 << 20
+# Buffers of stacks compared, kept for the next stacks (``WarmBuffers``), beside those in flight.
+KEPT_BUFFER_BYTES = 64 << 20
 # Threads comparing stacks while the loop reads the next ones (at most one a core).
 COMPARE_WORKERS = 2
 
@@ -270,7 +272,7 @@ def _compared_in_order(
     The stacks read but not yet compared are at most one a thread plus one (more only raised the page
     faults: each stack a buffer of its own) and hold at most ``READ_AHEAD_BYTES``; a larger one is read
     only once every earlier one is compared, and held alone. A stack compared hands its buffer on to a
-    later one (``WarmBuffers``).
+    later one (``WarmBuffers``: at most ``KEPT_BUFFER_BYTES`` of them kept beside those in flight).
 
     ``after_reading`` runs on the calling thread once every stack is read, while the last are compared.
 
@@ -280,7 +282,7 @@ def _compared_in_order(
     """
     workers = max(1, min(COMPARE_WORKERS, os.cpu_count() or 1))
     failed_at: dict[int, int] = {}  # the tensor each model of ``failed`` failed in
-    buffers = WarmBuffers(READ_AHEAD_BYTES)  # a stack compared leaves its memory to a later one
+    buffers = WarmBuffers(KEPT_BUFFER_BYTES)  # a stack compared leaves its memory to a later one
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mothertree-compare") as pool:
         try:
             waiting: deque[tuple[int, int, Future[Compared] | None, npt.NDArray[np.float32]]] = deque()
