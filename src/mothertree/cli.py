@@ -65,15 +65,16 @@ def _report_errors(command: F) -> F:
 
 def _start_work(quiet: bool, *, recovers: bool = False) -> None:
     """What every command that does work sets up first: its logs and progress bars on stderr (none with
-    ``quiet``), and an allocator that keeps the memory it frees (``_allocator``: this process is the
-    command's alone); one that ``recovers`` (reads weights, and trains nothing) loads BLAS on one thread
-    (``features.blas``)."""
-    from . import _allocator, _progress
+    ``quiet``). One that ``recovers`` (reads weights, and trains nothing) also keeps the memory it frees
+    (``_allocator``) and loads BLAS on one thread (``features.blas``): its process is the command's
+    alone, and these are the feature loop's."""
+    from . import _progress
 
-    _allocator.keep_freed_memory()
     if recovers:
+        from . import _allocator
         from .features import blas
 
+        _allocator.keep_freed_memory()
         blas.load_on_one_thread()
 
     _progress.set_quiet(quiet)
