@@ -120,12 +120,17 @@ ALL_PAIRS_UP_TO = 64
 CLOCK_NEIGHBOURS = 16
 
 
+def every_pair(n_models: int) -> bool:
+    """Whether ``clock_pairs`` takes every pair of ``n_models`` models, whatever their distances."""
+    return n_models <= ALL_PAIRS_UP_TO
+
+
 def clock_pairs(distances: npt.ArrayLike) -> list[tuple[int, int]] | None:
     """The pairs ``(i, j)``, ``i < j``, whose clock to read, given the models' ``(n, n)`` distances: None
     (every pair) up to ``ALL_PAIRS_UP_TO`` models, else each model with its ``CLOCK_NEIGHBOURS`` nearest."""
     d = np.asarray(distances, dtype=np.float64)
     n = len(d)
-    if n <= ALL_PAIRS_UP_TO:
+    if every_pair(n):
         return None
     d = np.where(np.isfinite(d), d, np.inf)
     np.fill_diagonal(d, np.inf)

@@ -32,7 +32,7 @@ from ..errors import MotherTreeError, NonFiniteWeightsError
 from ..io.types import BrokenModel, Checkpoint, TensorInfo
 from .blas import one_blas_thread
 from .buffers import WarmBuffers
-from .decay import ALL_PAIRS_UP_TO, clock_pairs, combined_log_factors, pair_log_factors
+from .decay import clock_pairs, combined_log_factors, every_pair, pair_log_factors
 from .featureset import FeatureSet
 from .fingerprint import DEFAULT_PARAMS, block_positions
 from .rank import DEFAULT_SKETCH_ROWS, RankEstimate, sketched_ranks
@@ -169,7 +169,7 @@ def _early_clock(
     pair whatever the distances; none where it would not, or where a clock tensor fails to read (``_clock``
     reads it again once the models kept are known, and warns then)."""
     models = [i for i in range(len(checkpoints)) if i not in failed]
-    if not clock or len(models) > ALL_PAIRS_UP_TO:
+    if not clock or not every_pair(len(models)):
         return []
     per_tensor = _clock_factors(checkpoints, clock, models, None, warn=False)
     return [] if per_tensor is None else [_ClockRead(models, per_tensor)]
