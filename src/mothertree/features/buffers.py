@@ -34,7 +34,7 @@ class WarmBuffers:
     def give(self, buffer: npt.NDArray[np.float32]) -> None:
         self._free.append(buffer)
         self._free.sort(key=lambda kept: kept.size, reverse=True)
-        while sum(kept.nbytes for kept in self._free) > self.budget:
+        while self.kept_bytes > self.budget:
             self._free.pop()
 
     @property
